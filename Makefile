@@ -1,0 +1,51 @@
+# Two entry points that work on a fresh Debian machine (Python 3.11, root):
+#   make run   - the exporter with the demo API and bounded demo traffic
+#   make test  - the whole test suite against real Prometheus/Alertmanager binaries
+# Each installs what it needs: a venv with the project, and the Debian
+# packages prometheus + prometheus-alertmanager when their binaries are missing.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+LISTEN ?= 127.0.0.1:25279
+
+.PHONY: run test bench deps system-deps dashboards check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+deps: $(STAMP)
+
+system-deps:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
+	    && command -v amtool >/dev/null \
+	    && (command -v alertmanager >/dev/null || command -v prometheus-alertmanager >/dev/null); then \
+	  echo "prometheus and alertmanager binaries present"; \
+	else \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    prometheus prometheus-alertmanager </dev/null; \
+	fi
+
+run: deps
+	$(VENV)/bin/clary-exporter --demo --listen-address $(LISTEN)
+
+test: deps system-deps
+	$(PY) -m pytest -q
+
+bench: deps
+	$(PY) -m benchmarks.scrape_stall
+
+dashboards: deps
+	$(VENV)/bin/clary-dashboards build
+
+check: deps
+	$(VENV)/bin/clary-dashboards check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

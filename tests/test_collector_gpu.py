@@ -1,0 +1,461 @@
+"""GpuCollector against a fake pynvml: absence, failure, backoff, recovery, values.
+
+Every scrape goes through a real CollectorRegistry and CollectorSet. Note
+that ``registry.get_sample_value`` runs a whole scrape per call; where the
+collector's state must advance exactly once (errors, backoff) the tests
+scrape once with ``generate_latest`` and read the parsed exposition.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import namedtuple
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collectors.base import CollectorSet
+from exporter.collectors.gpu import FIELDS, GpuCollector
+
+GPU_FAMILIES = tuple(name for name, _ in FIELDS)
+
+# --- fake pynvml ----------------------------------------------------------
+
+# Codes and class names as in nvidia-ml-py; test_fake_matches_real_pynvml checks them.
+ERROR_CODES = {
+    "NVML_ERROR_UNINITIALIZED": ("NVMLError_Uninitialized", 1),
+    "NVML_ERROR_NOT_SUPPORTED": ("NVMLError_NotSupported", 3),
+    "NVML_ERROR_DRIVER_NOT_LOADED": ("NVMLError_DriverNotLoaded", 9),
+    "NVML_ERROR_LIBRARY_NOT_FOUND": ("NVMLError_LibraryNotFound", 12),
+    "NVML_ERROR_GPU_IS_LOST": ("NVMLError_GpuIsLost", 15),
+    "NVML_ERROR_UNKNOWN": ("NVMLError_Unknown", 999),
+}
+
+
+class NVMLError(Exception):
+    """Like pynvml's: ``NVMLError(code)`` builds the subclass for that code."""
+
+    _by_code: dict[int, type[NVMLError]] = {}
+
+    def __new__(cls, value: int):
+        if cls is NVMLError:
+            cls = NVMLError._by_code.get(value, cls)
+        obj = Exception.__new__(cls)
+        obj.value = value
+        return obj
+
+    def __init__(self, value: int):
+        super().__init__(value)
+
+
+for _class_name, _code in ERROR_CODES.values():
+    NVMLError._by_code[_code] = type(_class_name, (NVMLError,), {})
+
+Utilization = namedtuple("Utilization", "gpu memory")
+Memory = namedtuple("Memory", "total free used")
+
+
+@dataclass
+class Device:
+    uuid: str | bytes
+    utilization: int = 0
+    memory_used: int = 0
+    memory_total: int = 0
+    temperature: int = 0
+    power_mw: int = 0
+
+
+class FakeNvml:
+    """The slice of pynvml the collector uses, with switchable failures.
+
+    ``init_error`` / ``count_error``: code nvmlInit / nvmlDeviceGetCount raise.
+    ``device_errors[(index, call)]``: code a device call raises.
+    Device calls made while not initialised raise Uninitialized, as NVML does.
+    """
+
+    NVMLError = NVMLError
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, devices: list[Device]):
+        for constant, (class_name, code) in ERROR_CODES.items():
+            setattr(self, constant, code)
+            setattr(self, class_name, NVMLError._by_code[code])
+        self.devices = devices
+        self.init_error: int | None = None
+        self.count_error: int | None = None
+        self.device_errors: dict[tuple[int, str], int] = {}
+        self.initialised = False
+        self.init_calls = 0
+        self.shutdown_calls = 0
+
+    def nvmlInit(self) -> None:
+        self.init_calls += 1
+        if self.init_error is not None:
+            raise NVMLError(self.init_error)
+        self.initialised = True
+
+    def nvmlShutdown(self) -> None:
+        self.shutdown_calls += 1
+        self._check()
+        self.initialised = False
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._check()
+        if self.count_error is not None:
+            raise NVMLError(self.count_error)
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        self._check()
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str | bytes:
+        return self._device(handle, "uuid").uuid
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Utilization:
+        return Utilization(self._device(handle, "utilization").utilization, 0)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Memory:
+        d = self._device(handle, "memory")
+        return Memory(d.memory_total, d.memory_total - d.memory_used, d.memory_used)
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        assert sensor == self.NVML_TEMPERATURE_GPU
+        return self._device(handle, "temperature").temperature
+
+    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
+        return self._device(handle, "power").power_mw
+
+    def _check(self) -> None:
+        if not self.initialised:
+            raise NVMLError(self.NVML_ERROR_UNINITIALIZED)
+
+    def _device(self, handle: int, call: str) -> Device:
+        self._check()
+        code = self.device_errors.get((handle, call))
+        if code is not None:
+            raise NVMLError(code)
+        return self.devices[handle]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def make(nvml=None, **kw) -> tuple[CollectorRegistry, GpuCollector]:
+    collector = GpuCollector(nvml=nvml, **kw)
+    registry = CollectorRegistry()
+    registry.register(CollectorSet([collector]))
+    return registry, collector
+
+
+class Scrape:
+    """One scrape, rendered by generate_latest and parsed back."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.text = generate_latest(registry).decode()
+        self.samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(self.text)
+            for s in family.samples
+        }
+
+    def get(self, name: str, **labels: str) -> float | None:
+        return self.samples.get((name, tuple(sorted(labels.items()))))
+
+    @property
+    def up(self) -> float | None:
+        return self.get("clary_exporter_collector_up", collector="gpu")
+
+    @property
+    def errors(self) -> float | None:
+        return self.get("clary_exporter_collector_errors_total", collector="gpu")
+
+    def gpu_sample_count(self) -> int:
+        return sum(1 for name, _ in self.samples if name.startswith("clary_gpu_"))
+
+
+def two_gpus() -> FakeNvml:
+    return FakeNvml([
+        Device("GPU-aaaa", utilization=37, memory_used=1 << 30, memory_total=80 << 30,
+               temperature=54, power_mw=123456),
+        Device(b"GPU-bbbb", utilization=100, memory_used=0, memory_total=40 << 30,
+               temperature=31, power_mw=70000),
+    ])
+
+
+# --- contract with the real pynvml --------------------------------------------
+
+
+def test_fake_matches_real_pynvml():
+    pynvml = pytest.importorskip("pynvml")
+    assert pynvml.NVML_TEMPERATURE_GPU == FakeNvml.NVML_TEMPERATURE_GPU
+    for constant, (class_name, code) in ERROR_CODES.items():
+        assert getattr(pynvml, constant) == code, constant
+        real = pynvml.NVMLError(code)
+        assert type(real).__name__ == class_name
+        assert isinstance(real, pynvml.NVMLError) and real.value == code
+    for call in ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
+                 "nvmlDeviceGetUUID", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo",
+                 "nvmlDeviceGetTemperature", "nvmlDeviceGetPowerUsage"):
+        assert callable(getattr(pynvml, call)), call
+
+
+def test_real_not_supported_exception_is_recognised():
+    """The collector reads the real NVMLError's ``value``, not the fake's class."""
+    pynvml = pytest.importorskip("pynvml")
+    nvml = two_gpus()
+
+    def unsupported(handle):
+        raise pynvml.NVMLError_NotSupported(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    nvml.nvmlDeviceGetPowerUsage = unsupported
+    scrape = Scrape(make(nvml)[0])
+    assert (scrape.up, scrape.errors) == (1.0, 0.0)
+    assert scrape.get("clary_gpu_power_watts", gpu="0", uuid="GPU-aaaa") is None
+    assert scrape.get("clary_gpu_temperature_celsius", gpu="0", uuid="GPU-aaaa") == 54.0
+
+
+# --- values -----------------------------------------------------------------
+
+
+def test_several_gpus_exact_values_and_labels():
+    registry, _ = make(two_gpus())
+    value = registry.get_sample_value
+    a = {"gpu": "0", "uuid": "GPU-aaaa"}
+    b = {"gpu": "1", "uuid": "GPU-bbbb"}  # bytes UUID decoded
+    assert value("clary_gpu_utilization_ratio", a) == 0.37
+    assert value("clary_gpu_utilization_ratio", b) == 1.0
+    assert value("clary_gpu_memory_used_bytes", a) == float(1 << 30)
+    assert value("clary_gpu_memory_total_bytes", a) == float(80 << 30)
+    assert value("clary_gpu_memory_used_bytes", b) == 0.0
+    assert value("clary_gpu_memory_total_bytes", b) == float(40 << 30)
+    assert value("clary_gpu_temperature_celsius", a) == 54.0
+    assert value("clary_gpu_temperature_celsius", b) == 31.0
+    assert value("clary_gpu_power_watts", a) == 123.456
+    assert value("clary_gpu_power_watts", b) == 70.0
+    assert value("clary_exporter_collector_up", {"collector": "gpu"}) == 1.0
+    assert value("clary_exporter_collector_errors_total", {"collector": "gpu"}) == 0.0
+    scrape = Scrape(registry)
+    assert scrape.gpu_sample_count() == 2 * len(FIELDS)
+    assert 'clary_gpu_power_watts{gpu="0",uuid="GPU-aaaa"} 123.456' in scrape.text
+    assert "# TYPE clary_gpu_utilization_ratio gauge" in scrape.text
+
+
+def test_not_supported_field_is_omitted_for_that_device_only():
+    nvml = two_gpus()
+    nvml.device_errors[(1, "power")] = nvml.NVML_ERROR_NOT_SUPPORTED
+    scrape = Scrape(make(nvml)[0])
+    assert (scrape.up, scrape.errors) == (1.0, 0.0)
+    assert scrape.get("clary_gpu_power_watts", gpu="1", uuid="GPU-bbbb") is None
+    assert scrape.get("clary_gpu_power_watts", gpu="0", uuid="GPU-aaaa") == 123.456
+    assert scrape.get("clary_gpu_temperature_celsius", gpu="1", uuid="GPU-bbbb") == 31.0
+    assert scrape.gpu_sample_count() == 2 * len(FIELDS) - 1
+
+
+# --- absent -------------------------------------------------------------------
+
+
+def test_pynvml_not_importable_is_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
+    scrape = Scrape(make()[0])
+    assert (scrape.up, scrape.errors) == (0.0, 0.0)
+    assert scrape.gpu_sample_count() == 0
+    assert "clary_gpu_" not in scrape.text
+
+
+@pytest.mark.parametrize("code", ["NVML_ERROR_LIBRARY_NOT_FOUND", "NVML_ERROR_DRIVER_NOT_LOADED"])
+def test_init_without_library_or_driver_is_absent(code):
+    nvml = two_gpus()
+    nvml.init_error = getattr(nvml, code)
+    registry, _ = make(nvml)
+    for _ in range(3):
+        scrape = Scrape(registry)
+        assert (scrape.up, scrape.errors) == (0.0, 0.0)
+        assert scrape.gpu_sample_count() == 0
+    assert nvml.init_calls == 1  # later scrapes wait for the backoff
+
+
+def test_zero_devices_is_absent_and_shuts_nvml_down():
+    nvml = FakeNvml([])
+    scrape = Scrape(make(nvml)[0])
+    assert (scrape.up, scrape.errors) == (0.0, 0.0)
+    assert (nvml.init_calls, nvml.shutdown_calls, nvml.initialised) == (1, 1, False)
+
+
+# --- failing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["NVML_ERROR_UNKNOWN", "NVML_ERROR_GPU_IS_LOST"])
+def test_init_failure_of_another_kind_counts_an_error(code):
+    nvml = two_gpus()
+    nvml.init_error = getattr(nvml, code)
+    scrape = Scrape(make(nvml)[0])
+    assert (scrape.up, scrape.errors) == (0.0, 1.0)
+    assert scrape.gpu_sample_count() == 0
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        pytest.param(lambda n: setattr(n, "count_error", n.NVML_ERROR_UNKNOWN), id="count-unknown"),
+        pytest.param(lambda n: n.device_errors.update({(1, "utilization"): n.NVML_ERROR_GPU_IS_LOST}),
+                     id="utilization-gpu-lost"),
+        pytest.param(lambda n: n.device_errors.update({(0, "uuid"): n.NVML_ERROR_UNKNOWN}), id="uuid-unknown"),
+        pytest.param(lambda n: n.device_errors.update({(0, "power"): n.NVML_ERROR_GPU_IS_LOST}),
+                     id="power-gpu-lost"),
+    ],
+)
+def test_failure_mid_run_counts_an_error_and_shuts_down(break_it):
+    nvml = two_gpus()
+    registry, _ = make(nvml)
+    first = Scrape(registry)
+    assert (first.up, first.errors) == (1.0, 0.0)
+    assert first.gpu_sample_count() == 2 * len(FIELDS)
+    break_it(nvml)
+    second = Scrape(registry)
+    assert (second.up, second.errors) == (0.0, 1.0)
+    assert second.gpu_sample_count() == 0  # no partial device list
+    assert (nvml.shutdown_calls, nvml.initialised) == (1, False)
+
+
+def test_shutdown_failing_too_is_tolerated():
+    nvml = two_gpus()
+    registry, _ = make(nvml)
+    assert Scrape(registry).up == 1.0
+    nvml.count_error = nvml.NVML_ERROR_GPU_IS_LOST
+
+    def lost() -> None:
+        raise NVMLError(nvml.NVML_ERROR_GPU_IS_LOST)
+
+    nvml.nvmlShutdown = lost
+    scrape = Scrape(registry)
+    assert (scrape.up, scrape.errors) == (0.0, 1.0)
+
+
+# --- backoff and recovery -------------------------------------------------------
+
+
+def test_backoff_doubles_caps_and_recovery_brings_metrics_back():
+    nvml = two_gpus()
+    clock = Clock()
+    registry, _ = make(nvml, clock=clock, initial_backoff=1.0, max_backoff=4.0)
+    assert Scrape(registry).up == 1.0
+
+    nvml.device_errors[(0, "temperature")] = nvml.NVML_ERROR_GPU_IS_LOST
+    nvml.init_error = nvml.NVML_ERROR_UNKNOWN
+    # (time, errors_total after the scrape, nvmlInit calls so far)
+    timeline = [
+        (0.0, 1, 1),    # the mid-run failure; next attempt at 1
+        (0.5, 1, 1),    # waiting: no NVML call, no error
+        (1.0, 2, 2),    # attempt fails; next at 1 + 2
+        (2.9, 2, 2),
+        (3.0, 3, 3),    # next at 3 + 4
+        (6.9, 3, 3),
+        (7.0, 4, 4),    # capped: next at 7 + 4, not 7 + 8
+        (10.9, 4, 4),
+        (11.0, 5, 5),   # next at 15
+    ]
+    for now, errors, init_calls in timeline:
+        clock.now = now
+        scrape = Scrape(registry)
+        assert (scrape.up, scrape.errors, nvml.init_calls) == (0.0, errors, init_calls), now
+        assert scrape.gpu_sample_count() == 0
+
+    nvml.init_error = None
+    nvml.device_errors.clear()
+    clock.now = 14.9  # NVML works again, but the backoff is still respected
+    scrape = Scrape(registry)
+    assert (scrape.up, scrape.errors, nvml.init_calls) == (0.0, 5.0, 5)
+
+    clock.now = 15.0
+    scrape = Scrape(registry)
+    assert (scrape.up, scrape.errors, nvml.init_calls) == (1.0, 5.0, 6)
+    assert scrape.get("clary_gpu_power_watts", gpu="0", uuid="GPU-aaaa") == 123.456
+    assert scrape.gpu_sample_count() == 2 * len(FIELDS)
+
+    # A success resets the backoff: the next failure waits initial_backoff again.
+    nvml.count_error = nvml.NVML_ERROR_UNKNOWN
+    assert Scrape(registry).errors == 6.0
+    nvml.count_error = None
+    clock.now = 15.9
+    assert Scrape(registry).up == 0.0
+    clock.now = 16.0
+    assert Scrape(registry).up == 1.0
+
+
+def test_absent_is_retried_with_backoff_and_a_late_driver_is_picked_up():
+    nvml = two_gpus()
+    nvml.init_error = nvml.NVML_ERROR_DRIVER_NOT_LOADED
+    clock = Clock()
+    registry, _ = make(nvml, clock=clock, initial_backoff=10.0, max_backoff=300.0)
+    assert (Scrape(registry).up, nvml.init_calls) == (0.0, 1)
+    nvml.init_error = None  # driver loaded later
+    clock.now = 9.0
+    assert (Scrape(registry).up, nvml.init_calls) == (0.0, 1)
+    clock.now = 10.0
+    scrape = Scrape(registry)
+    assert (scrape.up, scrape.errors, nvml.init_calls) == (1.0, 0.0, 2)
+    assert scrape.get("clary_gpu_utilization_ratio", gpu="1", uuid="GPU-bbbb") == 1.0
+
+
+def test_state_transitions_are_logged_once(caplog):
+    nvml = two_gpus()
+    clock = Clock()
+    registry, _ = make(nvml, clock=clock, initial_backoff=1.0, max_backoff=1.0)
+    caplog.set_level(logging.DEBUG, logger="exporter.collectors.gpu")
+    Scrape(registry)
+    nvml.init_error = nvml.NVML_ERROR_UNKNOWN
+    nvml.count_error = nvml.NVML_ERROR_UNKNOWN
+    for now in (0.0, 0.5, 1.0, 2.0, 3.0):  # four failed attempts, one skipped
+        clock.now = now
+        assert Scrape(registry).up == 0.0
+    nvml.init_error = nvml.count_error = None
+    for now in (4.0, 5.0):
+        clock.now = now
+        assert Scrape(registry).up == 1.0
+    messages = [r.getMessage() for r in caplog.records
+                if r.name == "exporter.collectors.gpu" and r.levelno >= logging.INFO]
+    assert len(messages) == 3, messages
+    assert "initialised" in messages[0]
+    assert "failing" in messages[1] and "Unknown" in messages[1]
+    assert "recovered" in messages[2]
+
+
+# --- the real library on this machine ---------------------------------------------
+
+
+def test_real_nvml_on_this_machine():
+    """No injection: absent here (no GPU), up with samples where a GPU exists."""
+    try:
+        import pynvml
+    except ImportError:
+        expected_up, expected_errors, devices = 0.0, 0.0, 0
+    else:
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            absent = exc.value in (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+            expected_up, expected_errors, devices = 0.0, (0.0 if absent else 1.0), 0
+        else:
+            try:
+                devices = pynvml.nvmlDeviceGetCount()
+            finally:
+                pynvml.nvmlShutdown()
+            expected_up, expected_errors = (1.0 if devices else 0.0), 0.0
+    registry, collector = make()
+    scrape = Scrape(registry)
+    collector.close()
+    assert (scrape.up, scrape.errors) == (expected_up, expected_errors)
+    indexes = {dict(labels)["gpu"] for name, labels in scrape.samples if name.startswith("clary_gpu_")}
+    assert indexes == {str(i) for i in range(devices)}

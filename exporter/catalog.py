@@ -310,7 +310,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     _g("clary_exporter_collector_duration_seconds", "Time the collector took in the last scrape.",
        (COLLECTOR,), group="exporter", collected=True),
     _c("clary_exporter_events_total", "Ingested events, accepted or rejected.",
-       (EVENT_TYPE, EVENT_OUTCOME), group="exporter"),
+       (EVENT_TYPE, EVENT_OUTCOME), group="exporter", prefill=True),
     _c("clary_exporter_label_overflow_total", "Label values replaced by 'other' because a series budget was exhausted.",
        (OVERFLOW_METRIC, OVERFLOW_LABEL), group="exporter"),
     _g("clary_exporter_build_info", "Exporter build information; always 1.", (VERSION,), group="exporter"),

@@ -1,0 +1,476 @@
+"""Shared panel helpers: every panel in every dashboard is made here.
+
+Kind modules (usage, performance, license, feedback, overview) describe
+*what* to show with the functions below; none of them builds panel JSON by
+hand. Each helper takes the title, a description (required: Grafana shows it
+as the panel's info tooltip), a unit and one or more :class:`Q` queries.
+
+Only current React panel types are produced: timeseries, stat, gauge,
+bargauge, table, heatmap, histogram, piechart and text (plus rows for the
+layout). grafanalib 0.7.1 still writes the Grafana 6 JSON shape for gauge,
+bar gauge and heatmap (``fieldOptions``, Angular heatmap ``cards``), which a
+Grafana 10+ dashboard with a current ``schemaVersion`` would ignore or
+re-migrate, so those three are :class:`ReactPanel` instances built on
+grafanalib's ``Panel`` base.
+
+Layout: :func:`layout` turns a list of :class:`Row` into grid positions and
+stable panel ids. Row *n* (1-based) has id ``n * 100`` and its panels
+``n * 100 + 1``, ``n * 100 + 2``..., so adding a panel to one row never
+renumbers another row (links to ``viewPanel=<id>`` stay valid).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import attr
+from grafanalib import core as g
+
+DATASOURCE_UID = "clary-prometheus"
+DATASOURCE_VAR = "datasource"
+DS = {"type": "prometheus", "uid": "${%s}" % DATASOURCE_VAR}
+
+GRID_WIDTH = 24
+ROW_ID_STRIDE = 100
+
+# Thresholds presets (steps as Grafana writes them: first step has value null).
+BASE = [{"color": "green", "value": None}]
+
+
+def steps(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
+    """``steps(("orange", 0.8), ("red", 0.95))``: green below the first value."""
+    return BASE + [{"color": color, "value": value} for color, value in pairs]
+
+
+def steps_low_bad(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
+    """Red below the first value, then the given colors (e.g. days to expiry)."""
+    return [{"color": "red", "value": None}] + [{"color": c, "value": v} for c, v in pairs]
+
+
+# --- queries --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Q:
+    """One PromQL query of a panel."""
+
+    expr: str
+    legend: str = ""
+    instant: bool = False
+    fmt: str = "time_series"  # time_series | table | heatmap
+
+
+def instant(expr: str, legend: str = "", fmt: str = "time_series") -> Q:
+    return Q(expr, legend, instant=True, fmt=fmt)
+
+
+def table_q(expr: str) -> Q:
+    return Q(expr, "", instant=True, fmt="table")
+
+
+@attr.s
+class PromTarget(g.Target):
+    """A Prometheus target in the shape current Grafana saves."""
+
+    def to_json_data(self):
+        return {
+            "datasource": DS,
+            "editorMode": "code",
+            "expr": self.expr,
+            "format": self.format,
+            "instant": self.instant,
+            "legendFormat": self.legendFormat,
+            "range": not self.instant,
+            "refId": self.refId,
+        }
+
+
+def _targets(queries: tuple[Q, ...]) -> list[PromTarget]:
+    if not queries:
+        raise ValueError("a data panel needs at least one query")
+    if len(queries) > len(string.ascii_uppercase):
+        raise ValueError("too many queries in one panel")
+    return [
+        PromTarget(
+            expr=q.expr,
+            legendFormat=q.legend,
+            refId=string.ascii_uppercase[i],
+            instant=q.instant,
+            format=q.fmt,
+        )
+        for i, q in enumerate(queries)
+    ]
+
+
+def _size(w: int, h: int) -> g.GridPos:
+    if not 1 <= w <= GRID_WIDTH:
+        raise ValueError(f"panel width {w} outside 1..{GRID_WIDTH}")
+    return g.GridPos(h=h, w=w, x=0, y=0)
+
+
+def _common(title: str, description: str, w: int, h: int) -> dict[str, Any]:
+    if not description.strip():
+        raise ValueError(f"panel {title!r} needs a description")
+    return {"title": title, "description": description, "gridPos": _size(w, h)}
+
+
+# --- React panels grafanalib 0.7.1 writes in a legacy shape ---------------
+
+@attr.s
+class ReactPanel(g.Panel):
+    """A panel given as its type, options and field defaults."""
+
+    panelType = attr.ib(default="", validator=attr.validators.instance_of(str))
+    options = attr.ib(factory=dict, validator=attr.validators.instance_of(dict))
+    defaults = attr.ib(factory=dict, validator=attr.validators.instance_of(dict))
+    overrides = attr.ib(factory=list, validator=attr.validators.instance_of(list))
+
+    def to_json_data(self):
+        return self.panel_json(
+            {
+                "type": self.panelType,
+                "options": self.options,
+                "fieldConfig": {"defaults": self.defaults, "overrides": self.overrides},
+            }
+        )
+
+
+def _reduce(calc: str) -> dict[str, Any]:
+    return {"calcs": [calc], "fields": "", "values": False}
+
+
+# --- the helpers ----------------------------------------------------------
+
+def timeseries(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 12,
+    h: int = 8,
+    stack: bool = False,
+    bars: bool = False,
+    min_: int | None = None,
+    max_: int | None = None,
+    axis_label: str = "",
+    thresholds: list[dict[str, Any]] | None = None,
+) -> g.TimeSeries:
+    return g.TimeSeries(
+        **_common(title, description, w, h),
+        dataSource=DS,
+        targets=_targets(queries),
+        unit=unit,
+        drawStyle="bars" if bars else "line",
+        fillOpacity=60 if bars else (25 if stack else 10),
+        stacking={"mode": "normal", "group": "A"} if stack else {"mode": "none", "group": "A"},
+        valueMin=min_,
+        valueMax=max_,
+        axisLabel=axis_label,
+        legendDisplayMode="list",
+        legendCalcs=[],
+        tooltipMode="multi",
+        tooltipSort="desc",
+        showPoints="never",
+        thresholds=thresholds or BASE,
+        thresholdsStyleMode="line" if thresholds else "off",
+        maxDataPoints=None,
+    )
+
+
+def stat(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 6,
+    h: int = 4,
+    thresholds: list[dict[str, Any]] | None = None,
+    decimals: int | None = None,
+    calc: str = "lastNotNull",
+    mappings: list[dict[str, Any]] | None = None,
+    graph: bool = True,
+    text_mode: str = "auto",
+) -> g.Stat:
+    return g.Stat(
+        **_common(title, description, w, h),
+        dataSource=DS,
+        targets=_targets(queries),
+        format=unit,
+        color={"mode": "thresholds"},
+        thresholds=thresholds or BASE,
+        decimals=decimals,
+        reduceCalc=calc,
+        mappings=mappings or [],
+        graphMode="area" if graph else "none",
+        colorMode="value",
+        textMode=text_mode,
+        noValue="no data",
+        maxDataPoints=None,
+    )
+
+
+def gauge(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 6,
+    h: int = 6,
+    min_: float = 0,
+    max_: float = 1,
+    thresholds: list[dict[str, Any]] | None = None,
+    decimals: int | None = None,
+) -> ReactPanel:
+    return ReactPanel(
+        **_common(title, description, w, h),
+        panelType="gauge",
+        dataSource=DS,
+        targets=_targets(queries),
+        maxDataPoints=None,
+        options={
+            "orientation": "auto",
+            "reduceOptions": _reduce("lastNotNull"),
+            "showThresholdLabels": False,
+            "showThresholdMarkers": True,
+        },
+        defaults={
+            "color": {"mode": "thresholds"},
+            "decimals": decimals,
+            "mappings": [],
+            "max": max_,
+            "min": min_,
+            "thresholds": {"mode": "absolute", "steps": thresholds or BASE},
+            "unit": unit,
+        },
+    )
+
+
+def bargauge(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 8,
+    h: int = 8,
+    min_: float | None = 0,
+    max_: float | None = None,
+    thresholds: list[dict[str, Any]] | None = None,
+    decimals: int | None = None,
+    orientation: str = "horizontal",
+) -> ReactPanel:
+    return ReactPanel(
+        **_common(title, description, w, h),
+        panelType="bargauge",
+        dataSource=DS,
+        targets=_targets(queries),
+        maxDataPoints=None,
+        options={
+            "displayMode": "gradient",
+            "minVizHeight": 10,
+            "minVizWidth": 0,
+            "orientation": orientation,
+            "reduceOptions": _reduce("lastNotNull"),
+            "showUnfilled": True,
+            "valueMode": "color",
+        },
+        defaults={
+            "color": {"mode": "thresholds"},
+            "decimals": decimals,
+            "mappings": [],
+            "max": max_,
+            "min": min_,
+            "thresholds": {"mode": "absolute", "steps": thresholds or BASE},
+            "unit": unit,
+        },
+    )
+
+
+def heatmap(
+    title: str,
+    description: str,
+    unit: str,
+    expr: str,
+    *,
+    w: int = 12,
+    h: int = 8,
+) -> ReactPanel:
+    """A heatmap of pre-bucketed Prometheus histogram data (``sum by (le)``)."""
+    return ReactPanel(
+        **_common(title, description, w, h),
+        panelType="heatmap",
+        dataSource=DS,
+        targets=_targets((Q(expr, "{{le}}", fmt="heatmap"),)),
+        maxDataPoints=None,
+        options={
+            "calculate": False,
+            "cellGap": 1,
+            "color": {
+                "exponent": 0.5,
+                "fill": "dark-orange",
+                "mode": "scheme",
+                "reverse": False,
+                "scale": "exponential",
+                "scheme": "Oranges",
+                "steps": 64,
+            },
+            "exemplars": {"color": "rgba(255,0,255,0.7)"},
+            "filterValues": {"le": 1e-9},
+            "legend": {"show": True},
+            "rowsFrame": {"layout": "auto"},
+            "tooltip": {"mode": "single", "showColorScale": False, "yHistogram": False},
+            "yAxis": {"axisPlacement": "left", "reverse": False, "unit": unit},
+        },
+        defaults={
+            "custom": {
+                "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+                "scaleDistribution": {"type": "linear"},
+            },
+            "unit": unit,
+        },
+    )
+
+
+def histogram(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 8,
+    h: int = 8,
+) -> g.Histogram:
+    """Grafana's histogram panel: the distribution of the returned *values*."""
+    return g.Histogram(
+        **_common(title, description, w, h),
+        dataSource=DS,
+        targets=_targets(queries),
+        colorMode="palette-classic",
+        combine=True,
+        maxDataPoints=None,
+        extraJson={"fieldConfig": {"defaults": {"unit": unit}}},
+    )
+
+
+def piechart(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 8,
+    h: int = 8,
+) -> g.PieChartv2:
+    return g.PieChartv2(
+        **_common(title, description, w, h),
+        dataSource=DS,
+        targets=_targets(queries),
+        unit=unit,
+        pieType="donut",
+        legendDisplayMode="table",
+        legendPlacement="right",
+        legendValues=["value", "percent"],
+        reduceOptionsCalcs=["lastNotNull"],
+        maxDataPoints=None,
+    )
+
+
+def table(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: Q,
+    w: int = 12,
+    h: int = 8,
+    value_column: str = "Value",
+    hide: tuple[str, ...] = (),
+    sort_by: str | None = None,
+    descending: bool = False,
+    thresholds: list[dict[str, Any]] | None = None,
+) -> g.Table:
+    """A table of instant ``format: table`` queries, Time column hidden."""
+    if any(q.fmt != "table" for q in queries):
+        raise ValueError(f"table {title!r}: use table_q() queries")
+    excluded = {"Time": True, **{name: True for name in hide}}
+    return g.Table(
+        **_common(title, description, w, h),
+        dataSource=DS,
+        targets=_targets(queries),
+        unit=unit,
+        thresholds=thresholds or BASE,
+        displayMode="color-text",
+        filterable=True,
+        sortBy=[g.TableSortByField(displayName=sort_by, desc=descending)] if sort_by else [],
+        transformations=[
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": excluded,
+                    "renameByName": {"Value": value_column},
+                },
+            }
+        ],
+        maxDataPoints=None,
+    )
+
+
+def text(title: str, description: str, content: str, *, w: int = 24, h: int = 4) -> g.Text:
+    """A markdown panel. It has no query, hence no unit."""
+    return g.Text(**_common(title, description, w, h), content=content, mode="markdown")
+
+
+def up_down_mappings() -> list[dict[str, Any]]:
+    """Value mappings for 0/1 health gauges."""
+    return [
+        {
+            "options": {
+                "0": {"color": "red", "index": 0, "text": "DOWN"},
+                "1": {"color": "green", "index": 1, "text": "UP"},
+            },
+            "type": "value",
+        }
+    ]
+
+
+# --- rows and layout --------------------------------------------------------
+
+@dataclass
+class Row:
+    """A titled group of panels; laid out left to right, wrapping at 24 columns."""
+
+    title: str
+    panels: list[Any] = field(default_factory=list)
+
+
+def layout(rows: list[Row]) -> list[Any]:
+    """Grid positions and stable ids for a dashboard's rows and panels."""
+    out: list[Any] = []
+    y = 0
+    for r, row in enumerate(rows, start=1):
+        if not row.panels:
+            raise ValueError(f"row {row.title!r} is empty")
+        if len(row.panels) >= ROW_ID_STRIDE:
+            raise ValueError(f"row {row.title!r} has too many panels")
+        row_id = r * ROW_ID_STRIDE
+        out.append(
+            g.RowPanel(
+                title=row.title,
+                id=row_id,
+                gridPos=g.GridPos(h=1, w=GRID_WIDTH, x=0, y=y),
+                collapsed=False,
+                panels=[],
+                maxDataPoints=None,
+            )
+        )
+        y += 1
+        x = 0
+        line_height = 0
+        for p, panel in enumerate(row.panels, start=1):
+            w, h = panel.gridPos.w, panel.gridPos.h
+            if x + w > GRID_WIDTH:
+                y += line_height
+                x = 0
+                line_height = 0
+            out.append(attr.evolve(panel, id=row_id + p, gridPos=g.GridPos(h=h, w=w, x=x, y=y)))
+            x += w
+            line_height = max(line_height, h)
+        y += line_height
+    return out

@@ -1,0 +1,124 @@
+"""Distinct users and licenses over sliding windows, in bounded memory.
+
+Users are counted with HyperLogLog sketches (Apache DataSketches) over
+HMAC-hashed ids: one sketch per tier per minute for the last hour and per
+hour for the last day. A window's estimate is the union of its buckets, so
+memory is fixed (about 85 sketches of ~2 KiB per tier) whatever the number
+of users, and no id is kept. Error is about 1.6 % at lg_k=12.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import datasketches
+
+from exporter.catalog import TIERS
+from exporter.families import new_family
+
+LG_K = 12
+WINDOWS = {"5m": (60, 5), "1h": (60, 60), "24h": (3600, 24)}  # window: (bucket seconds, buckets)
+_BUCKET_SECONDS = sorted({size for size, _ in WINDOWS.values()})
+_TIERS = (*TIERS, "unknown")
+
+
+class _Buckets:
+    """Time-bucketed sketches of one size, oldest dropped as time moves on."""
+
+    def __init__(self, size: int, keep: int):
+        self.size = size
+        self.keep = keep
+        self.sketches: OrderedDict[int, datasketches.hll_sketch] = OrderedDict()
+
+    def update(self, now: float, key: str) -> None:
+        slot = int(now // self.size)
+        sketch = self.sketches.get(slot)
+        if sketch is None:
+            sketch = self.sketches[slot] = datasketches.hll_sketch(LG_K, datasketches.tgt_hll_type.HLL_4)
+            self._expire(slot)
+        sketch.update(key)
+
+    def _expire(self, newest: int) -> None:
+        while self.sketches and next(iter(self.sketches)) <= newest - self.keep:
+            self.sketches.popitem(last=False)
+
+    def estimate(self, now: float, count: int) -> float:
+        newest = int(now // self.size)
+        union = datasketches.hll_union(LG_K)
+        for slot, sketch in self.sketches.items():
+            if newest - count < slot <= newest:
+                union.update(sketch)
+        return union.get_result().get_estimate()
+
+
+class ActiveUsers:
+    """Collector for ``clary_active_users{tier,window}``."""
+
+    name = "active_users"
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        keep = {size: max(c for s, c in WINDOWS.values() if s == size) for size in _BUCKET_SECONDS}
+        self._tiers = {tier: {size: _Buckets(size, keep[size]) for size in _BUCKET_SECONDS} for tier in _TIERS}
+        self._lock = threading.Lock()
+
+    def seen(self, tier: str, hashed_user: str) -> None:
+        """Record activity of an (already hashed) user id."""
+        buckets = self._tiers.get(tier, self._tiers["unknown"])
+        now = self._clock()
+        with self._lock:
+            for b in buckets.values():
+                b.update(now, hashed_user)
+
+    def estimate(self, tier: str, window: str) -> float:
+        size, count = WINDOWS[window]
+        with self._lock:
+            return self._tiers[tier][size].estimate(self._clock(), count)
+
+    def collect(self) -> Iterator:
+        family = new_family("clary_active_users")
+        for tier in _TIERS:
+            for window in WINDOWS:
+                family.add_metric([tier, window], round(self.estimate(tier, window)))
+        yield family
+
+
+class ActiveLicenses:
+    """Collector for ``clary_licenses_active{tier}``: distinct licenses in 24 h.
+
+    License ids are already short HMACs and bounded by the license series
+    budget, so an exact map of last-seen times is cheap.
+    """
+
+    name = "licenses_active"
+    WINDOW_SECONDS = 24 * 3600
+
+    def __init__(self, clock: Callable[[], float] = time.time, limit: int = 10_000):
+        self._clock = clock
+        self._limit = limit
+        self._last_seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, tier: str, license_id: str) -> None:
+        key = (tier, license_id)
+        with self._lock:
+            self._last_seen.pop(key, None)
+            self._last_seen[key] = self._clock()
+            while len(self._last_seen) > self._limit:
+                self._last_seen.popitem(last=False)
+
+    def collect(self) -> Iterator:
+        cutoff = self._clock() - self.WINDOW_SECONDS
+        counts = dict.fromkeys(_TIERS, 0)
+        with self._lock:
+            while self._last_seen and next(iter(self._last_seen.values())) < cutoff:
+                self._last_seen.popitem(last=False)
+            for tier, _ in self._last_seen:
+                counts[tier] = counts.get(tier, 0) + 1
+        family = new_family("clary_licenses_active")
+        for tier, count in counts.items():
+            family.add_metric([tier], count)
+        yield family

@@ -1,0 +1,152 @@
+"""``clary-exporter``: command line, start-up and clean shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.catalog import CATALOG
+from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
+from exporter.server import create_app
+
+log = logging.getLogger("exporter")
+
+EXIT_USAGE = 2
+_EPILOG = f"""\
+Every option can also be set with a {ENV_PREFIX}* environment variable
+(e.g. {ENV_PREFIX}LISTEN_ADDRESS, {ENV_PREFIX}DEMO=true, {ENV_PREFIX}CONFIG, {ENV_PREFIX}LOG_LEVEL,
+{ENV_PREFIX}LOG_FORMAT, {ENV_PREFIX}SECRET, {ENV_PREFIX}DATA_DIR). Precedence: flag > environment
+> config file > default.
+
+Endpoints: /metrics (Prometheus text or OpenMetrics, gzip), /healthz, /readyz, /.
+Demo mode serves a Clary-like API under /demo/api/v1/ (API keys demo-lite-key,
+demo-standard-key, demo-professional-key) and sends bounded traffic to it.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="clary-exporter",
+        description="Prometheus exporter for Clary AI: usage, performance, license and feedback "
+        "metrics per tier, plus system and GPU metrics.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--listen-address", metavar="HOST:PORT",
+                   help=f"address to serve on (default {DEFAULT_LISTEN_ADDRESS})")
+    p.add_argument("--demo", action="store_true", default=None,
+                   help="also serve the demo API under /demo/ and send demo traffic to it")
+    p.add_argument("--demo-duration", type=float, metavar="SECONDS",
+                   help="stop demo traffic after this many seconds (default: run until shutdown)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (see README: Configuration)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], type=str.lower,
+                   help="log verbosity (default info)")
+    p.add_argument("--log-format", choices=["text", "json"], type=str.lower,
+                   help="log line format (default text)")
+    p.add_argument("--data-dir", metavar="DIR", help="where stored state lives (default ./data)")
+    for name in ("system", "gpu"):
+        p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
+                       default=None, help=f"enable the {name} collector (default on)")
+    p.add_argument("--list-metrics", action="store_true", help="print the metric catalog and exit")
+    p.add_argument("--version", action="version", version=f"clary-exporter {__version__}")
+    return p
+
+
+def catalog_table() -> str:
+    rows = [("NAME", "TYPE", "LABELS", "HELP")]
+    rows += [(s.name, s.kind.value, ",".join(s.label_names) or "-", s.help) for s in CATALOG]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows
+    )
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {
+        name: getattr(args, name)
+        for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir")
+    }
+    collectors = {n: getattr(args, f"collector_{n}") for n in ("system", "gpu")}
+    if any(v is not None for v in collectors.values()):
+        flags["collectors"] = {k: v for k, v in collectors.items() if v is not None}
+    return flags
+
+
+def _loopback_base(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "127.0.0.1", "localhost") or host.startswith("127."):
+        return f"http://127.0.0.1:{port}"
+    if host in ("::", "::1"):
+        return f"http://[::1]:{port}"
+    raise ConfigError(f"--demo sends traffic over loopback only; listen address {host} is not reachable there")
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``), then shut down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    host, port = config.host_port
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.listen_address}: {exc.strerror or exc}") from None
+    log.info("listening", extra={"fields": {"address": config.listen_address, "version": __version__,
+                                           "demo": config.demo}})
+    traffic = None
+    if config.demo:
+        from exporter.demo.traffic import DemoTraffic
+
+        generator = DemoTraffic(_loopback_base(host, port), rate=config.demo_rate, duration=config.demo_duration)
+        traffic = asyncio.create_task(generator.run(), name="demo-traffic")
+        log.info("demo mode: open http://127.0.0.1:%d/metrics; demo API under /demo/api/v1/", port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        if traffic is not None:
+            traffic.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await traffic
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_metrics:
+        print(catalog_table())
+        return 0
+    try:
+        config = load(_flags(args))
+        from exporter import logs
+
+        logs.setup(config.log_level, config.log_format)
+        asyncio.run(serve(config))
+    except (ConfigError, ValueError) as exc:
+        print(f"clary-exporter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Exporter configuration: defaults < config file < CLARY_* environment < flags.
+
+Validated with pydantic so a bad value is reported by name in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from exporter.catalog import TIERS, configurable_labels
+
+DEFAULT_PORT = 25279  # "CLARY" on a phone keypad; outside the crowded 9100-9999 exporter range
+DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
+ENV_PREFIX = "CLARY_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line and exit code 2."""
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class ApiKey(BaseModel):
+    """What an API key stands for; the key itself never reaches a label or log."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Literal["lite", "standard", "professional"]
+    user: str = Field(min_length=1, max_length=256)
+
+
+class Collectors(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    system: bool = True
+    gpu: bool = True
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    demo: bool = False
+    demo_duration: float = Field(0.0, ge=0, description="seconds of demo traffic; 0 = until shutdown")
+    demo_rate: float = Field(20.0, gt=0, le=1000, description="demo requests per second")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    secret: str | None = Field(None, min_length=16, description="HMAC secret for identifiers")
+    data_dir: Path = Path("data")
+    collectors: Collectors = Collectors()
+    allow_lists: dict[str, list[str]] = Field(default_factory=dict)
+    api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("allow_lists")
+    @classmethod
+    def _allow_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        known = configurable_labels()
+        for label, values in value.items():
+            if label not in known:
+                raise ValueError(f"unknown label {label!r}; configurable: {', '.join(sorted(known))}")
+            if not values or len(values) > 200:
+                raise ValueError(f"allow_lists.{label} must have 1..200 values")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_listen_address(self.listen_address)
+
+
+# Settings that may come from CLARY_<NAME> (flags use the same names).
+ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "secret", "data_dir", "config")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_value(name: str, raw: str) -> Any:
+    if name == "demo":
+        lowered = raw.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise ConfigError(f"{ENV_PREFIX}DEMO: expected true or false, got {raw!r}")
+        return lowered in _TRUE
+    return raw
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+    found = {}
+    for name in ENV_SETTINGS:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            found[name] = _env_value(name, environ[key])
+    return found
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg']}{more}"
+
+
+def load(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Merge the layers; raises ConfigError with a one-line message."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = env_overrides(environ)
+    config_path = flags.pop("config", None) or env.pop("config", None)
+    env.pop("config", None)
+    merged: dict[str, Any] = _read_file(Path(config_path)) if config_path else {}
+    source = f"config file {config_path}" if config_path else "configuration"
+    merged.update(env)
+    merged.update(flags)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+
+
+DEMO_API_KEYS = {f"demo-{tier}-key": ApiKey(tier=tier, user=f"demo-{tier}-user") for tier in TIERS}

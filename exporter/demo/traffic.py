@@ -1,0 +1,135 @@
+"""Bounded demo traffic over loopback against the demo API.
+
+The first round calls every scenario once per tier, so every catalog family
+has samples within seconds; after that scenarios are drawn by weight at a
+fixed rate. Traffic only ever goes to the exporter's own loopback address,
+is rate-limited, and stops by itself after ``duration`` or ``max_requests``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from exporter.catalog import DOC_TYPE, TIERS
+from exporter.demo.api import LICENSES, LLM_MODELS, PLANS, REVOKED_LICENSE
+
+log = logging.getLogger(__name__)
+
+USERS_PER_TIER = {"lite": 40, "standard": 120, "professional": 60}
+ACTIONS = ("upload", "download", "view", "search", "export", "share", "annotate", "logout")
+FEEDBACK_TYPES = ("bug", "feature_request", "general", "survey")
+ALL_FEATURES = sorted({f for plan in PLANS.values() for f in plan.features})
+
+
+@dataclass
+class TrafficStats:
+    sent: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    transport_errors: int = 0
+
+
+class DemoTraffic:
+    """Issues demo requests to ``base_url`` (must be a loopback URL)."""
+
+    def __init__(self, base_url: str, rate: float = 20.0, duration: float = 0.0,
+                 max_requests: int = 0, rng: random.Random | None = None):
+        if not base_url.startswith(("http://127.", "http://[::1]", "http://localhost")):
+            raise ValueError("demo traffic only goes to a loopback address")
+        self.base_url = base_url.rstrip("/")
+        self.rate = rate
+        self.duration = duration
+        self.max_requests = max_requests
+        self.rng = rng or random.Random()
+        self.stats = TrafficStats()
+        self.licenses = {tier: [k for k, (t, _) in LICENSES.items() if t == tier] for tier in TIERS}
+
+    # --- scenarios: each returns (method, path, json body) -------------------
+
+    def _document(self, tier):
+        features = self.rng.sample(ALL_FEATURES, self.rng.randint(1, 6))
+        template = self.rng.choice((None, "builtin", "custom"))
+        return "POST", "/documents", {"doc_type": self.rng.choice(DOC_TYPE.values + ("fax",)),
+                                      "features": features, "template": template}
+
+    def _get_document(self, tier):
+        prefix = "missing" if self.rng.random() < 0.1 else "doc"
+        return "GET", f"/documents/{prefix}-{self.rng.randrange(10**6)}", None
+
+    def _inference(self, tier):
+        return "POST", "/inference", {"model": self.rng.choice(PLANS[tier].models + ("layout-base",))}
+
+    def _llm(self, tier):
+        provider = self.rng.choice(sorted(LLM_MODELS))
+        return "POST", "/llm", {"provider": provider, "model": self.rng.choice(LLM_MODELS[provider])}
+
+    def _license(self, tier):
+        roll = self.rng.random()
+        key = REVOKED_LICENSE if roll < 0.02 else "NOT-A-LICENSE" if roll < 0.05 else self.rng.choice(self.licenses[tier])
+        return "POST", "/licenses/validate", {"license": key}
+
+    def _feedback(self, tier):
+        kind = self.rng.choice(FEEDBACK_TYPES)
+        return "POST", "/feedback", {"type": kind, "rating": self.rng.choices((1, 2, 3, 4, 5), (1, 2, 3, 5, 6))[0],
+                                     "text": "demo feedback"}
+
+    def _user(self, tier):
+        return f"{tier}-user-{self.rng.randrange(USERS_PER_TIER[tier])}"
+
+    def _session(self, tier):
+        return "POST", "/sessions", {"user": self._user(tier), "duration": self.rng.lognormvariate(6.5, 1.0)}
+
+    def _action(self, tier):
+        return "POST", "/actions", {"user": self._user(tier), "action": self.rng.choice(ACTIONS)}
+
+    def _boom(self, tier):
+        return "GET", "/boom", None
+
+    def scenarios(self) -> list[tuple[Callable, float]]:
+        return [
+            (self._document, 30), (self._get_document, 10), (self._inference, 15), (self._llm, 8),
+            (self._license, 10), (self._feedback, 4), (self._session, 5), (self._action, 15), (self._boom, 0.5),
+        ]
+
+    # --- driver ----------------------------------------------------------------
+
+    async def _send(self, session: aiohttp.ClientSession, tier: str, scenario: Callable,
+                    api_key: str | None = None) -> None:
+        method, path, body = scenario(tier)
+        headers = {"X-API-Key": api_key or f"demo-{tier}-key"}
+        try:
+            async with session.request(method, f"{self.base_url}/demo/api/v1{path}", json=body, headers=headers) as resp:
+                await resp.read()
+                self.stats.by_status[resp.status] = self.stats.by_status.get(resp.status, 0) + 1
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.stats.transport_errors += 1
+            log.debug("demo request failed: %s", exc)
+        self.stats.sent += 1
+
+    def _done(self, started: float) -> bool:
+        if self.max_requests and self.stats.sent >= self.max_requests:
+            return True
+        return bool(self.duration) and time.monotonic() - started >= self.duration
+
+    async def run(self) -> TrafficStats:
+        started = time.monotonic()
+        scenarios = self.scenarios()
+        funcs, weights = zip(*scenarios)
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(*(self._send(session, tier, f) for tier in TIERS for f in funcs))
+            await self._send(session, "lite", self._action, api_key="not-a-demo-key")  # tier "unknown"
+            interval = 1.0 / self.rate
+            while not self._done(started):
+                tier = self.rng.choices(TIERS, (5, 3, 2))[0]
+                await self._send(session, tier, self.rng.choices(funcs, weights)[0])
+                await asyncio.sleep(interval)
+        log.info("demo traffic finished", extra={"fields": {"sent": self.stats.sent}})
+        return self.stats
+

@@ -1,0 +1,87 @@
+"""Rendering /metrics without stalling the event loop.
+
+prometheus_client's aiohttp handler renders on the loop: at 50k series every
+other request waits for hundreds of milliseconds. Here the render (collect,
+encode, gzip) runs on one dedicated thread, one scrape at a time, and the
+interpreter's switch interval is shortened while a render runs so the loop
+thread gets the GIL back within about a millisecond instead of five.
+``benchmarks/scrape_stall.py`` measures the effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+# Seconds the render thread may hold the GIL before the loop thread may take it.
+RENDER_SWITCH_INTERVAL = 0.0005
+GZIP_LEVEL = 1  # fast: the body is text that compresses ~10x even at level 1
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    content_type: str
+    gzipped: bool
+
+
+class _SwitchInterval:
+    """Shorter GIL switch interval while at least one render runs."""
+
+    def __init__(self, interval: float):
+        self._interval = interval
+        self._depth = 0
+        self._saved = sys.getswitchinterval()
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._interval, self._saved))
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_switch = _SwitchInterval(RENDER_SWITCH_INTERVAL)
+
+
+def render(registry: CollectorRegistry, accept: str | None, accept_encoding: str | None) -> Rendered:
+    """Synchronous render: negotiate the format, encode, gzip when asked."""
+    encoder, content_type = choose_encoder(accept or "")
+    body = encoder(registry)
+    gzipped = "gzip" in (accept_encoding or "")
+    if gzipped:
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+    return Rendered(body, content_type, gzipped)
+
+
+class Renderer:
+    """Renders a registry off the event loop on a single dedicated thread."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-render")
+
+    def _render_in_thread(self, accept: str | None, accept_encoding: str | None) -> Rendered:
+        with _switch:
+            return render(self.registry, accept, accept_encoding)
+
+    async def render(self, accept: str | None, accept_encoding: str | None) -> Rendered:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._render_in_thread, accept, accept_encoding)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

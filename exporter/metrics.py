@@ -1,0 +1,86 @@
+"""prometheus_client metric objects for the catalog, in a registry passed in.
+
+One instance per registry: the recorder, middleware and ingestion API write
+through it; tests build their own registry and instance. Children whose
+labels all come from known sets are created at zero up front, because a
+series that appears with its first increment is invisible to ``rate()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from exporter import __version__
+from exporter.catalog import CATALOG, Kind, MetricSpec, spec
+from exporter.labels import LabelGuard
+
+_TYPES = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
+
+# Bound on the raw-label -> child cache; past it, lookups still work uncached.
+CHILD_CACHE_LIMIT = 50_000
+
+
+class CatalogMetrics:
+    """The catalog's metric objects plus the label guard in front of them."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        allow_lists: Mapping[str, Sequence[str]] | None = None,
+    ):
+        self.registry = registry
+        self.families: dict[str, MetricWrapperBase] = {
+            s.name: self._create(s, registry) for s in CATALOG if not s.collected
+        }
+        self.guard = LabelGuard(self.families["clary_exporter_label_overflow_total"], allow_lists)
+        self._children: dict[tuple, object] = {}
+        self._prefill()
+        self.families["clary_exporter_build_info"].labels(__version__).set(1)
+
+    @staticmethod
+    def _create(s: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
+        kwargs = {"registry": registry}
+        if s.labels:
+            kwargs["labelnames"] = s.label_names
+        if s.kind is Kind.HISTOGRAM:
+            kwargs["buckets"] = s.buckets
+        return _TYPES[s.kind](s.name, s.help, **kwargs)
+
+    def _prefill(self) -> None:
+        overflow = self.families["clary_exporter_label_overflow_total"]
+        for s in CATALOG:
+            if not s.collected:
+                for label in s.labels:
+                    if not label.fixed:
+                        overflow.labels(s.name, label.name)
+        for s in CATALOG:
+            if not s.prefill:
+                continue
+            value_sets = [sorted(self.guard.allowed(label) or ()) for label in s.labels]
+            if not all(value_sets):
+                raise ValueError(f"{s.name}: prefill needs every label to have a value set")
+            for combo in itertools.product(*value_sets):
+                self.child(s.name, *combo)
+
+    def child(self, name: str, *raw_labels: object):
+        """The bound child for raw label values, normalised by the guard.
+
+        Cached per raw tuple so the hot path is one dict lookup; raises
+        ``LabelRejected`` for a value that has no fallback.
+        """
+        key = (name, raw_labels)
+        found = self._children.get(key)
+        if found is not None:
+            return found
+        family = self.families[name]
+        s = spec(name)
+        if not s.labels:
+            return family
+        found = family.labels(*self.guard.values(s, raw_labels))
+        if len(self._children) < CHILD_CACHE_LIMIT:
+            self._children[key] = found
+        return found

@@ -1,0 +1,28 @@
+"""Identifier hashing: raw keys and user ids never reach a label, a log or disk.
+
+HMAC-SHA256 with a secret, never a bare hash: user ids and license keys have
+little entropy, and a bare hash is reversed by hashing the candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+LICENSE_ID_LENGTH = 12
+DEMO_SECRET = "clary-demo-secret-not-for-production"
+
+
+class Hasher:
+    def __init__(self, secret: str | bytes):
+        if not secret:
+            raise ValueError("a non-empty HMAC secret is required")
+        self._key = secret.encode() if isinstance(secret, str) else secret
+
+    def digest(self, value: str) -> str:
+        """Full hex HMAC of an identifier, for storage and sketches."""
+        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+
+    def license_id(self, license_key: str) -> str:
+        """The short, stable label value that stands for a license key."""
+        return self.digest(license_key)[:LICENSE_ID_LENGTH]

@@ -1,0 +1,145 @@
+"""The exporter's HTTP server, as an aiohttp app factory.
+
+``create_app(config)`` builds everything from the config and a registry
+passed in (or a fresh one), so tests run it with ``aiohttp_client`` and no
+globals. Routes: ``/`` landing page, ``/metrics``, ``/healthz``, ``/readyz``;
+``/demo/`` holds the demo API when demo mode is on.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import prometheus_client
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.collectors.base import CollectorSet
+from exporter.collectors.gpu import GpuCollector
+from exporter.collectors.system import SystemCollector
+from exporter.config import DEMO_API_KEYS, Config
+from exporter.exposition import Renderer
+from exporter.middleware import key_table_resolver
+from exporter.privacy import DEMO_SECRET, Hasher
+from exporter.recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+RECORDER = web.AppKey("recorder", Recorder)
+RENDERER = web.AppKey("renderer", Renderer)
+CONFIG = web.AppKey("config", Config)
+READY = web.AppKey("ready", dict)
+
+_COLLECTORS = {"system": SystemCollector, "gpu": GpuCollector}
+
+
+def build_collectors(config: Config) -> CollectorSet:
+    enabled = config.collectors.model_dump()
+    return CollectorSet([factory() for name, factory in _COLLECTORS.items() if enabled[name]])
+
+
+def hmac_secret(config: Config) -> str:
+    if config.secret:
+        return config.secret
+    if config.demo:
+        log.warning("demo mode without a configured secret: using the fixed, public demo HMAC secret")
+        return DEMO_SECRET
+    raise ValueError("an HMAC secret is required: set CLARY_SECRET or 'secret' in the config file")
+
+
+def _json_error(status: int, error: str, message: str, **extra) -> web.Response:
+    return web.json_response({"error": error, "message": message, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """404 and 405 as JSON, as an API client expects, not aiohttp's text."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _json_error(404, "not_found", "no such endpoint")
+    except web.HTTPMethodNotAllowed as exc:
+        response = _json_error(
+            405, "method_not_allowed", f"{request.method} is not allowed here",
+            allowed=sorted(exc.allowed_methods),
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    rendered = await request.app[RENDERER].render(
+        request.headers.get("Accept"), request.headers.get("Accept-Encoding")
+    )
+    response = web.Response(body=rendered.body, headers={"Content-Type": rendered.content_type})
+    if rendered.gzipped:
+        response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept, Accept-Encoding"
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[READY].get("ready"):
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready"}, status=503)
+
+
+_LANDING = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Clary AI exporter</title></head>
+<body>
+<h1>Clary AI exporter</h1>
+<p>Version {version}.{demo}</p>
+<ul>
+<li><a href="metrics">Metrics</a></li>
+<li><a href="healthz">Health</a> &middot; <a href="readyz">Readiness</a></li>
+</ul>
+</body></html>
+"""
+
+
+async def landing(request: web.Request) -> web.Response:
+    demo = " Demo mode: demo API under <code>/demo/api/v1/</code>." if request.app[CONFIG].demo else ""
+    body = _LANDING.format(version=html.escape(__version__), demo=demo)
+    return web.Response(text=body, content_type="text/html")
+
+
+def create_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
+    """Build the exporter application from a validated config."""
+    # The _created series double every counter's series count for little use.
+    prometheus_client.disable_created_metrics()
+    registry = registry if registry is not None else CollectorRegistry()
+    recorder = Recorder(registry, Hasher(hmac_secret(config)), config.allow_lists)
+    registry.register(build_collectors(config))
+
+    app = web.Application(middlewares=[json_errors])
+    app[CONFIG] = config
+    app[RECORDER] = recorder
+    app[RENDERER] = Renderer(registry)
+    app[READY] = {"ready": False}
+    app.router.add_get("/", landing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    if config.demo:
+        from exporter.demo.api import create_demo_app
+
+        resolver = key_table_resolver({**DEMO_API_KEYS, **config.api_keys})
+        app.add_subapp("/demo/", create_demo_app(recorder, resolver))
+
+    async def ready(app: web.Application) -> None:
+        app[READY]["ready"] = True
+
+    async def not_ready(app: web.Application) -> None:
+        app[READY]["ready"] = False
+        app[RENDERER].close()
+
+    app.on_startup.append(ready)
+    app.on_shutdown.append(not_ready)
+    return app

@@ -1,0 +1,165 @@
+"""Helpers for end-to-end tests: real processes on loopback, always bounded.
+
+Every process started here has a deadline for coming up and is killed in a
+``finally`` (context managers), so a failing test never leaves one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def binary(*names: str) -> str:
+    """Path of the first binary found; fails (not skips) when none is installed."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise AssertionError(f"none of {names} on PATH: run `make test`, which installs them")
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``check`` until it returns a truthy value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def _ready(url: str) -> bool:
+    status, _ = http_get(url, timeout=1)
+    return status == 200
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], ready_url: str, timeout: float = 30, env: dict | None = None,
+            log_path: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Start a process, wait for ``ready_url`` to answer 200, stop it afterwards."""
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, cwd=ROOT)
+    try:
+        def up():
+            if proc.poll() is not None:
+                tail = log_path.read_text()[-2000:] if log_path else ""
+                raise AssertionError(f"{cmd[0]} exited with {proc.returncode}: {tail}")
+            return _ready(ready_url)
+
+        wait_until(up, timeout, what=f"{Path(cmd[0]).name} at {ready_url}")
+        yield proc
+    finally:
+        stop(proc)
+        if log_path:
+            log.close()
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def exporter_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "exporter.cli", *args]
+
+
+@contextlib.contextmanager
+def exporter(port: int, *args: str, log_path: Path | None = None, env: dict | None = None):
+    cmd = exporter_cmd("--listen-address", f"{LOOPBACK}:{port}", *args)
+    with running(cmd, f"http://{LOOPBACK}:{port}/readyz", env=env, log_path=log_path) as proc:
+        yield proc
+
+
+@dataclass
+class Prometheus:
+    url: str
+    workdir: Path
+
+    def query(self, expr: str, time_: float | None = None) -> list[dict]:
+        params = {"query": expr}
+        if time_ is not None:
+            params["time"] = str(time_)
+        status, body = http_get(f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}")
+        payload = json.loads(body)
+        if status != 200 or payload.get("status") != "success":
+            raise AssertionError(f"query {expr!r} failed ({status}): {payload.get('error')}")
+        return payload["data"]["result"]
+
+    def api(self, path: str) -> dict:
+        status, body = http_get(f"{self.url}/api/v1/{path}")
+        assert status == 200, body[:500]
+        return json.loads(body)["data"]
+
+
+@contextlib.contextmanager
+def prometheus(targets: list[str], rule_files: list[Path] = (), scrape_interval: str = "1s",
+               alertmanager: str | None = None) -> Iterator[Prometheus]:
+    """A real Prometheus scraping ``targets`` (host:port), in a temp dir."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="clary-prom-") as tmp:
+        workdir = Path(tmp)
+        config = {
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "scrape_configs": [{"job_name": "clary-exporter", "static_configs": [{"targets": targets}]}],
+            "rule_files": [str(p) for p in rule_files],
+        }
+        if alertmanager:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        cmd = [
+            binary("prometheus"),
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--web.enable-lifecycle",
+        ]
+        url = f"http://{LOOPBACK}:{port}"
+        with running(cmd, f"{url}/-/ready", log_path=workdir / "prometheus.log"):
+            yield Prometheus(url, workdir)

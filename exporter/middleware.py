@@ -34,7 +34,8 @@ class Identity:
 
 
 ANONYMOUS = Identity("unknown")
-IDENTITY = "clary.identity"  # request key under which handlers find the caller
+# Request key under which handlers find the caller (typed key on aiohttp >= 3.14).
+IDENTITY = web.RequestKey("clary.identity", Identity) if hasattr(web, "RequestKey") else "clary.identity"
 Resolver = Callable[[str | None], Identity]
 
 

@@ -381,15 +381,29 @@ def table(
     w: int = 12,
     h: int = 8,
     value_column: str = "Value",
+    columns: tuple[str, ...] = (),
     hide: tuple[str, ...] = (),
     sort_by: str | None = None,
     descending: bool = False,
     thresholds: list[dict[str, Any]] | None = None,
 ) -> g.Table:
-    """A table of instant ``format: table`` queries, Time column hidden."""
+    """A table of instant ``format: table`` queries, Time column hidden.
+
+    One query: its value column is called ``value_column``. Several queries:
+    the frames are merged on their labels and ``columns`` names each query's
+    value column, in order.
+    """
     if any(q.fmt != "table" for q in queries):
         raise ValueError(f"table {title!r}: use table_q() queries")
     excluded = {"Time": True, **{name: True for name in hide}}
+    transformations: list[dict[str, Any]] = []
+    if len(queries) == 1:
+        renames = {"Value": value_column}
+    else:
+        if len(columns) != len(queries):
+            raise ValueError(f"table {title!r}: name one column per query")
+        renames = {f"Value #{string.ascii_uppercase[i]}": name for i, name in enumerate(columns)}
+        transformations.append({"id": "merge", "options": {}})
     return g.Table(
         **_common(title, description, w, h),
         dataSource=DS,
@@ -399,13 +413,10 @@ def table(
         displayMode="color-text",
         filterable=True,
         sortBy=[g.TableSortByField(displayName=sort_by, desc=descending)] if sort_by else [],
-        transformations=[
+        transformations=transformations + [
             {
                 "id": "organize",
-                "options": {
-                    "excludeByName": excluded,
-                    "renameByName": {"Value": value_column},
-                },
+                "options": {"excludeByName": excluded, "renameByName": renames},
             }
         ],
         maxDataPoints=None,

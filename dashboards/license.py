@@ -1,0 +1,231 @@
+"""License dashboard (one per tier): validations, expiry, limits, compliance.
+
+License state (expiry timestamp, usage, limit) is reported identically by
+every replica that saw the license, so it is collapsed with ``max by``
+rather than summed (see :func:`dashboards.promql.days_to_expiry`).
+"""
+
+from __future__ import annotations
+
+from . import tiers
+from .common import Built, tier_dashboard
+from .panels import (
+    Q,
+    Row,
+    bargauge,
+    gauge,
+    histogram,
+    instant,
+    stat,
+    steps,
+    steps_low_bad,
+    table,
+    table_q,
+    timeseries,
+)
+from .promql import (
+    agg,
+    compliance,
+    days_to_expiry,
+    m,
+    not_equal,
+    quantile,
+    rate_ratio,
+    sum_gauge,
+    sum_rate,
+    sum_total,
+)
+
+KIND = "license"
+
+VALIDATIONS = m("clary_license_validations_total")
+VALIDATION_TIME = m("clary_license_validation_duration_seconds")
+QUOTA = m("clary_quota_exceeded_total")
+ACTIVE = m("clary_licenses_active")
+
+FAILED = {"result": not_equal("valid")}
+EXPIRY_STEPS = steps_low_bad(("orange", 7), ("green", 30))
+COMPLIANCE_STEPS = steps(("orange", 0.8), ("red", 1))
+
+
+def validations_row(tier: str) -> Row:
+    t = {"tier": tier}
+    return Row(
+        "Validations",
+        [
+            stat(
+                "Validation failure ratio",
+                "Share of license validations whose result was not 'valid' (invalid, expired, "
+                "revoked, error).",
+                "percentunit",
+                Q(rate_ratio(VALIDATIONS, FAILED, **t)),
+                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                decimals=2,
+            ),
+            stat(
+                "Active licenses",
+                "Distinct licenses validated in the last 24 hours, summed over exporter replicas.",
+                "short",
+                Q(sum_gauge(ACTIVE, **t)),
+            ),
+            stat(
+                "Soonest expiry",
+                "Days until the first of this tier's licenses expires.",
+                "d",
+                Q(agg(days_to_expiry(**t), op="min")),
+                thresholds=EXPIRY_STEPS,
+                decimals=1,
+            ),
+            stat(
+                "Failed validations",
+                "License validations with a result other than 'valid' in the selected time range.",
+                "short",
+                instant(sum_total(VALIDATIONS, **t, **FAILED)),
+                thresholds=steps(("red", 1)),
+                graph=False,
+            ),
+            timeseries(
+                "Validations by result",
+                "License validations per second, by result (stacked).",
+                "ops",
+                Q(sum_rate(VALIDATIONS, ("result",), **t), "{{result}}"),
+                stack=True,
+                w=8,
+            ),
+            timeseries(
+                "Validation failure ratio",
+                "Failed validations (result != valid) divided by all validations, over time.",
+                "percentunit",
+                Q(rate_ratio(VALIDATIONS, FAILED, **t), "failure ratio"),
+                min_=0,
+                thresholds=steps(("red", 0.05)),
+                w=8,
+            ),
+            timeseries(
+                "Validation latency p50 / p95 / p99",
+                "License validation latency quantiles. All tiers: this histogram carries no "
+                "tier label.",
+                "s",
+                *(Q(quantile(q, VALIDATION_TIME), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)),
+                w=8,
+            ),
+        ],
+    )
+
+
+def expiry_row(tier: str) -> Row:
+    t = {"tier": tier}
+    return Row(
+        "Expiry",
+        [
+            table(
+                "Days to expiry per license",
+                "Every license of this tier (hashed id) and the days left until it expires, "
+                "soonest first.",
+                "d",
+                table_q(f"sort({days_to_expiry(**t)})"),
+                value_column="Days to expiry",
+                sort_by="Days to expiry",
+                thresholds=EXPIRY_STEPS,
+                w=8,
+            ),
+            bargauge(
+                "Licenses expiring soonest",
+                "The ten licenses of this tier closest to expiry.",
+                "d",
+                instant(f"bottomk(10, {days_to_expiry(**t)})", "{{license}}"),
+                thresholds=EXPIRY_STEPS,
+                w=8,
+            ),
+            histogram(
+                "Days-to-expiry distribution",
+                "How many licenses of this tier expire within each span of days.",
+                "d",
+                instant(days_to_expiry(**t), "{{license}}"),
+                w=8,
+            ),
+        ],
+    )
+
+
+def compliance_row(tier: str) -> Row:
+    t = {"tier": tier}
+    return Row(
+        "Limits and compliance",
+        [
+            gauge(
+                "Highest compliance",
+                "The highest usage / limit ratio over all licenses and limits of this tier; "
+                "1 means a limit is fully used.",
+                "percentunit",
+                Q(agg(compliance(**t), op="max")),
+                max_=1.2,
+                thresholds=COMPLIANCE_STEPS,
+                w=6,
+            ),
+            bargauge(
+                "Compliance by limit",
+                "Highest usage / limit ratio per limit kind (documents, features, api_calls).",
+                "percentunit",
+                instant(agg(compliance(**t), ("limit",), op="max"), "{{limit}}"),
+                max_=1.2,
+                thresholds=COMPLIANCE_STEPS,
+                w=6,
+            ),
+            table(
+                "Usage against limits per license",
+                "Usage / limit for every license and limit of this tier, highest first.",
+                "percentunit",
+                table_q(f"sort_desc({compliance(**t)})"),
+                value_column="Compliance",
+                sort_by="Compliance",
+                descending=True,
+                thresholds=COMPLIANCE_STEPS,
+                w=12,
+            ),
+            timeseries(
+                "Quota exceeded by limit",
+                "Requests refused per second because a tier quota was exhausted, by limit.",
+                "ops",
+                Q(sum_rate(QUOTA, ("limit",), **t), "{{limit}}"),
+                w=8,
+            ),
+            stat(
+                "Quota exceeded",
+                "Requests refused because a quota was exhausted, in the selected time range.",
+                "short",
+                instant(sum_total(QUOTA, **t)),
+                thresholds=steps(("orange", 1)),
+                graph=False,
+                w=4,
+                h=8,
+            ),
+            timeseries(
+                "Active licenses",
+                "Distinct licenses validated in the last 24 hours, over time.",
+                "short",
+                Q(sum_gauge(ACTIVE, **t), "active licenses"),
+                w=12,
+            ),
+        ],
+    )
+
+
+def rows(tier: str) -> list[Row]:
+    return [
+        validations_row(tier),
+        expiry_row(tier),
+        compliance_row(tier),
+        *tiers.extra_rows(tier, KIND),
+    ]
+
+
+def dashboard(tier: str) -> Built:
+    return tier_dashboard(
+        tier,
+        KIND,
+        f"License health for the {tier} tier: validations by result and failure ratio, days "
+        "to expiry per license, usage against limits (compliance), quota refusals and active "
+        "licenses.",
+        rows(tier),
+    )

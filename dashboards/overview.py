@@ -1,0 +1,313 @@
+"""Overview dashboard: every tier side by side (``sum by (tier)``)."""
+
+from __future__ import annotations
+
+from exporter.catalog import TIERS
+
+from .common import (
+    KINDS,
+    OVERVIEW_FOLDER,
+    OVERVIEW_UID,
+    Built,
+    make_dashboard,
+    overview_links,
+    tier_title,
+    uid_for,
+)
+from .panels import (
+    Q,
+    Row,
+    bargauge,
+    instant,
+    stat,
+    steps,
+    steps_low_bad,
+    text,
+    timeseries,
+    up_down_mappings,
+)
+from .promql import (
+    agg,
+    compliance,
+    days_to_expiry,
+    hist_mean_range,
+    m,
+    not_equal,
+    quantile,
+    rate_ratio,
+    regex,
+    sum_gauge,
+    sum_rate,
+    sum_total,
+    total_ratio,
+)
+
+KIND = "overview"
+BY_TIER = ("tier",)
+
+HTTP = m("clary_http_requests_total")
+LATENCY = m("clary_http_request_duration_seconds")
+DOCS = m("clary_documents_processed_total")
+ACTIVE_USERS = m("clary_active_users")
+VALIDATIONS = m("clary_license_validations_total")
+ACTIVE_LICENSES = m("clary_licenses_active")
+QUOTA = m("clary_quota_exceeded_total")
+BLOCKED = m("clary_feature_blocked_total")
+SUBMISSIONS = m("clary_feedback_submissions_total")
+RATING = m("clary_feedback_rating")
+URGENT = m("clary_feedback_urgent_total")
+LLM_TOKENS = m("clary_llm_tokens_total")
+IN_FLIGHT = m("clary_http_requests_in_flight")
+QUEUE = m("clary_queue_length")
+COLLECTOR_UP = m("clary_exporter_collector_up")
+
+
+def directory() -> str:
+    """Markdown table linking every tier dashboard."""
+    lines = ["| Tier | " + " | ".join(k.capitalize() for k in KINDS) + " |", "|---" * (len(KINDS) + 1) + "|"]
+    for tier in TIERS:
+        cells = [f"[{kind.capitalize()}](/d/{uid_for(tier, kind)})" for kind in KINDS]
+        lines.append(f"| **{tier_title(tier)}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def directory_row() -> Row:
+    return Row(
+        "Dashboards",
+        [
+            text(
+                "Tier dashboards",
+                "Links to each tier's Usage, Performance, License and Feedback dashboards.",
+                directory(),
+                h=5,
+            ),
+        ],
+    )
+
+
+def traffic_row() -> Row:
+    return Row(
+        "Traffic and errors",
+        [
+            timeseries(
+                "Request rate by tier",
+                "HTTP requests per second, per tier (stacked).",
+                "reqps",
+                Q(sum_rate(HTTP, BY_TIER), "{{tier}}"),
+                stack=True,
+                w=6,
+            ),
+            timeseries(
+                "Error ratio (5xx) by tier",
+                "Share of HTTP requests answered with a 5xx status, per tier.",
+                "percentunit",
+                Q(rate_ratio(HTTP, {"code": regex("5..")}, BY_TIER), "{{tier}}"),
+                min_=0,
+                thresholds=steps(("red", 0.05)),
+                w=6,
+            ),
+            timeseries(
+                "Latency p95 by tier",
+                "95th percentile HTTP request latency per tier (histogram_quantile over "
+                "sum by (le, tier)).",
+                "s",
+                Q(quantile(0.95, LATENCY, BY_TIER), "{{tier}}"),
+                w=6,
+            ),
+            timeseries(
+                "Documents processed by tier",
+                "Documents processed per second, per tier (stacked).",
+                "ops",
+                Q(sum_rate(DOCS, BY_TIER), "{{tier}}"),
+                stack=True,
+                w=6,
+            ),
+            bargauge(
+                "Documents processed",
+                "Documents processed per tier in the selected time range.",
+                "short",
+                instant(sum_total(DOCS, BY_TIER), "{{tier}}"),
+                w=8,
+                h=6,
+            ),
+            bargauge(
+                "Document failure ratio",
+                "Failed documents divided by all documents, per tier, in the selected time range.",
+                "percentunit",
+                instant(total_ratio(DOCS, {"outcome": "failure"}, BY_TIER), "{{tier}}"),
+                max_=1,
+                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                w=8,
+                h=6,
+            ),
+            stat(
+                "In flight / queued",
+                "HTTP requests being served and jobs waiting in all work queues (no tier label).",
+                "short",
+                Q(sum_gauge(IN_FLIGHT), "in flight"),
+                Q(sum_gauge(QUEUE), "queued"),
+                text_mode="value_and_name",
+                w=8,
+                h=6,
+            ),
+        ],
+    )
+
+
+def users_row() -> Row:
+    return Row(
+        "Users and upgrade potential",
+        [
+            bargauge(
+                "Active users (24h)",
+                "Distinct users seen in the last 24 hours, per tier (summed over replicas).",
+                "short",
+                instant(sum_gauge(ACTIVE_USERS, BY_TIER, window="24h"), "{{tier}}"),
+                w=6,
+            ),
+            timeseries(
+                "Active users (1h) by tier",
+                "Distinct users seen in the last hour, per tier.",
+                "short",
+                Q(sum_gauge(ACTIVE_USERS, BY_TIER, window="1h"), "{{tier}}"),
+                w=6,
+            ),
+            timeseries(
+                "Blocked feature requests by tier",
+                "Requests per second for features outside the caller's tier (upgrade potential).",
+                "ops",
+                Q(sum_rate(BLOCKED, BY_TIER), "{{tier}}"),
+                w=6,
+            ),
+            timeseries(
+                "Quota hits by tier",
+                "Requests refused per second because a tier quota was exhausted.",
+                "ops",
+                Q(sum_rate(QUOTA, BY_TIER), "{{tier}}"),
+                w=6,
+            ),
+        ],
+    )
+
+
+def license_row() -> Row:
+    return Row(
+        "Licenses",
+        [
+            timeseries(
+                "License validation failure ratio by tier",
+                "License validations with a result other than 'valid' divided by all "
+                "validations, per tier.",
+                "percentunit",
+                Q(rate_ratio(VALIDATIONS, {"result": not_equal("valid")}, BY_TIER), "{{tier}}"),
+                min_=0,
+                thresholds=steps(("red", 0.05)),
+                w=8,
+            ),
+            bargauge(
+                "Soonest license expiry",
+                "Days until the first license of each tier expires.",
+                "d",
+                instant(agg(days_to_expiry(("license", "tier")), BY_TIER, op="min"), "{{tier}}"),
+                thresholds=steps_low_bad(("orange", 7), ("green", 30)),
+                w=8,
+            ),
+            bargauge(
+                "Highest compliance",
+                "The highest usage / limit ratio of any license and limit, per tier.",
+                "percentunit",
+                instant(agg(compliance(("license", "tier", "limit")), BY_TIER, op="max"), "{{tier}}"),
+                max_=1.2,
+                thresholds=steps(("orange", 0.8), ("red", 1)),
+                w=4,
+            ),
+            stat(
+                "Active licenses",
+                "Distinct licenses validated in the last 24 hours, per tier.",
+                "short",
+                Q(sum_gauge(ACTIVE_LICENSES, BY_TIER), "{{tier}}"),
+                text_mode="value_and_name",
+                w=4,
+                h=8,
+            ),
+        ],
+    )
+
+
+def feedback_row() -> Row:
+    return Row(
+        "Feedback",
+        [
+            bargauge(
+                "Urgent bug reports",
+                "Bug reports rated 2 or lower per tier, in the selected time range.",
+                "short",
+                instant(sum_total(URGENT, BY_TIER), "{{tier}}"),
+                thresholds=steps(("red", 1)),
+                w=8,
+            ),
+            bargauge(
+                "Average rating",
+                "Mean feedback rating (1..5) per tier in the selected time range.",
+                "short",
+                instant(hist_mean_range(RATING, BY_TIER), "{{tier}}"),
+                min_=1,
+                max_=5,
+                thresholds=[{"color": "red", "value": None}, {"color": "orange", "value": 3},
+                            {"color": "green", "value": 4}],
+                decimals=2,
+                w=8,
+            ),
+            timeseries(
+                "Feedback submissions by tier",
+                "Feedback submissions per second, per tier (stacked).",
+                "ops",
+                Q(sum_rate(SUBMISSIONS, BY_TIER), "{{tier}}"),
+                stack=True,
+                w=8,
+            ),
+        ],
+    )
+
+
+def platform_row() -> Row:
+    return Row(
+        "Platform",
+        [
+            timeseries(
+                "Cloud LLM tokens by tier",
+                "Input plus output cloud LLM tokens per second, per tier.",
+                "short",
+                Q(sum_rate(LLM_TOKENS, BY_TIER), "{{tier}}"),
+                axis_label="tokens/s",
+                w=12,
+            ),
+            stat(
+                "Collectors",
+                "Scrape-time collectors per exporter: UP when the last collection succeeded, "
+                "DOWN when it failed or its hardware is absent.",
+                "short",
+                Q(sum_gauge(COLLECTOR_UP, ("instance", "collector")), "{{instance}} {{collector}}"),
+                mappings=up_down_mappings(),
+                thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                graph=False,
+                text_mode="value_and_name",
+                w=12,
+                h=8,
+            ),
+        ],
+    )
+
+
+def dashboard() -> Built:
+    d = make_dashboard(
+        uid=OVERVIEW_UID,
+        title="Clary Overview",
+        description="All tiers side by side: traffic, errors, latency, documents, users, "
+        "upgrade potential, licenses and feedback, with links to every tier dashboard.",
+        tags=["clary", "overview"],
+        rows=[directory_row(), traffic_row(), users_row(), license_row(), feedback_row(), platform_row()],
+        links=overview_links(),
+    )
+    return Built(folder=OVERVIEW_FOLDER, uid=OVERVIEW_UID, dashboard=d)
+

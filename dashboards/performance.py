@@ -1,0 +1,384 @@
+"""Performance dashboard (one per tier): latency, errors, inference, hosts, GPUs.
+
+Tier-labelled families (requests, latency, inference) are filtered on the
+dashboard's tier. In-flight requests, queues, model load/memory, host, GPU
+and collector metrics carry no tier label in the catalog: those panels show
+the whole deployment and say so in their description.
+"""
+
+from __future__ import annotations
+
+from . import tiers
+from .common import Built, tier_dashboard
+from .panels import (
+    Q,
+    Row,
+    gauge,
+    heatmap,
+    stat,
+    steps,
+    table,
+    table_q,
+    timeseries,
+    up_down_mappings,
+)
+from .promql import (
+    agg,
+    div,
+    hist_buckets,
+    m,
+    quantile,
+    rate,
+    rate_ratio,
+    regex,
+    sum_gauge,
+    sum_rate,
+)
+
+KIND = "performance"
+
+HTTP = m("clary_http_requests_total")
+LATENCY = m("clary_http_request_duration_seconds")
+IN_FLIGHT = m("clary_http_requests_in_flight")
+QUEUE = m("clary_queue_length")
+INFERENCE = m("clary_inference_requests_total")
+INFERENCE_TIME = m("clary_inference_duration_seconds")
+MODEL_LOAD = m("clary_model_load_duration_seconds")
+MODEL_MEMORY = m("clary_model_memory_bytes")
+
+CPU = m("clary_system_cpu_usage_ratio")
+MEM_USED = m("clary_system_memory_used_bytes")
+MEM_TOTAL = m("clary_system_memory_total_bytes")
+DISK_READ = m("clary_system_disk_read_bytes_total")
+DISK_WRITTEN = m("clary_system_disk_written_bytes_total")
+NET_RX = m("clary_system_network_received_bytes_total")
+NET_TX = m("clary_system_network_transmitted_bytes_total")
+
+GPU_UTIL = m("clary_gpu_utilization_ratio")
+GPU_MEM_USED = m("clary_gpu_memory_used_bytes")
+GPU_MEM_TOTAL = m("clary_gpu_memory_total_bytes")
+GPU_TEMP = m("clary_gpu_temperature_celsius")
+GPU_POWER = m("clary_gpu_power_watts")
+
+COLLECTOR_UP = m("clary_exporter_collector_up")
+COLLECTOR_ERRORS = m("clary_exporter_collector_errors_total")
+COLLECTOR_DURATION = m("clary_exporter_collector_duration_seconds")
+EVENTS = m("clary_exporter_events_total")
+OVERFLOW = m("clary_exporter_label_overflow_total")
+
+ERROR_CODES = regex("5..")
+ALL_TIERS = "All tiers: this metric carries no tier label."
+PER_HOST = ("instance",)
+PER_GPU = ("instance", "gpu")
+
+
+def latency_quantiles(family, by=(), legend_prefix="", **matchers) -> tuple[Q, ...]:
+    """p50, p95 and p99 queries of a latency histogram."""
+    suffix = " ".join("{{%s}}" % label for label in by)
+    return tuple(
+        Q(quantile(q, family, by, **matchers), f"{legend_prefix}p{int(q * 100)} {suffix}".strip())
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+def requests_row(tier: str) -> Row:
+    t = {"tier": tier}
+    return Row(
+        "Requests",
+        [
+            stat(
+                "Request rate",
+                "HTTP requests per second served to this tier.",
+                "reqps",
+                Q(sum_rate(HTTP, **t)),
+            ),
+            stat(
+                "Error ratio (5xx)",
+                "Share of this tier's HTTP requests answered with a 5xx status.",
+                "percentunit",
+                Q(rate_ratio(HTTP, {"code": ERROR_CODES}, **t)),
+                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                decimals=2,
+            ),
+            stat(
+                "Latency p95",
+                "95th percentile of HTTP request latency for this tier.",
+                "s",
+                Q(quantile(0.95, LATENCY, **t)),
+                thresholds=steps(("orange", 1), ("red", 2.5)),
+            ),
+            stat(
+                "In-flight requests",
+                "HTTP requests being served right now. " + ALL_TIERS,
+                "short",
+                Q(sum_gauge(IN_FLIGHT)),
+            ),
+            timeseries(
+                "Request rate by status code",
+                "HTTP requests per second for this tier, by status code (stacked).",
+                "reqps",
+                Q(sum_rate(HTTP, ("code",), **t), "{{code}}"),
+                stack=True,
+                w=8,
+            ),
+            timeseries(
+                "Latency p50 / p95 / p99",
+                "HTTP request latency quantiles from the request-duration histogram "
+                "(histogram_quantile over sum by (le)).",
+                "s",
+                *latency_quantiles(LATENCY, **t),
+                w=8,
+            ),
+            timeseries(
+                "Error ratio (5xx)",
+                "Share of this tier's HTTP requests answered with a 5xx status, over time.",
+                "percentunit",
+                Q(rate_ratio(HTTP, {"code": ERROR_CODES}, **t), "5xx ratio"),
+                min_=0,
+                thresholds=steps(("red", 0.05)),
+                w=8,
+            ),
+            table(
+                "Slowest routes (p95)",
+                "The ten route templates with the highest 95th percentile latency right now.",
+                "s",
+                table_q(f"topk(10, {quantile(0.95, LATENCY, ('route',), **t)})"),
+                value_column="p95 latency",
+                sort_by="p95 latency",
+                descending=True,
+                thresholds=steps(("orange", 1), ("red", 2.5)),
+                w=8,
+            ),
+            heatmap(
+                "Latency distribution",
+                "HTTP requests per latency bucket over time.",
+                "s",
+                hist_buckets(LATENCY, **t),
+                w=8,
+            ),
+            timeseries(
+                "In-flight requests and queue length",
+                "Requests being served and jobs waiting per work queue. " + ALL_TIERS,
+                "short",
+                Q(sum_gauge(IN_FLIGHT), "in flight"),
+                Q(sum_gauge(QUEUE, ("queue",)), "queue {{queue}}"),
+                w=8,
+            ),
+        ],
+    )
+
+
+def inference_row(tier: str) -> Row:
+    t = {"tier": tier}
+    return Row(
+        "Inference and models",
+        [
+            timeseries(
+                "Inference rate by model",
+                "Model inference requests per second for this tier, by model and outcome.",
+                "ops",
+                Q(sum_rate(INFERENCE, ("model", "outcome"), **t), "{{model}} {{outcome}}"),
+                w=8,
+            ),
+            timeseries(
+                "Inference time p95 by model",
+                "95th percentile of model inference latency for this tier, per model.",
+                "s",
+                Q(quantile(0.95, INFERENCE_TIME, ("model",), **t), "{{model}}"),
+                w=8,
+            ),
+            timeseries(
+                "Inference failure ratio by model",
+                "Failed inferences divided by all inferences, per model.",
+                "percentunit",
+                Q(rate_ratio(INFERENCE, {"outcome": "failure"}, ("model",), **t), "{{model}}"),
+                min_=0,
+                w=8,
+            ),
+            timeseries(
+                "Model load time p95 by model",
+                "95th percentile of the time to load a model into memory. " + ALL_TIERS,
+                "s",
+                Q(quantile(0.95, MODEL_LOAD, ("model",)), "{{model}}"),
+                w=12,
+            ),
+            timeseries(
+                "Model memory by model",
+                "Memory held by loaded models, summed over exporter replicas. " + ALL_TIERS,
+                "bytes",
+                Q(sum_gauge(MODEL_MEMORY, ("model",)), "{{model}}"),
+                stack=True,
+                w=12,
+            ),
+        ],
+    )
+
+
+def system_row() -> Row:
+    return Row(
+        "System",
+        [
+            timeseries(
+                "CPU usage",
+                "CPU busy ratio across all cores, per exporter host. " + ALL_TIERS,
+                "percentunit",
+                Q(sum_gauge(CPU, PER_HOST), "{{instance}}"),
+                min_=0,
+                max_=1,
+                w=6,
+            ),
+            timeseries(
+                "Memory used",
+                "Memory in use per exporter host, with the installed total. " + ALL_TIERS,
+                "bytes",
+                Q(sum_gauge(MEM_USED, PER_HOST), "{{instance}} used"),
+                Q(sum_gauge(MEM_TOTAL, PER_HOST), "{{instance}} total"),
+                w=6,
+            ),
+            timeseries(
+                "Disk I/O",
+                "Bytes read from and written to block devices per second, per host. " + ALL_TIERS,
+                "Bps",
+                Q(agg(rate(DISK_READ.sel()), PER_HOST), "{{instance}} read"),
+                Q(agg(rate(DISK_WRITTEN.sel()), PER_HOST), "{{instance}} written"),
+                w=6,
+            ),
+            timeseries(
+                "Network I/O",
+                "Bytes received and sent per second, per host and interface (loopback excluded). "
+                + ALL_TIERS,
+                "Bps",
+                Q(agg(rate(NET_RX.sel()), PER_HOST + ("interface",)), "{{instance}} {{interface}} rx"),
+                Q(agg(rate(NET_TX.sel()), PER_HOST + ("interface",)), "{{instance}} {{interface}} tx"),
+                w=6,
+            ),
+        ],
+    )
+
+
+def gpu_row() -> Row:
+    return Row(
+        "GPU",
+        [
+            timeseries(
+                "GPU utilization",
+                "GPU busy ratio per host and device. Empty on hosts without a GPU. " + ALL_TIERS,
+                "percentunit",
+                Q(sum_gauge(GPU_UTIL, PER_GPU), "{{instance}} gpu{{gpu}}"),
+                min_=0,
+                max_=1,
+                w=6,
+            ),
+            timeseries(
+                "GPU memory used",
+                "GPU framebuffer memory in use and installed, per host and device. " + ALL_TIERS,
+                "bytes",
+                Q(sum_gauge(GPU_MEM_USED, PER_GPU), "{{instance}} gpu{{gpu}} used"),
+                Q(sum_gauge(GPU_MEM_TOTAL, PER_GPU), "{{instance}} gpu{{gpu}} total"),
+                w=6,
+            ),
+            timeseries(
+                "GPU temperature",
+                "GPU core temperature per host and device. " + ALL_TIERS,
+                "celsius",
+                Q(sum_gauge(GPU_TEMP, PER_GPU), "{{instance}} gpu{{gpu}}"),
+                thresholds=steps(("orange", 80), ("red", 90)),
+                w=4,
+            ),
+            timeseries(
+                "GPU power",
+                "GPU power draw per host and device. " + ALL_TIERS,
+                "watt",
+                Q(sum_gauge(GPU_POWER, PER_GPU), "{{instance}} gpu{{gpu}}"),
+                w=4,
+            ),
+            gauge(
+                "GPU memory in use",
+                "Highest GPU memory used / installed ratio across devices. " + ALL_TIERS,
+                "percentunit",
+                Q(agg(div(sum_gauge(GPU_MEM_USED, PER_GPU), sum_gauge(GPU_MEM_TOTAL, PER_GPU)), op="max")),
+                thresholds=steps(("orange", 0.8), ("red", 0.95)),
+                w=4,
+                h=8,
+            ),
+        ],
+    )
+
+
+def collector_row() -> Row:
+    return Row(
+        "Collector health",
+        [
+            stat(
+                "Collectors",
+                "Scrape-time collectors per exporter: UP when the last collection succeeded, "
+                "DOWN when it failed or its hardware is absent (gpu on a host without GPU). "
+                + ALL_TIERS,
+                "short",
+                Q(sum_gauge(COLLECTOR_UP, ("instance", "collector")), "{{instance}} {{collector}}"),
+                mappings=up_down_mappings(),
+                thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                graph=False,
+                text_mode="value_and_name",
+                w=8,
+                h=6,
+            ),
+            timeseries(
+                "Collector errors",
+                "Scrape-time collector failures per second, by collector. " + ALL_TIERS,
+                "ops",
+                Q(sum_rate(COLLECTOR_ERRORS, ("collector",)), "{{collector}}"),
+                w=8,
+                h=6,
+            ),
+            timeseries(
+                "Collector duration",
+                "Time each collector took in the last scrape, per exporter. " + ALL_TIERS,
+                "s",
+                Q(sum_gauge(COLLECTOR_DURATION, ("instance", "collector")), "{{instance}} {{collector}}"),
+                w=8,
+                h=6,
+            ),
+            timeseries(
+                "Rejected events ratio",
+                "Share of ingested events rejected by validation, by event type. " + ALL_TIERS,
+                "percentunit",
+                Q(rate_ratio(EVENTS, {"outcome": "rejected"}, ("type",)), "{{type}}"),
+                min_=0,
+                w=12,
+                h=6,
+            ),
+            timeseries(
+                "Label overflows",
+                "Label values replaced by 'other' because a series budget was exhausted, per "
+                "metric and label. Non-zero means an allow-list or budget needs attention. "
+                + ALL_TIERS,
+                "ops",
+                Q(sum_rate(OVERFLOW, ("metric", "label")), "{{metric}} {{label}}"),
+                w=12,
+                h=6,
+            ),
+        ],
+    )
+
+
+def rows(tier: str) -> list[Row]:
+    return [
+        requests_row(tier),
+        inference_row(tier),
+        *tiers.extra_rows(tier, KIND),
+        system_row(),
+        gpu_row(),
+        collector_row(),
+    ]
+
+
+def dashboard(tier: str) -> Built:
+    return tier_dashboard(
+        tier,
+        KIND,
+        f"Performance seen by {tier} customers: request rate, latency quantiles, errors, "
+        "in-flight requests and queues, model inference and loading, host CPU/memory/disk/"
+        "network, GPUs and the exporter's own collector health.",
+        rows(tier),
+    )

@@ -115,7 +115,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     prometheus_client.disable_created_metrics()
     registry = registry if registry is not None else CollectorRegistry()
     recorder = Recorder(registry, Hasher(hmac_secret(config)), config.allow_lists)
-    registry.register(build_collectors(config))
+    collectors = build_collectors(config)
+    registry.register(collectors)
 
     app = web.Application(middlewares=[json_errors])
     app[CONFIG] = config
@@ -138,8 +139,13 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
 
     async def not_ready(app: web.Application) -> None:
         app[READY]["ready"] = False
+
+    async def release(app: web.Application) -> None:
+        # After in-flight requests finished: a scrape never loses its renderer.
         app[RENDERER].close()
+        collectors.close()
 
     app.on_startup.append(ready)
     app.on_shutdown.append(not_ready)
+    app.on_cleanup.append(release)
     return app

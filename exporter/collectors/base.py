@@ -57,6 +57,13 @@ class CollectorSet:
     def names(self) -> list[str]:
         return [c.name for c in self._collectors]
 
+    def close(self) -> None:
+        """Release what collectors hold (e.g. NVML) at shutdown."""
+        for collector in self._collectors:
+            close = getattr(collector, "close", None)
+            if close is not None:
+                close()
+
     def collect(self) -> Iterator[Metric]:
         up = new_family("clary_exporter_collector_up")
         duration = new_family("clary_exporter_collector_duration_seconds")

@@ -107,6 +107,7 @@ def ratings_row(tier: str) -> Row:
                 Q(hist_mean(RATING, ("type",), **t), "{{type}}"),
                 min_=1,
                 max_=5,
+                w=8,
             ),
             bargauge(
                 "Average rating by type",

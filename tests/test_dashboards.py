@@ -179,6 +179,16 @@ def test_grid_positions_do_not_overlap(dashboards):
                     cells.add((x, y))
 
 
+def test_every_line_of_panels_fills_the_width(dashboards):
+    for uid, d in dashboards.items():
+        lines: dict[int, int] = {}
+        for panel in d["panels"]:
+            if panel["type"] != "row":
+                lines[panel["gridPos"]["y"]] = lines.get(panel["gridPos"]["y"], 0) + panel["gridPos"]["w"]
+        ragged = {y: w for y, w in lines.items() if w != 24}
+        assert not ragged, f"{uid}: lines at y={sorted(ragged)} do not fill 24 columns"
+
+
 def test_datasource_variable_and_panel_datasources(dashboards):
     for uid, d in dashboards.items():
         (var,) = d["templating"]["list"]
@@ -505,3 +515,11 @@ def test_substitute():
     assert queries.substitute("rate(x[$__interval])", interval="30s") == "rate(x[30s])"
     with pytest.raises(ValueError, match=r"\$tenant"):
         queries.substitute("x{t=\"$tenant\"}")
+
+
+def test_readme_lists_every_dashboard(dashboards):
+    readme = (ROOT / "dashboards" / "README.md").read_text()
+    for rel in EXPECTED_FILES:
+        uid = Path(rel).stem
+        assert f"| `{uid}` | `{rel}` |" in readme, f"dashboards/README.md does not list {uid}"
+    assert "clary-dashboards build" in readme and "clary-dashboards check" in readme

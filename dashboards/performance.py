@@ -65,6 +65,7 @@ COLLECTOR_ERRORS = m("clary_exporter_collector_errors_total")
 COLLECTOR_DURATION = m("clary_exporter_collector_duration_seconds")
 EVENTS = m("clary_exporter_events_total")
 OVERFLOW = m("clary_exporter_label_overflow_total")
+BUILD_INFO = m("clary_exporter_build_info")
 
 ERROR_CODES = regex("5..")
 ALL_TIERS = "All tiers: this metric carries no tier label."
@@ -345,7 +346,7 @@ def collector_row() -> Row:
                 "percentunit",
                 Q(rate_ratio(EVENTS, {"outcome": "rejected"}, ("type",)), "{{type}}"),
                 min_=0,
-                w=12,
+                w=8,
                 h=6,
             ),
             timeseries(
@@ -355,7 +356,18 @@ def collector_row() -> Row:
                 + ALL_TIERS,
                 "ops",
                 Q(sum_rate(OVERFLOW, ("metric", "label")), "{{metric}} {{label}}"),
-                w=12,
+                w=8,
+                h=6,
+            ),
+            stat(
+                "Exporter versions",
+                "Exporter replicas scraped, per version (from the build-info gauge). More than "
+                "one version means a rollout in progress. " + ALL_TIERS,
+                "short",
+                Q(sum_gauge(BUILD_INFO, ("version",)), "{{version}}"),
+                text_mode="value_and_name",
+                graph=False,
+                w=8,
                 h=6,
             ),
         ],

@@ -39,6 +39,16 @@ def _valid_code(value: object) -> str:
     return str(code)
 
 
+def _folds(label: LabelSpec) -> bool:
+    """Whether a label is open-ended and so folds into ``other`` past the budget.
+
+    ``code`` has no value list but is bounded by validation (100..599); folding
+    it would expose ``code="other"``, outside its contract, and hide 5xx
+    responses from error-rate alerts.
+    """
+    return not label.fixed and label.name != "code"
+
+
 class LabelGuard:
     """Normalises label values and enforces per-family series budgets."""
 
@@ -86,7 +96,7 @@ class LabelGuard:
                 seen.add(values)
                 return values
             folded = tuple(
-                v if label.fixed else OVERFLOW_VALUE for label, v in zip(metric.labels, values)
+                OVERFLOW_VALUE if _folds(label) else v for label, v in zip(metric.labels, values)
             )
             seen.add(folded)
         for label, before, after in zip(metric.labels, values, folded):

@@ -89,7 +89,12 @@ def metrics_middleware(
             code = CLIENT_CLOSED
             raise
         except Exception as exc:
-            return _internal_error(recorder, request, identity, route, exc)
+            response = _internal_error(recorder, request, identity, route, exc)
+            if request.writer.output_size > 0:
+                # The handler had started a (streamed) response: a second one would be
+                # written into its body. Drop the connection instead, as aiohttp does.
+                raise ConnectionResetError("handler failed after its response started") from exc
+            return response
         finally:
             in_flight.dec()
             recorder.http_request(identity.tier, request.method, route, code, time.perf_counter() - start)

@@ -91,6 +91,13 @@ class DemoTraffic:
     def _boom(self, tier):
         return "GET", "/boom", None
 
+    def _urgent_bug(self, tier):
+        return "POST", "/feedback", {"type": "bug", "rating": 1, "text": "demo feedback"}
+
+    def _too_many_features(self, tier):
+        plan = PLANS[tier]
+        return "POST", "/documents", {"doc_type": "pdf", "features": list(plan.features[: plan.features_per_document + 1])}
+
     def scenarios(self) -> list[tuple[Callable, float]]:
         return [
             (self._document, 30), (self._get_document, 10), (self._inference, 15), (self._llm, 8),
@@ -125,6 +132,9 @@ class DemoTraffic:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await asyncio.gather(*(self._send(session, tier, f) for tier in TIERS for f in funcs))
             await self._send(session, "lite", self._action, api_key="not-a-demo-key")  # tier "unknown"
+            # Rare, alert-worthy paths once up front, so their series move from the start too.
+            await self._send(session, "standard", self._urgent_bug)
+            await self._send(session, "standard", self._too_many_features)  # features quota
             interval = 1.0 / self.rate
             while not self._done(started):
                 tier = self.rng.choices(TIERS, (5, 3, 2))[0]

@@ -232,7 +232,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     _h("clary_document_processing_duration_seconds", "Wall time to process one document.",
        (TIER, DOC_TYPE), DOCUMENT_BUCKETS, group="documents"),
     _c("clary_feature_uses_total", "Feature invocations, by feature and outcome.",
-       (TIER, FEATURE, OUTCOME), group="documents"),
+       (TIER, FEATURE, OUTCOME), group="documents", prefill=True),
     _h("clary_features_per_document", "Number of features applied to one document.",
        (TIER,), FEATURES_PER_DOC_BUCKETS, group="documents", prefill=True),
     _c("clary_feature_blocked_total", "Feature requests refused because the caller's tier lacks them (upgrade potential).",
@@ -243,7 +243,7 @@ CATALOG: tuple[MetricSpec, ...] = (
        (TIER, TEMPLATE_KIND), group="documents", prefill=True),
     # Models and inference
     _c("clary_inference_requests_total", "Model inference requests, by model and outcome.",
-       (TIER, MODEL, OUTCOME), group="inference"),
+       (TIER, MODEL, OUTCOME), group="inference", prefill=True),
     _h("clary_inference_duration_seconds", "Model inference latency.",
        (TIER, MODEL), INFERENCE_BUCKETS, group="inference"),
     _h("clary_model_load_duration_seconds", "Time to load a model into memory.",

@@ -60,7 +60,11 @@ class CatalogMetrics:
         for s in CATALOG:
             if not s.prefill:
                 continue
-            value_sets = [sorted(self.guard.allowed(label) or ()) for label in s.labels]
+            # The fallback too: the first "unknown"-tier license failure must be visible to rate().
+            value_sets = [
+                sorted({*(self.guard.allowed(label) or ()), *((label.fallback,) if label.fallback else ())})
+                for label in s.labels
+            ]
             if not all(value_sets):
                 raise ValueError(f"{s.name}: prefill needs every label to have a value set")
             for combo in itertools.product(*value_sets):

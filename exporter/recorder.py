@@ -174,6 +174,8 @@ class Recorder:
 
     def feedback(self, tier: str, feedback_type: str, rating: int | None = None) -> bool:
         """Count a submission; returns True when it is urgent (a bug rated <= 2)."""
+        if rating is not None and not 1 <= rating <= 5:
+            raise ValueError(f"rating must be 1..5, got {rating!r}")
         self._child("clary_feedback_submissions_total", tier, feedback_type).inc()
         if rating is not None:
             self._child("clary_feedback_rating", tier, feedback_type).observe(rating)

@@ -155,8 +155,12 @@ async def test_documents_per_minute_quota(client, registry):
     assert statuses[-1] == 429 and statuses.count(429) == 1
     assert value(registry, "clary_quota_exceeded_total", tier="lite", limit="documents") == 1
     assert requests(registry, "lite", "POST", "/documents", 429) == 1
-    assert value(registry, "clary_documents_processed_total", tier="lite", doc_type="text", outcome="success") == (
-        len(statuses) - 1)
+    processed = sum(value(registry, "clary_documents_processed_total", tier="lite", doc_type="text", outcome=o)
+                    for o in ("success", "failure"))
+    assert processed == len(statuses) - 1
+    # Failures follow the demo's deterministic schedule: the 2nd, 32nd, ... text document.
+    assert statuses.count(422) == value(registry, "clary_documents_processed_total", tier="lite", doc_type="text",
+                                        outcome="failure") == len(range(2, len(statuses), 30))
 
 
 async def test_llm_blocked_for_lite(client, registry):
@@ -186,10 +190,13 @@ async def test_llm_for_professional_counts_tokens(client, registry):
 
 
 async def test_inference_loads_model_once_and_respects_tier(client, registry):
-    for _ in range(2):
+    statuses = []
+    for _ in range(3):
         resp = await client.post(f"{BASE}/inference", headers=KEY["standard"], json={"model": "layout-base"})
-        assert resp.status == 200
+        statuses.append(resp.status)
+    assert statuses == [200, 502, 200]  # the demo's deterministic failure schedule
     assert value(registry, "clary_inference_requests_total", tier="standard", model="layout-base", outcome="success") == 2
+    assert value(registry, "clary_inference_requests_total", tier="standard", model="layout-base", outcome="failure") == 1
     assert value(registry, "clary_model_load_duration_seconds_count", model="layout-base") == 1
     assert value(registry, "clary_model_memory_bytes", model="layout-base") >= 300 * 2**20
     assert registry.get_sample_value("clary_queue_length", {"queue": "inference"}) is not None

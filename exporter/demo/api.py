@@ -139,6 +139,17 @@ class DemoApi:
         self.loaded_models: set[str] = set()
         self.started = time.time()
         self.license_usage: dict[str, int] = defaultdict(int)
+        self.calls: dict[tuple, int] = defaultdict(int)
+
+    def _outcome(self, key: tuple, period: int) -> str:
+        """Deterministic failures: the 2nd, (period+2)th, ... call per key fails.
+
+        An early failure of every kind makes each failure series (and each
+        failure-ratio panel and alert) show up within the first seconds,
+        while a single call still succeeds.
+        """
+        self.calls[key] += 1
+        return "failure" if self.calls[key] % period == 2 % period else "success"
 
     async def _work(self, simulated_seconds: float) -> None:
         await asyncio.sleep(min(simulated_seconds / 200, 0.02))
@@ -167,8 +178,7 @@ class DemoApi:
             self.rec.feature_blocked(caller.tier, "custom_templates")
         elif body.template:
             self.rec.template_used(caller.tier, body.template)
-        failure_rate = 0.15 if body.doc_type == "image" else 0.03
-        outcome = "failure" if self.rng.random() < failure_rate else "success"
+        outcome = self._outcome(("documents", caller.tier, body.doc_type), 7 if body.doc_type == "image" else 30)
         seconds = self.rng.lognormvariate(0.3, 0.8) * (1 + len(features) / 3)
         await self._work(seconds)
         self.rec.document_processed(caller.tier, body.doc_type, outcome, seconds, features)
@@ -194,7 +204,7 @@ class DemoApi:
         self.rec.queue_length("ocr", self.rng.randrange(0, 30))
         seconds = self.rng.lognormvariate(-2.0, 0.7)
         await self._work(seconds)
-        outcome = "failure" if self.rng.random() < 0.04 else "success"
+        outcome = self._outcome(("inference", caller.tier, body.model), 25)
         self.rec.inference(caller.tier, body.model, outcome, seconds)
         if outcome == "failure":
             raise _Error(502, "inference_failed")
@@ -210,7 +220,7 @@ class DemoApi:
         output_tokens = self.rng.randrange(50, 1500)
         seconds = ttft + output_tokens / self.rng.uniform(40, 120)
         await self._work(seconds)
-        outcome = "failure" if self.rng.random() < 0.04 else "success"
+        outcome = self._outcome(("llm", body.provider, body.model), 25)
         self.rec.llm_call(caller.tier, body.provider, body.model, outcome, seconds, ttft,
                           input_tokens=self.rng.randrange(200, 6000), output_tokens=output_tokens)
         self.rec.feature_used(caller.tier, "llm_extraction", outcome)
@@ -227,7 +237,7 @@ class DemoApi:
             result = "revoked"
         elif known is None:
             result = "invalid"
-        elif self.rng.random() < 0.01:
+        elif self._outcome(("license", caller.tier), 100) == "failure":
             result = "error"  # license server hiccup
         else:
             result = "valid"

@@ -517,8 +517,8 @@ def test_substitute():
 
 
 def test_readme_lists_every_dashboard(dashboards):
-    readme = (ROOT / "dashboards" / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     for rel in EXPECTED_FILES:
         uid = Path(rel).stem
-        assert f"| `{uid}` | `{rel}` |" in readme, f"dashboards/README.md does not list {uid}"
+        assert f"| `{uid}` | `{rel}` |" in readme, f"README.md does not list {uid}"
     assert "clary-dashboards build" in readme and "clary-dashboards check" in readme

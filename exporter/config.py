@@ -53,7 +53,7 @@ class Config(BaseModel):
     demo_rate: float = Field(20.0, gt=0, le=1000, description="demo requests per second")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
-    secret: str | None = Field(None, min_length=16, description="HMAC secret for identifiers")
+    hmac_secret: str | None = Field(None, min_length=16, description="HMAC secret for identifiers")
     data_dir: Path = Path("data")
     collectors: Collectors = Collectors()
     allow_lists: dict[str, list[str]] = Field(default_factory=dict)
@@ -87,7 +87,7 @@ class Config(BaseModel):
 
 
 # Settings that may come from CLARY_<NAME> (flags use the same names).
-ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "secret", "data_dir", "config")
+ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "hmac_secret", "data_dir", "config")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

@@ -41,12 +41,12 @@ def build_collectors(config: Config) -> CollectorSet:
 
 
 def hmac_secret(config: Config) -> str:
-    if config.secret:
-        return config.secret
+    if config.hmac_secret:
+        return config.hmac_secret
     if config.demo:
         log.warning("demo mode without a configured secret: using the fixed, public demo HMAC secret")
         return DEMO_SECRET
-    raise ValueError("an HMAC secret is required: set CLARY_SECRET or 'secret' in the config file")
+    raise ValueError("an HMAC secret is required: set CLARY_HMAC_SECRET or hmac_secret in the config file")
 
 
 def _json_error(status: int, error: str, message: str, **extra) -> web.Response:

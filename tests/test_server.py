@@ -20,7 +20,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def _config(**kw) -> Config:
-    return Config(secret="s" * 32, collectors={"system": True, "gpu": False}, **kw)
+    return Config(hmac_secret="s" * 32, collectors={"system": True, "gpu": False}, **kw)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ EXIT_USAGE = 2
 _EPILOG = f"""\
 Every option can also be set with a {ENV_PREFIX}* environment variable
 (e.g. {ENV_PREFIX}LISTEN_ADDRESS, {ENV_PREFIX}DEMO=true, {ENV_PREFIX}CONFIG, {ENV_PREFIX}LOG_LEVEL,
-{ENV_PREFIX}LOG_FORMAT, {ENV_PREFIX}SECRET, {ENV_PREFIX}DATA_DIR). Precedence: flag > environment
+{ENV_PREFIX}LOG_FORMAT, {ENV_PREFIX}HMAC_SECRET, {ENV_PREFIX}DATA_DIR). Precedence: flag > environment
 > config file > default.
 
 Endpoints: /metrics (Prometheus text or OpenMetrics, gzip), /healthz, /readyz, /.

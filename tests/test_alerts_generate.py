@@ -1,0 +1,241 @@
+"""alerts/generate.py: the committed files are its output; its config works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alerts import checks, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, cwd=ROOT, **kw)
+
+
+def _generate(*args, env=None) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "alerts.generate", *args], env=env)
+
+
+def test_committed_files_are_what_the_generator_writes():
+    problems = generate.check(checks.ALERTS_DIR, generate.render(generate.Config()))
+    assert not problems, (
+        "alerts/rules/*.yml or alerts/alertmanager.yml differ from alerts/generate.py; "
+        f"regenerate with `{generate.REGENERATE_HINT}` and commit the result:\n" + "\n".join(problems)
+    )
+
+
+def test_check_mode_passes_on_the_committed_files():
+    proc = _generate("--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "up to date" in proc.stdout
+
+
+def test_output_is_deterministic_across_processes(tmp_path):
+    outputs = []
+    for seed in ("0", "4242"):
+        out = tmp_path / seed
+        proc = _generate("--output-dir", out, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.yml"))})
+    assert outputs[0] == outputs[1]
+    assert set(outputs[0]) == set(generate.render())
+    committed = {rel: (checks.ALERTS_DIR / rel).read_bytes() for rel in outputs[0]}
+    assert outputs[0] == committed
+
+
+def test_check_mode_reports_drift_stale_files_and_how_to_regenerate(tmp_path):
+    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    assert _generate("--check", "--output-dir", tmp_path).returncode == 0
+
+    edited = tmp_path / "rules" / "clary-http.yml"
+    original = edited.read_text()
+    assert "ratio_rate30m > 0.1\n" in original
+    edited.write_text(original.replace("ratio_rate30m > 0.1\n", "ratio_rate30m > 0.2\n"))
+    proc = _generate("--check", "--output-dir", tmp_path)
+    assert proc.returncode == 1
+    assert "rules/clary-http.yml" in proc.stderr
+    assert "python -m alerts.generate" in proc.stderr
+
+    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    stale = tmp_path / "rules" / "clary-old.yml"
+    stale.write_text("groups: []\n")
+    proc = _generate("--check", "--output-dir", tmp_path)
+    assert proc.returncode == 1 and "rules/clary-old.yml: not generated any more" in proc.stderr
+    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    assert not stale.exists()
+
+
+def test_burn_rate_windows_come_from_the_table():
+    assert generate.SLO_WINDOWS == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+    assert [(b.long, b.short, b.factor) for b in generate.BURN_RATE_WINDOWS] == [
+        ("1h", "5m", 14.4), ("6h", "30m", 6), ("1d", "2h", 3), ("3d", "6h", 1)
+    ]
+    # a budget-consistent table: each pair spends the share of a 30-day budget it claims
+    for b, share in zip(generate.BURN_RATE_WINDOWS, (0.02, 0.05, 0.10, 0.10)):
+        spent = b.factor * generate.seconds(b.long) / (generate.SLO_PERIOD_DAYS * 86400)
+        assert spent == pytest.approx(share)
+
+
+def _burn_exprs(cfg: generate.Config) -> list[str]:
+    http = yaml.safe_load(generate.render(cfg)["rules/clary-http.yml"])
+    return [r["expr"] for r in http["groups"][0]["rules"] if r.get("alert") == "ClaryErrorBudgetBurn"]
+
+
+def test_slo_target_moves_every_burn_rate_threshold(tmp_path):
+    exprs = _burn_exprs(generate.Config(slo_target=0.999))
+    for expr, factor in zip(exprs, ("14.4", "6", "3", "1")):
+        assert expr.count(f"({factor} * 0.001)") == 2, expr
+        assert "0.005" not in expr
+    rendered = generate.render(generate.Config(slo_target=0.999))["rules/clary-http.yml"]
+    assert "99.9% availability error budget" in rendered
+    assert "threshold 1.44%" in rendered  # 14.4 x 0.1 %
+
+    # the CLI flag and a config file give the same output, and promtool accepts it
+    config = tmp_path / "site.yml"
+    config.write_text("slo_target: 0.999\n")
+    assert _generate("--config", config, "--output-dir", tmp_path / "a").returncode == 0
+    assert _generate("--slo-target", "0.999", "--output-dir", tmp_path / "b").returncode == 0
+    a = (tmp_path / "a" / "rules" / "clary-http.yml").read_text()
+    assert a == (tmp_path / "b" / "rules" / "clary-http.yml").read_text() == rendered
+    promtool = checks.binary("promtool")
+    proc = _run([promtool, "check", "rules", *sorted((tmp_path / "a" / "rules").glob("*.yml"))])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_thresholds_and_names_come_from_the_config():
+    cfg = generate.Config.from_mapping(
+        {
+            "latency_p95_seconds": {"professional": 0.75},
+            "gpu_temperature_warning_celsius": 80,
+            "exporter_job": "clary",
+            "runbook_base_url": "https://wiki.example.com/clary/runbooks.md",
+        }
+    )
+    # a partial mapping updates one tier and keeps the others
+    assert dict(cfg.latency_p95_seconds) == {"lite": 2.5, "standard": 1.5, "professional": 0.75}
+    out = generate.render(cfg)
+    assert 'p95_rate5m{tier="professional"} > 0.75' in out["rules/clary-http.yml"]
+    assert "clary_gpu_temperature_celsius > 80" in out["rules/clary-infrastructure.yml"]
+    assert 'absent(up{job="clary"})' in out["rules/clary-infrastructure.yml"]
+    assert "https://wiki.example.com/clary/runbooks.md#claryexporterdown" in out["rules/clary-infrastructure.yml"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"slo_target": 1.0}, "slo_target"),
+        ({"slo_target": 0.9}, "14.4x"),
+        ({"slo_targt": 0.99}, "unknown alerts config keys"),
+        ({"latency_p95_seconds": {"gold": 1}}, "latency_p95_seconds"),
+        ({"license_expiry_critical_days": 20}, "license_expiry_critical_days"),
+        ({"gpu_temperature_critical_celsius": 80}, "gpu_temperature"),
+        ({"quantiles": [0.5, 0.99]}, "include 0.95"),
+        ({"burn_rate_min_requests": 0}, "burn_rate_min_requests"),
+        ({"webhook_urls": {"clary-pager": "http://x"}}, "unknown receivers"),
+        ({"receiver_overrides": {"clary-chat": {}}}, "receiver_overrides"),
+        ({"runbook_base_url": "https://x/runbooks.md#top"}, "runbook_base_url"),
+    ],
+)
+def test_bad_config_is_refused_with_a_reason(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        generate.Config.from_mapping(overrides)
+
+
+def test_cli_reports_a_bad_config_file(tmp_path):
+    config = tmp_path / "bad.yml"
+    config.write_text("slo_target: 2\n")
+    proc = _generate("--config", config, "--output-dir", tmp_path / "out")
+    assert proc.returncode == 2
+    assert "slo_target" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_receivers_are_placeholder_webhooks_without_secrets():
+    am = yaml.safe_load((checks.ALERTS_DIR / "alertmanager.yml").read_text())
+    assert [r["name"] for r in am["receivers"]] == list(generate.RECEIVERS)
+    for receiver in am["receivers"]:
+        assert set(receiver) == {"name", "webhook_configs"}
+        (hook,) = receiver["webhook_configs"]
+        assert hook["url"] == f"http://alert-webhook.invalid/clary/{receiver['name']}"
+        assert hook["send_resolved"] is (receiver["name"] != "clary-deadmansswitch")
+
+
+SITE_CONFIG = """
+webhook_urls:
+  clary-ticket: https://tickets.example.com/hooks/alertmanager
+receiver_overrides:
+  clary-oncall-pager:
+    pagerduty_configs:
+      - routing_key_file: /etc/alertmanager/secrets/pagerduty-routing-key
+  clary-chat:
+    slack_configs:
+      - api_url_file: /etc/alertmanager/secrets/slack-webhook-url
+        channel: '#clary-alerts'
+        send_resolved: true
+  clary-support:
+    email_configs:
+      - to: support@example.com
+        from: alertmanager@example.com
+        smarthost: smtp.example.com:587
+        auth_username: alertmanager
+        auth_password_file: /etc/alertmanager/secrets/smtp-password
+  clary-development:
+    opsgenie_configs:
+      - api_key_file: /etc/alertmanager/secrets/opsgenie-api-key
+        responders:
+          - name: clary-dev
+            type: team
+  clary-deadmansswitch:
+    webhook_configs:
+      - url: https://api.opsgenie.com/v2/heartbeats/clary-watchdog/ping
+        send_resolved: false
+        http_config:
+          authorization:
+            type: GenieKey
+            credentials_file: /etc/alertmanager/secrets/opsgenie-api-key
+"""
+
+
+def test_a_site_config_points_receivers_at_pagerduty_slack_email_opsgenie(tmp_path):
+    config = tmp_path / "site.yml"
+    config.write_text(SITE_CONFIG)
+    proc = _generate("--config", config, "--output-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "out" / "alertmanager.yml"
+    amtool = checks.binary("amtool")
+    check = _run([amtool, "check-config", path])
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    site = yaml.safe_load(path.read_text())
+    default = yaml.safe_load((checks.ALERTS_DIR / "alertmanager.yml").read_text())
+    assert site["route"] == default["route"] and site["inhibit_rules"] == default["inhibit_rules"]
+    receivers = {r["name"]: r for r in site["receivers"]}
+    assert receivers["clary-ticket"]["webhook_configs"][0]["url"] == "https://tickets.example.com/hooks/alertmanager"
+    assert receivers["clary-oncall-pager"] == {
+        "name": "clary-oncall-pager",
+        "pagerduty_configs": [{"routing_key_file": "/etc/alertmanager/secrets/pagerduty-routing-key"}],
+    }
+    assert set(receivers["clary-chat"]) == {"name", "slack_configs"}
+    assert set(receivers["clary-support"]) == {"name", "email_configs"}
+    assert set(receivers["clary-development"]) == {"name", "opsgenie_configs"}
+    # secrets stay in files: no key or password value appears in the config
+    assert "secret" not in path.read_text().replace("/etc/alertmanager/secrets/", "")
+
+    # the rules do not depend on receivers
+    for rel in generate.RULE_FILES:
+        assert (tmp_path / "out" / "rules" / rel).read_text() == (checks.ALERTS_DIR / "rules" / rel).read_text()
+
+
+def test_config_objects_are_immutable():
+    cfg = generate.Config()
+    with pytest.raises(TypeError):
+        cfg.latency_p95_seconds["lite"] = 9  # type: ignore[index]
+    assert replace(cfg, slo_target=0.99).slo_target == 0.99

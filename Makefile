@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:25279
 
-.PHONY: run test bench deps system-deps dashboards check clean
+.PHONY: run test bench bench-scrape bench-dashboards deps system-deps dashboards check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv </dev/null \
@@ -39,8 +39,13 @@ run: deps
 test: deps system-deps
 	$(PY) -m pytest -q
 
-bench: deps
-	$(PY) -m benchmarks.scrape_stall
+bench: bench-scrape bench-dashboards
+
+bench-scrape: deps
+	$(PY) -m benchmarks.scrape_stall --seconds 6 --rounds 3
+
+bench-dashboards: deps
+	$(PY) -m benchmarks.dashboards_build
 
 dashboards: deps
 	$(VENV)/bin/clary-dashboards build

@@ -522,3 +522,24 @@ def test_readme_lists_every_dashboard(dashboards):
         uid = Path(rel).stem
         assert f"| `{uid}` | `{rel}` |" in readme, f"README.md does not list {uid}"
     assert "clary-dashboards build" in readme and "clary-dashboards check" in readme
+
+
+def test_check_fails_after_a_code_change_that_alters_a_panel(monkeypatch, capsys):
+    """The CI guard works in the direction that matters: code moved, JSON did not."""
+    from dashboards import cli, feedback
+
+    assert cli.main(["check", "--out", str(COMMITTED)]) == 0
+    original = feedback.submissions_row
+
+    def altered(tier):
+        row = original(tier)
+        row.panels[0].title = "Submissions (renamed in code)"
+        return row
+
+    monkeypatch.setattr(feedback, "submissions_row", altered)
+    capsys.readouterr()
+    assert cli.main(["check", "--out", str(COMMITTED)]) == 1
+    err = capsys.readouterr().err
+    for tier in ("lite", "standard", "professional"):
+        assert f"clary-{tier}-feedback.json" in err
+    assert "clary-lite-usage.json" not in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 
 # Seconds the render thread may hold the GIL before the loop thread may take it.
 RENDER_SWITCH_INTERVAL = 0.0002
+RENDER_THREAD_NICE = 10
 GZIP_LEVEL = 1  # fast: the body is text that compresses ~10x even at level 1
 
 
@@ -82,6 +84,15 @@ def render(registry: CollectorRegistry, accept: str | None, accept_encoding: str
     return Rendered(body, content_type, gzipped)
 
 
+def _lower_thread_priority() -> None:
+    """Nice the render thread (Linux niceness is per thread) so that, when
+    cores are scarce, the scheduler runs the event-loop thread first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_THREAD_NICE)
+    except (AttributeError, OSError):  # not Linux, or not permitted: only a nicety
+        pass
+
+
 class Renderer:
     """Renders a registry off the event loop on a single dedicated thread."""
 
@@ -89,7 +100,9 @@ class Renderer:
                  pause_gc: bool = True):
         self.registry = registry
         self._guard = _RenderGuard(switch_interval, pause_gc)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-render")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="metrics-render", initializer=_lower_thread_priority
+        )
 
     def _render_in_thread(self, accept: str | None, accept_encoding: str | None) -> Rendered:
         with self._guard:

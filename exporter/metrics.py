@@ -23,6 +23,22 @@ _TYPES = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
 # Bound on the raw-label -> child cache; past it, lookups still work uncached.
 CHILD_CACHE_LIMIT = 50_000
 
+# How each gauge combines across worker processes in prometheus_client's
+# multiprocess mode (PROMETHEUS_MULTIPROC_DIR; ignored otherwise). Counters and
+# histograms always sum. "live*" modes drop a worker's value when it exits
+# (mark_process_dead); the others keep the last value a dead worker wrote.
+# A gauge missing here gets "all" (one series per pid); tests/test_multiprocess.py
+# asserts every catalog gauge is listed. See docs/deployment.md, "Multiprocess workers".
+MULTIPROCESS_MODES = {
+    "clary_http_requests_in_flight": "livesum",  # requests being served by all live workers
+    "clary_model_memory_bytes": "livesum",  # each worker holds its own copy of a model
+    "clary_queue_length": "livemostrecent",  # one shared queue: the freshest observation
+    "clary_license_expiry_timestamp_seconds": "mostrecent",  # facts about a license, not a process
+    "clary_license_usage": "mostrecent",
+    "clary_license_limit": "mostrecent",
+    "clary_exporter_build_info": "livemax",  # 1, not 1 per worker
+}
+
 
 class CatalogMetrics:
     """The catalog's metric objects plus the label guard in front of them."""
@@ -48,6 +64,8 @@ class CatalogMetrics:
             kwargs["labelnames"] = s.label_names
         if s.kind is Kind.HISTOGRAM:
             kwargs["buckets"] = s.buckets
+        if s.kind is Kind.GAUGE:
+            kwargs["multiprocess_mode"] = MULTIPROCESS_MODES.get(s.name, "all")
         return _TYPES[s.kind](s.name, s.help, **kwargs)
 
     def _prefill(self) -> None:

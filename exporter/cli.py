@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any, NoReturn
@@ -16,6 +17,7 @@ from exporter import __version__
 from exporter.catalog import CATALOG
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
 from exporter.server import create_app
+from exporter.webconfig import ENV as WEB_CONFIG_ENV
 
 log = logging.getLogger("exporter")
 
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], type=str.lower,
                    help="log line format (default text)")
     p.add_argument("--data-dir", metavar="DIR", help="where stored state lives (default ./data)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                   help="TLS and basic auth, in the Prometheus exporter-toolkit format "
+                   f"(env {WEB_CONFIG_ENV}; see docs/deployment.md)")
     for name in ("system", "gpu"):
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
                        default=None, help=f"enable the {name} collector (default on)")
@@ -93,24 +98,32 @@ def _loopback_base(host: str, port: int) -> str:
     raise ConfigError(f"--demo sends traffic over loopback only; listen address {host} is not reachable there")
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+async def serve(config: Config, stop: asyncio.Event | None = None, web_config_file: str | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then shut down cleanly."""
+    from exporter import webconfig
+
+    web_config = webconfig.load(web_config_file) if web_config_file else None
+    ssl_context = webconfig.ssl_context(web_config) if web_config else None
+    if ssl_context is not None and config.demo:
+        raise ConfigError("--demo sends its traffic over plain loopback HTTP; it cannot run with TLS "
+                          "(tls_server_config in the web config file)")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(config)
+    app = create_app(config, web_config=web_config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     host, port = config.host_port
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {config.listen_address}: {exc.strerror or exc}") from None
     log.info("listening", extra={"fields": {"address": config.listen_address, "version": __version__,
-                                           "demo": config.demo}})
+                                           "demo": config.demo, "tls": ssl_context is not None,
+                                           "basic_auth": bool(web_config and web_config.basic_auth_users)}})
     traffic = None
     if config.demo:
         from exporter.demo.traffic import DemoTraffic
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         from exporter import logs
 
         logs.setup(config.log_level, config.log_format)
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, web_config_file=args.web_config_file or os.environ.get(WEB_CONFIG_ENV)))
     except (ConfigError, ValueError) as exc:
         print(f"clary-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

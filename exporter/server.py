@@ -24,6 +24,7 @@ from exporter.exposition import Renderer
 from exporter.middleware import key_table_resolver
 from exporter.privacy import DEMO_SECRET, Hasher
 from exporter.recorder import Recorder
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,13 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-def create_app(config: Config, registry: CollectorRegistry | None = None) -> web.Application:
-    """Build the exporter application from a validated config."""
+def create_app(config: Config, registry: CollectorRegistry | None = None,
+               web_config: WebConfig | None = None) -> web.Application:
+    """Build the exporter application from a validated config.
+
+    ``web_config`` (``--web.config.file``) adds its response headers and basic
+    auth in front of everything else; TLS is the listener's business (cli).
+    """
     # The _created series double every counter's series count for little use.
     prometheus_client.disable_created_metrics()
     registry = registry if registry is not None else CollectorRegistry()
@@ -118,7 +124,12 @@ def create_app(config: Config, registry: CollectorRegistry | None = None) -> web
     collectors = build_collectors(config)
     registry.register(collectors)
 
-    app = web.Application(middlewares=[json_errors])
+    guards = []
+    if web_config is not None:
+        from exporter import webconfig
+
+        guards = webconfig.middlewares(web_config)
+    app = web.Application(middlewares=[*guards, json_errors])
     app[CONFIG] = config
     app[RECORDER] = recorder
     app[RENDERER] = Renderer(registry)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from typing import Any, NoReturn
 
@@ -28,7 +29,15 @@ Every option can also be set with a {ENV_PREFIX}* environment variable
 {ENV_PREFIX}LOG_FORMAT, {ENV_PREFIX}HMAC_SECRET, {ENV_PREFIX}DATA_DIR). Precedence: flag > environment
 > config file > default.
 
-Endpoints: /metrics (Prometheus text or OpenMetrics, gzip), /healthz, /readyz, /.
+Endpoints: /metrics (Prometheus text or OpenMetrics, gzip), /healthz, /readyz, /,
+and the event, feedback and privacy API under /api/v1/ (docs/api.md, /api/v1/openapi.json).
+
+`clary-exporter purge [--config FILE] [--data-dir DIR] [--retention-days N]` deletes
+stored feedback and per-user activity older than the retention (as the running
+exporter does every hour), prints what it removed, and exits. The API's secrets and
+limits: {ENV_PREFIX}INGEST_TOKENS (comma-separated), {ENV_PREFIX}ADMIN_TOKEN, {ENV_PREFIX}WEBHOOKS,
+{ENV_PREFIX}RETENTION_DAYS, {ENV_PREFIX}MAX_BODY_BYTES, {ENV_PREFIX}MAX_BATCH_ITEMS, {ENV_PREFIX}OPTED_OUT_USERS.
+
 Demo mode serves a Clary-like API under /demo/api/v1/ (API keys demo-lite-key,
 demo-standard-key, demo-professional-key) and sends bounded traffic to it.
 """
@@ -62,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic auth, in the Prometheus exporter-toolkit format "
                    f"(env {WEB_CONFIG_ENV}; see docs/deployment.md)")
+    p.add_argument("--retention-days", type=int, metavar="DAYS",
+                   help="keep stored feedback and per-user activity this long (default 365)")
     for name in ("system", "gpu"):
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
                        default=None, help=f"enable the {name} collector (default on)")
@@ -82,7 +93,8 @@ def catalog_table() -> str:
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         name: getattr(args, name)
-        for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir")
+        for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir",
+                     "retention_days")
     }
     collectors = {n: getattr(args, f"collector_{n}") for n in ("system", "gpu")}
     if any(v is not None for v in collectors.values()):
@@ -128,7 +140,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
     if config.demo:
         from exporter.demo.traffic import DemoTraffic
 
-        generator = DemoTraffic(_loopback_base(host, port), rate=config.demo_rate, duration=config.demo_duration)
+        from exporter.api import DEMO_INGEST_TOKEN
+
+        generator = DemoTraffic(_loopback_base(host, port), rate=config.demo_rate, duration=config.demo_duration,
+                                ingest_token=DEMO_INGEST_TOKEN)
         traffic = asyncio.create_task(generator.run(), name="demo-traffic")
         log.info("demo mode: open http://127.0.0.1:%d/metrics; demo API under /demo/api/v1/", port)
     try:
@@ -142,8 +157,31 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
         await runner.cleanup()
 
 
+def purge(config: Config) -> dict[str, int]:
+    """``clary-exporter purge``: the retention purge, once, without a server."""
+    from exporter.store import DB_FILENAME, Database
+
+    db = Database(config.data_dir / DB_FILENAME)
+    try:
+        return db.purge(config.retention_days)
+    finally:
+        db.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv.pop(0) if argv[:1] == ["purge"] else None
     args = build_parser().parse_args(argv)
+    if command == "purge":
+        try:
+            config = load(_flags(args))
+            removed = purge(config)
+        except (ConfigError, ValueError, OSError, sqlite3.Error) as exc:
+            print(f"clary-exporter: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        counts = " ".join(f"{name}={count}" for name, count in removed.items())
+        print(f"purged records older than {config.retention_days} days: {counts}")
+        return 0
     if args.list_metrics:
         print(catalog_table())
         return 0

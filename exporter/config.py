@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,6 +59,14 @@ class Config(BaseModel):
     collectors: Collectors = Collectors()
     allow_lists: dict[str, list[str]] = Field(default_factory=dict)
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+    # Ingestion and feedback API (exporter.api); see docs/api.md.
+    ingest_tokens: list[str] = Field(default_factory=list, description="Bearer tokens for POST /api/v1/events")
+    admin_token: str | None = Field(None, min_length=16, description="Bearer token for admin endpoints")
+    retention_days: int = Field(365, ge=1, le=36500, description="days stored feedback and activity are kept")
+    webhooks: list[str] = Field(default_factory=list, max_length=20, description="URLs notified of urgent feedback")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request body limit")
+    max_batch_items: int = Field(1000, ge=1, le=100_000, description="events per batch limit")
+    opted_out_users: list[str] = Field(default_factory=list, description="user ids always treated as opted out")
 
     @field_validator("listen_address")
     @classmethod
@@ -81,13 +90,34 @@ class Config(BaseModel):
                 raise ValueError(f"allow_lists.{label} must have 1..200 values")
         return value
 
+    @field_validator("ingest_tokens")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        if any(len(token) < 16 for token in value):
+            raise ValueError("every ingest token must be at least 16 characters")
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhooks(cls, value: list[str]) -> list[str]:
+        for index, url in enumerate(value):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # The URL itself is not echoed: webhook URLs often embed a secret.
+                raise ValueError(f"entry {index} is not an http(s) URL")
+        return value
+
     @property
     def host_port(self) -> tuple[str, int]:
         return parse_listen_address(self.listen_address)
 
 
 # Settings that may come from CLARY_<NAME> (flags use the same names).
-ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "hmac_secret", "data_dir", "config")
+ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "hmac_secret", "data_dir", "config",
+                "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
+                "opted_out_users")
+# Settings whose environment value is a comma-separated list.
+_ENV_LISTS = ("ingest_tokens", "webhooks", "opted_out_users")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -98,6 +128,8 @@ def _env_value(name: str, raw: str) -> Any:
         if lowered not in _TRUE | _FALSE:
             raise ConfigError(f"{ENV_PREFIX}DEMO: expected true or false, got {raw!r}")
         return lowered in _TRUE
+    if name in _ENV_LISTS:
+        return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 
 

@@ -139,6 +139,12 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
+    # Ingestion, feedback and privacy API under /api/v1/ (exporter.api): routes plus
+    # its background tasks (store thread, webhook notifier, retention purge).
+    from exporter.api import setup_api
+
+    setup_api(app, config, recorder)
+
     if config.demo:
         from exporter.demo.api import create_demo_app
 

@@ -33,13 +33,17 @@ class TrafficStats:
     sent: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     transport_errors: int = 0
+    # Through the real ingestion API (exporter.client), when an ingest token is given.
+    events_queued: int = 0
+    feedback_stored: int = 0
+    ingest_errors: int = 0
 
 
 class DemoTraffic:
     """Issues demo requests to ``base_url`` (must be a loopback URL)."""
 
     def __init__(self, base_url: str, rate: float = 20.0, duration: float = 0.0,
-                 max_requests: int = 0, rng: random.Random | None = None):
+                 max_requests: int = 0, rng: random.Random | None = None, ingest_token: str | None = None):
         if not base_url.startswith(("http://127.", "http://[::1]", "http://localhost")):
             raise ValueError("demo traffic only goes to a loopback address")
         self.base_url = base_url.rstrip("/")
@@ -49,6 +53,9 @@ class DemoTraffic:
         self.rng = rng or random.Random()
         self.stats = TrafficStats()
         self.licenses = {tier: [k for k, (t, _) in LICENSES.items() if t == tier] for tier in TIERS}
+        # Also report like an external component: batched events and stored feedback through
+        # /api/v1/ with the real client, one item per INGEST_EVERY demo requests (bounded with them).
+        self.ingest_token = ingest_token
 
     # --- scenarios: each returns (method, path, json body) -------------------
 
@@ -104,6 +111,42 @@ class DemoTraffic:
             (self._license, 10), (self._feedback, 4), (self._session, 5), (self._action, 15), (self._boom, 0.5),
         ]
 
+    # --- the real ingestion API ---------------------------------------------------
+
+    INGEST_EVERY = 5
+    FEEDBACK_EVERY = 50
+
+    def _worker_event(self, tier: str) -> dict:
+        """An event as a worker or the license server would send it."""
+        roll = self.rng.random()
+        if roll < 0.4:
+            return {"type": "queue_length", "queue": self.rng.choice(("ingest", "export")),
+                    "length": self.rng.randrange(0, 40)}
+        if roll < 0.7:
+            return {"type": "api_call", "tier": tier, "method": "POST", "route": "/api/v1/exports",
+                    "code": self.rng.choice((200, 200, 200, 202, 400, 503)),
+                    "duration_seconds": self.rng.lognormvariate(-2.5, 0.8)}
+        if roll < 0.9:
+            return {"type": "user_action", "tier": tier, "action": self.rng.choice(ACTIONS),
+                    "user_id": self._user(tier)}
+        return {"type": "template_used", "tier": tier, "kind": self.rng.choice(("builtin", "custom"))}
+
+    async def _ingest(self, client, tier: str) -> None:
+        from exporter.client import IngestError
+
+        try:
+            if self.stats.sent % self.FEEDBACK_EVERY == 0:
+                _, _, body = self._feedback(tier)
+                await client.feedback(f"demo-{tier}-key", body["type"], body["rating"], "demo feedback (stored)",
+                                      {"source": "demo"})
+                self.stats.feedback_stored += 1
+            else:
+                await client.send(self._worker_event(tier))
+                self.stats.events_queued += 1
+        except IngestError as exc:
+            self.stats.ingest_errors += 1
+            log.debug("demo ingestion failed: %s", exc)
+
     # --- driver ----------------------------------------------------------------
 
     async def _send(self, session: aiohttp.ClientSession, tier: str, scenario: Callable,
@@ -129,17 +172,35 @@ class DemoTraffic:
         scenarios = self.scenarios()
         funcs, weights = zip(*scenarios)
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            await asyncio.gather(*(self._send(session, tier, f) for tier in TIERS for f in funcs))
-            await self._send(session, "lite", self._action, api_key="not-a-demo-key")  # tier "unknown"
-            # Rare, alert-worthy paths once up front, so their series move from the start too.
-            await self._send(session, "standard", self._urgent_bug)
-            await self._send(session, "standard", self._too_many_features)  # features quota
-            interval = 1.0 / self.rate
-            while not self._done(started):
-                tier = self.rng.choices(TIERS, (5, 3, 2))[0]
-                await self._send(session, tier, self.rng.choices(funcs, weights)[0])
-                await asyncio.sleep(interval)
+        client = None
+        if self.ingest_token:
+            from exporter.client import EventClient
+
+            client = EventClient(self.base_url, self.ingest_token, batch_size=20, flush_interval=2.0, retries=1)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                await asyncio.gather(*(self._send(session, tier, f) for tier in TIERS for f in funcs))
+                await self._send(session, "lite", self._action, api_key="not-a-demo-key")  # tier "unknown"
+                # Rare, alert-worthy paths once up front, so their series move from the start too.
+                await self._send(session, "standard", self._urgent_bug)
+                await self._send(session, "standard", self._too_many_features)  # features quota
+                interval = 1.0 / self.rate
+                while not self._done(started):
+                    tier = self.rng.choices(TIERS, (5, 3, 2))[0]
+                    await self._send(session, tier, self.rng.choices(funcs, weights)[0])
+                    if client is not None and self.stats.sent % self.INGEST_EVERY == 0:
+                        await self._ingest(client, tier)
+                    await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            if client is not None:
+                await client.close(flush=False)  # shutting down: no new requests
+            raise
+        if client is not None:
+            try:
+                await client.close()
+            except Exception as exc:  # noqa: BLE001 - the demo must end cleanly whatever the exporter says
+                self.stats.ingest_errors += 1
+                log.debug("demo ingestion flush failed: %s", exc)
         log.info("demo traffic finished", extra={"fields": {"sent": self.stats.sent}})
         return self.stats
 

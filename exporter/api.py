@@ -1,0 +1,677 @@
+"""The ingestion, feedback and privacy HTTP API under ``/api/v1/``.
+
+``setup_api(app, config, recorder)`` mounts everything on the exporter app
+(one call from ``create_app``) and ties the background tasks (store thread,
+webhook notifier, activity flush, periodic retention purge) to the app's
+lifetime. Endpoints (see docs/api.md and ``/api/v1/openapi.json``):
+
+- ``POST /api/v1/events`` (ingest bearer token): a batch of typed events,
+  recorded per item; duplicates by ``id`` skipped.
+- ``POST /api/v1/feedback`` (``X-API-Key``): durable feedback; urgent bugs
+  notify the configured webhooks in the background.
+- ``GET /api/v1/feedback`` (admin token, or none in demo mode): paginated,
+  filtered, JSON or CSV.
+- ``DELETE /api/v1/users/{user_id}``, ``POST .../opt-out`` and ``.../opt-in``
+  (admin token): privacy operations.
+- ``GET /api/v1/openapi.json``: generated from the same pydantic models.
+
+Every 4xx is JSON ``{"error", "field", "message"}`` naming the offending
+field (a body field, a query parameter, a header or ``body``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hmac
+import io
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+import pydantic_core
+from aiohttp import web
+from pydantic import (BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError,
+                      field_validator)
+from pydantic.json_schema import models_json_schema
+
+from exporter import __version__
+from exporter.catalog import ACTION, TIER, TIERS
+from exporter.config import DEMO_API_KEYS, Config
+from exporter.events import (DAY, DedupeWindow, EventBatch, EventBatchResult, ItemError, UserId,
+                             validate_items)
+from exporter.labels import LabelRejected
+from exporter.notify import Notifier, summary
+from exporter.recorder import URGENT_RATING, Recorder
+from exporter.store import FeedbackRecord, Store, new_feedback_id
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+# Public, like the demo API keys: accepted only in demo mode.
+DEMO_INGEST_TOKEN = "demo-ingest-token-not-a-secret"
+PURGE_INTERVAL_SECONDS = 3600.0
+ACTIVITY_FLUSH_SECONDS = 5.0
+MAX_PENDING_ACTIVITY = 50_000
+MAX_TEXT = 4000
+MAX_METADATA_BYTES = 4096
+MAX_PAGE = 500
+CSV_PAGE = 1000
+FEEDBACK_TYPES = ("bug", "feature_request", "general", "survey")
+
+
+# --- schemas ------------------------------------------------------------------------
+
+class FeedbackIn(BaseModel):
+    """The body of ``POST /api/v1/feedback``. Tier and user come from the API key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    type: Literal[FEEDBACK_TYPES]  # type: ignore[valid-type]
+    rating: int = Field(ge=1, le=5, description="1 (worst) to 5; a bug rated 2 or lower is urgent")
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=r"^[^\x00]*$")] = Field(
+        "", description=f"free text, at most {MAX_TEXT} characters")
+    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], JsonValue] | None = Field(
+        None, max_length=32,
+        description=f"optional context (app version, page...), at most 32 keys and {MAX_METADATA_BYTES} bytes "
+                    "as JSON; no personal data")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value):
+        if value is None:
+            return value
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise ValueError("must not contain NaN or Infinity") from None
+        if len(encoded.encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+
+class FeedbackCreated(BaseModel):
+    id: str
+    created_at: str = Field(description="ISO 8601, UTC")
+    urgent: bool
+
+
+class FeedbackItem(BaseModel):
+    id: str
+    created_at: str = Field(description="ISO 8601, UTC")
+    tier: str
+    type: str
+    rating: int
+    urgent: bool
+    text: str
+    metadata: dict[str, JsonValue] | None
+    user_hash: str | None = Field(description="HMAC of the user id; null for opted-out users")
+
+
+class FeedbackPage(BaseModel):
+    items: list[FeedbackItem]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null at the end")
+
+
+class FeedbackQuery(BaseModel):
+    """Query parameters of ``GET /api/v1/feedback``."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Literal[TIERS] | None = None  # type: ignore[valid-type]
+    type: Literal[FEEDBACK_TYPES] | None = None  # type: ignore[valid-type]
+    since: datetime | None = Field(None, description="ISO 8601 (UTC if no offset) or unix seconds")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="page size (JSON only)")
+    cursor: int | None = Field(None, ge=1, le=2**62, description="from next_cursor of the previous page")
+    format: Literal["json", "csv"] = Field("json", description="csv exports every matching row")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code")
+    field: str = Field(description="the offending field, query parameter, header, or 'body'")
+    message: str
+
+
+class RemovedCounts(BaseModel):
+    feedback: int
+    notifications: int = Field(description="pending webhook deliveries of that feedback")
+    activity: int = Field(description="daily per-user activity rows")
+
+
+class UserRemoved(BaseModel):
+    removed: RemovedCounts
+    total: int
+
+
+class OptOutState(BaseModel):
+    opted_out: bool
+
+
+class _UserPath(BaseModel):
+    model_config = ConfigDict(strict=True)
+    user_id: UserId
+
+
+# --- errors ---------------------------------------------------------------------------
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, field: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.field = field
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body = ErrorBody(error=self.error, field=self.field, message=self.message).model_dump()
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+def _invalid(exc: ValidationError, where: str = "") -> ApiError:
+    first = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    field = f"{where}.{loc}" if where and loc else (loc or where or "body")
+    if first["type"] == "json_invalid":
+        return ApiError(400, "malformed_json", "body", first["msg"])
+    return ApiError(400, "invalid_field", field, first["msg"])
+
+
+@web.middleware
+async def _api_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- per-user activity ----------------------------------------------------------------
+
+class UserActivity:
+    """Per-user daily activity counts (hashed ids), buffered and flushed to the store.
+
+    Also the one place that knows who opted out: ``track`` refuses them, and
+    ``is_opted_out`` answers the recorder's hook for the active-users sketch.
+    """
+
+    def __init__(self, recorder: Recorder, clock: Callable[[], float] = time.time,
+                 max_pending: int = MAX_PENDING_ACTIVITY):
+        self.hasher = recorder.hasher
+        self._guard = recorder.metrics.guard
+        self._clock = clock
+        self.max_pending = max_pending
+        self.opted_out: set[str] = set()
+        self.pending: dict[tuple[str, int, str, str], int] = {}
+        self.full = asyncio.Event()
+
+    def is_opted_out(self, hashed_user: str) -> bool:
+        return hashed_user in self.opted_out
+
+    def track(self, tier: str, user_id: str, kind: str) -> bool:
+        """Count activity of a raw user id; False (nothing kept) when the user opted out."""
+        hashed = self.hasher.digest(user_id)
+        if hashed in self.opted_out:
+            return False
+        self.add(hashed, tier, kind)
+        return True
+
+    def add(self, hashed: str, tier: str, kind: str) -> None:
+        if kind not in ("session", "feedback"):
+            kind = self._guard.value(ACTION, kind)  # bounded like the label
+        key = (hashed, int(self._clock() // DAY), self._guard.value(TIER, tier), kind)
+        self.pending[key] = self.pending.get(key, 0) + 1
+        if len(self.pending) >= self.max_pending:
+            self.full.set()
+
+    def take(self) -> dict[tuple[str, int, str, str], int]:
+        pending, self.pending = self.pending, {}
+        self.full.clear()
+        return pending
+
+    def forget(self, hashed: str) -> None:
+        self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
+
+
+# --- the API ------------------------------------------------------------------------------
+
+class IngestApi:
+    def __init__(self, config: Config, recorder: Recorder, store: Store | None = None,
+                 notifier: Notifier | None = None, dedupe: DedupeWindow | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.recorder = recorder
+        self.clock = clock
+        self.store = store or Store(config.data_dir)
+        self.notifier = notifier or Notifier(self.store, config.webhooks)
+        self.dedupe = dedupe or DedupeWindow()
+        self.activity = UserActivity(recorder, clock)
+        self.config_opted_out = {recorder.hasher.digest(user) for user in config.opted_out_users}
+        self.activity.opted_out |= self.config_opted_out
+        tokens = list(config.ingest_tokens) + ([DEMO_INGEST_TOKEN] if config.demo else [])
+        self._ingest_tokens = [t.encode() for t in tokens]
+        self._admin_tokens = [config.admin_token.encode()] if config.admin_token else []
+        keys = {**DEMO_API_KEYS, **config.api_keys} if config.demo else dict(config.api_keys)
+        self._api_keys = {key.encode(): entry for key, entry in keys.items()}
+        self._openapi: dict | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # --- authentication ---------------------------------------------------------------
+
+    @staticmethod
+    def _bearer(request: web.Request, tokens: list[bytes], what: str) -> None:
+        challenge = {"WWW-Authenticate": 'Bearer realm="clary-exporter"'}
+        header = request.headers.get("Authorization")
+        if not header:
+            raise ApiError(401, "unauthorized", "Authorization", f"missing bearer token ({what})", challenge)
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "unauthorized", "Authorization", "expected 'Bearer <token>'", challenge)
+        given_bytes = given.strip().encode("utf-8", "replace")
+        # Compare against every token, constant time each: no early exit on a match.
+        matched = False
+        for token in tokens:
+            matched |= hmac.compare_digest(token, given_bytes)
+        if not matched:
+            raise ApiError(401, "unauthorized", "Authorization",
+                           f"invalid {what} token" if tokens else f"no {what} token is configured", challenge)
+
+    def _caller(self, request: web.Request):
+        key = request.headers.get("X-API-Key")
+        if not key:
+            raise ApiError(401, "unauthorized", "X-API-Key", "missing API key")
+        entry = self._api_keys.get(key.encode("utf-8", "replace"))
+        if entry is None:
+            raise ApiError(401, "unauthorized", "X-API-Key", "unknown API key")
+        return entry
+
+    def _admin(self, request: web.Request) -> None:
+        self._bearer(request, self._admin_tokens, "admin")
+
+    # --- body -----------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        too_large = ApiError(413, "body_too_large", "body", f"request body is over {limit} bytes")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_many(self, count: int) -> ApiError:
+        limit = self.config.max_batch_items
+        return ApiError(413, "too_many_events", "events", f"{count} events; at most {limit} per batch")
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _parse_events(self, body: bytes) -> tuple[list, list[ItemError]]:
+        try:
+            events = EventBatch.model_validate_json(body).events
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            for error in errors:
+                if error["type"] == "json_invalid":
+                    raise ApiError(400, "malformed_json", "body", error["msg"]) from None
+            for error in errors:
+                loc = error["loc"]
+                if not (len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int)):
+                    field = ".".join(str(p) for p in loc) or "body"
+                    raise ApiError(400, "invalid_field", field, error["msg"]) from None
+            items = pydantic_core.from_json(body)["events"]
+            if len(items) > self.config.max_batch_items:
+                raise self._too_many(len(items)) from None
+            return validate_items(items)
+        if len(events) > self.config.max_batch_items:
+            raise self._too_many(len(events))
+        return list(enumerate(events)), []
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        self._bearer(request, self._ingest_tokens, "ingest")
+        valid, errors = self._parse_events(await self._body(request))
+        # Limits and envelope checked: from here on every valid item is applied.
+        rec, dedupe, users = self.recorder, self.dedupe, self.activity
+        accepted = duplicates = 0
+        for index, event in valid:
+            event_id = event.id
+            if event_id is not None:
+                if event_id in dedupe:
+                    duplicates += 1
+                    continue
+            try:
+                event.apply(rec, users)
+            except LabelRejected as exc:  # schemas exclude these; kept as a guard, never a 500
+                errors.append(ItemError(index=index, type=event.type, field=exc.label, reason=str(exc)))
+                continue
+            if event_id is not None:
+                dedupe.add(event_id)
+            rec.event(event.type, "accepted")
+            accepted += 1
+        for error in errors:
+            rec.event(error.type, "rejected")
+        if users.full.is_set():
+            self._flush_soon()
+        errors.sort(key=lambda e: e.index)
+        result = EventBatchResult(accepted=accepted, rejected=len(errors), duplicates=duplicates, errors=errors)
+        return web.json_response(text=result.model_dump_json())
+
+    # --- feedback -------------------------------------------------------------------------
+
+    async def post_feedback(self, request: web.Request) -> web.Response:
+        caller = self._caller(request)
+        body = await self._body(request)
+        try:
+            feedback = FeedbackIn.model_validate_json(body)
+        except ValidationError as exc:
+            self.recorder.event("feedback", "rejected")
+            raise _invalid(exc) from None
+        user_hash = self.recorder.hasher.digest(caller.user) if caller.user else None
+        if user_hash is not None and self.activity.is_opted_out(user_hash):
+            user_hash = None
+        urgent = feedback.type == "bug" and feedback.rating <= URGENT_RATING
+        record = FeedbackRecord(
+            id=new_feedback_id(), created_at=self.clock(), tier=caller.tier, type=feedback.type,
+            rating=feedback.rating, text=feedback.text, metadata=feedback.metadata, user_hash=user_hash,
+            urgent=urgent,
+        )
+        deliveries = []
+        if urgent and self.notifier.urls:
+            payload = json.dumps(summary({**record.as_dict(), "created_at": _iso(record.created_at)}))
+            deliveries = [(url, payload) for url in self.notifier.urls]
+        try:
+            # Shielded: once started, the commit completes even if the client goes away.
+            await asyncio.shield(self.store.add_feedback(record, deliveries))
+        except sqlite3.Error as exc:
+            log.error("feedback not stored", extra={"fields": {"error": str(exc)[:200]}})
+            raise ApiError(503, "storage_unavailable", "body", "feedback could not be stored; retry later") from None
+        self.recorder.feedback(caller.tier, feedback.type, feedback.rating)
+        self.recorder.event("feedback", "accepted")
+        if user_hash is not None:
+            self.activity.add(user_hash, caller.tier, "feedback")
+        if deliveries:
+            self.notifier.wake()
+        created = FeedbackCreated(id=record.id, created_at=_iso(record.created_at), urgent=urgent)
+        return web.json_response(created.model_dump(), status=201)
+
+    async def get_feedback(self, request: web.Request) -> web.StreamResponse:
+        if not self.config.demo:
+            self._admin(request)
+        try:
+            query = FeedbackQuery.model_validate(dict(request.query))
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        since = None
+        if query.since is not None:
+            since_dt = query.since if query.since.tzinfo else query.since.replace(tzinfo=timezone.utc)
+            since = since_dt.timestamp()
+        filters = {"tier": query.tier, "type": query.type, "since": since}
+        if query.format == "csv":
+            return await self._csv(request, filters, query.cursor)
+        rows, cursor = await self.store.list_feedback(**filters, limit=query.limit, before_seq=query.cursor)
+        page = {"items": [{**row, "created_at": _iso(row["created_at"])} for row in rows],
+                "next_cursor": str(cursor) if cursor is not None else None}
+        return web.json_response(page)
+
+    async def _csv(self, request: web.Request, filters: dict, cursor: int | None) -> web.StreamResponse:
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="clary-feedback.csv"',
+        })
+        await response.prepare(request)
+        columns = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        while True:
+            rows, cursor = await self.store.list_feedback(**filters, limit=CSV_PAGE, before_seq=cursor)
+            for row in rows:
+                writer.writerow([
+                    row["id"], _iso(row["created_at"]), row["tier"], row["type"], row["rating"],
+                    "true" if row["urgent"] else "false", _csv_safe(row["text"]),
+                    json.dumps(row["metadata"]) if row["metadata"] is not None else "", row["user_hash"] or "",
+                ])
+            await response.write(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+            if cursor is None:
+                break
+        await response.write_eof()
+        return response
+
+    # --- privacy operations ------------------------------------------------------------------
+
+    def _user_hash(self, request: web.Request) -> str:
+        try:
+            user = _UserPath.model_validate({"user_id": request.match_info["user_id"]}).user_id
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        return self.recorder.hasher.digest(user)
+
+    async def delete_user(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        hashed = self._user_hash(request)
+        await self.flush_activity()  # buffered rows reach the table, then go with it
+        self.activity.forget(hashed)
+        removed = await self.store.delete_user(hashed)
+        log.info("user data deleted", extra={"fields": {"removed": sum(removed.values())}})
+        return web.json_response(UserRemoved(removed=RemovedCounts(**removed), total=sum(removed.values())).model_dump())
+
+    async def opt_out(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        hashed = self._user_hash(request)
+        await self.store.set_opt_out(hashed, True, self.clock())
+        self.activity.opted_out.add(hashed)
+        self.activity.forget(hashed)
+        return web.json_response(OptOutState(opted_out=True).model_dump())
+
+    async def opt_in(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        hashed = self._user_hash(request)
+        if hashed in self.config_opted_out:
+            raise ApiError(409, "opted_out_by_config", "user_id",
+                           "this user is opted out in the configuration (opted_out_users); change it there")
+        await self.store.set_opt_out(hashed, False)
+        self.activity.opted_out.discard(hashed)
+        return web.json_response(OptOutState(opted_out=False).model_dump())
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self._openapi is None:
+            self._openapi = openapi_document(self.config)
+        return web.json_response(self._openapi)
+
+    # --- background work ----------------------------------------------------------------------
+
+    async def flush_activity(self) -> int:
+        pending = self.activity.take()
+        if pending:
+            try:
+                await self.store.add_activity(pending)
+            except sqlite3.Error as exc:
+                log.error("activity not stored", extra={"fields": {"error": str(exc)[:200], "rows": len(pending)}})
+                return 0
+        return len(pending)
+
+    def _flush_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.flush_activity())
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def purge(self) -> dict[str, int]:
+        removed = await self.store.purge(self.config.retention_days, self.clock())
+        if any(removed.values()):
+            log.info("retention purge", extra={"fields": {**removed, "retention_days": self.config.retention_days}})
+        return removed
+
+    async def _every(self, seconds: float, job: Callable, wake: asyncio.Event | None = None) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background job failed", extra={"fields": {"job": job.__name__}})
+            if wake is None:
+                await asyncio.sleep(seconds)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), seconds)
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        self.activity.opted_out |= await self.store.opted_out()
+        await self.notifier.start()
+        self._tasks += [
+            asyncio.create_task(self._every(PURGE_INTERVAL_SECONDS, self.purge), name="clary-purge"),
+            asyncio.create_task(self._every(ACTIVITY_FLUSH_SECONDS, self.flush_activity, self.activity.full),
+                                name="clary-activity-flush"),
+        ]
+        try:
+            yield
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            for task in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self._tasks.clear()
+            await self.flush_activity()
+            await self.notifier.stop()
+            await self.store.close()
+
+
+def _csv_safe(text: str) -> str:
+    """Neutralise spreadsheet formulas in exported free text (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+INGEST = web.AppKey("clary.ingest", IngestApi)
+
+
+def setup_api(app: web.Application, config: Config, recorder: Recorder, **kwargs: Any) -> IngestApi:
+    """Mount the API under /api/v1/ and tie its background tasks to ``app``."""
+    api = IngestApi(config, recorder, **kwargs)
+    if hasattr(recorder, "is_opted_out"):
+        # The recorder's opt-out hook (active-user sketches, sessions) answers from the same set.
+        previous = recorder.is_opted_out
+        mine = api.activity.is_opted_out
+        recorder.is_opted_out = mine if previous is None else (lambda hashed: previous(hashed) or mine(hashed))
+    sub = web.Application(middlewares=[_api_errors])
+    sub.router.add_post("/events", api.post_events)
+    sub.router.add_post("/feedback", api.post_feedback)
+    sub.router.add_get("/feedback", api.get_feedback)
+    sub.router.add_delete("/users/{user_id:[^/]+}", api.delete_user)
+    sub.router.add_post("/users/{user_id:[^/]+}/opt-out", api.opt_out)
+    sub.router.add_post("/users/{user_id:[^/]+}/opt-in", api.opt_in)
+    sub.router.add_get("/openapi.json", api.openapi)
+    sub.cleanup_ctx.append(api.lifecycle)
+    app.add_subapp(PREFIX + "/", sub)
+    app[INGEST] = api
+    return api
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+def _error_responses(*codes: int) -> dict:
+    reasons = {400: "invalid input; `field` names it", 401: "missing or wrong credentials; nothing recorded",
+               409: "conflict with the configuration", 413: "body or batch over the limit; nothing recorded",
+               503: "storage unavailable; retry"}
+    return {str(code): {"description": reasons[code],
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+            for code in codes}
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def openapi_document(config: Config) -> dict:
+    """OpenAPI 3.1 for every endpoint, from the models the handlers validate with."""
+    models = [(EventBatch, "validation"), (EventBatchResult, "serialization"), (FeedbackIn, "validation"),
+              (FeedbackCreated, "serialization"), (FeedbackPage, "serialization"), (ErrorBody, "serialization"),
+              (UserRemoved, "serialization"), (OptOutState, "serialization")]
+    _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    schemas = top["$defs"]
+    schemas["EventBatch"]["properties"]["events"]["maxItems"] = config.max_batch_items
+    query = FeedbackQuery.model_json_schema()
+    parameters = [{"name": name, "in": "query", "required": False, "schema": prop,
+                   "description": prop.get("description", "")}
+                  for name, prop in query["properties"].items()]
+    user_param = {"name": "user_id", "in": "path", "required": True,
+                  "schema": _UserPath.model_json_schema()["properties"]["user_id"],
+                  "description": "the raw user id (as in the API-key table); hashed on arrival"}
+    admin = [{"adminToken": []}]
+    json_body = lambda ref: {"required": True, "content": {"application/json": {"schema": {  # noqa: E731
+        "$ref": f"#/components/schemas/{ref}"}}}}
+    paths = {
+        f"{PREFIX}/events": {"post": {
+            "summary": "Ingest a batch of typed events",
+            "description": "Valid items are recorded even when others are invalid; each rejected item is listed "
+                           "with its index, field and reason. An event whose `id` was accepted recently is skipped. "
+                           f"Body at most {config.max_body_bytes} bytes, at most {config.max_batch_items} events.",
+            "operationId": "postEvents", "security": [{"ingestToken": []}],
+            "requestBody": json_body("EventBatch"),
+            "responses": {"200": _json("EventBatchResult", "per-item result"), **_error_responses(400, 401, 413)},
+        }},
+        f"{PREFIX}/feedback": {
+            "post": {
+                "summary": "Submit feedback (stored durably before the 201)",
+                "description": "Tier and user come from the API key. A bug rated 2 or lower is urgent and "
+                               "notifies the configured webhooks in the background.",
+                "operationId": "postFeedback", "security": [{"apiKey": []}],
+                "requestBody": json_body("FeedbackIn"),
+                "responses": {"201": _json("FeedbackCreated", "stored"), **_error_responses(400, 401, 413, 503)},
+            },
+            "get": {
+                "summary": "List stored feedback, newest first (JSON pages or CSV export)",
+                "operationId": "listFeedback", "security": [] if config.demo else admin,
+                "parameters": parameters,
+                "responses": {"200": {"description": "a page of feedback, or CSV with ?format=csv", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackPage"}},
+                    "text/csv": {"schema": {"type": "string"}}}}, **_error_responses(400, 401)},
+            },
+        },
+        f"{PREFIX}/users/{{user_id}}": {"delete": {
+            "summary": "Delete every stored record of a user",
+            "operationId": "deleteUser", "security": admin, "parameters": [user_param],
+            "responses": {"200": _json("UserRemoved", "rows removed, per table"), **_error_responses(400, 401)},
+        }},
+        f"{PREFIX}/users/{{user_id}}/opt-out": {"post": {
+            "summary": "Opt a user out of per-user tracking (persisted)",
+            "operationId": "optOut", "security": admin, "parameters": [user_param],
+            "responses": {"200": _json("OptOutState", "opted out"), **_error_responses(400, 401)},
+        }},
+        f"{PREFIX}/users/{{user_id}}/opt-in": {"post": {
+            "summary": "Undo an opt-out made through the API",
+            "operationId": "optIn", "security": admin, "parameters": [user_param],
+            "responses": {"200": _json("OptOutState", "opted in"), **_error_responses(400, 401, 409)},
+        }},
+        f"{PREFIX}/openapi.json": {"get": {
+            "summary": "This document", "operationId": "openapi", "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+        }},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Clary AI exporter API", "version": __version__,
+                 "description": "Event ingestion, feedback and privacy operations of clary-exporter."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "ingestToken": {"type": "http", "scheme": "bearer", "description": "ingest_tokens / CLARY_INGEST_TOKENS"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "admin_token / CLARY_ADMIN_TOKEN"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "a Clary API key (api_keys); tier and user come from it"},
+            },
+        },
+    }

@@ -4,7 +4,13 @@ Users are counted with HyperLogLog sketches (Apache DataSketches) over
 HMAC-hashed ids: one sketch per tier per minute for the last hour and per
 hour for the last day. A window's estimate is the union of its buckets, so
 memory is fixed (about 85 sketches of ~2 KiB per tier) whatever the number
-of users, and no id is kept. Error is about 1.6 % at lg_k=12.
+of users. Error is about 1.6 % at lg_k=12.
+
+Repeat activity is the common case (every request of a known caller), so
+the hashed ids seen in the current minute are remembered, up to
+``RECENT_LIMIT`` per tier, and a repeat within that minute costs one set
+lookup instead of two sketch updates. Those hashes are dropped when the
+minute ends; raw ids never get here.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ LG_K = 12
 WINDOWS = {"5m": (60, 5), "1h": (60, 60), "24h": (3600, 24)}  # window: (bucket seconds, buckets)
 _BUCKET_SECONDS = sorted({size for size, _ in WINDOWS.values()})
 _TIERS = (*TIERS, "unknown")
+_SMALLEST = _BUCKET_SECONDS[0]
+# Hashed ids remembered per tier for the current minute (repeat suppression).
+RECENT_LIMIT = 10_000
 
 
 class _Buckets:
@@ -63,14 +72,30 @@ class ActiveUsers:
         self._clock = clock
         keep = {size: max(c for s, c in WINDOWS.values() if s == size) for size in _BUCKET_SECONDS}
         self._tiers = {tier: {size: _Buckets(size, keep[size]) for size in _BUCKET_SECONDS} for tier in _TIERS}
+        self._buckets = {tier: tuple(buckets.values()) for tier, buckets in self._tiers.items()}
+        self._recent: dict[str, set[str]] = {tier: set() for tier in _TIERS}
+        self._recent_slot: int | None = None
         self._lock = threading.Lock()
 
     def seen(self, tier: str, hashed_user: str) -> None:
-        """Record activity of an (already hashed) user id."""
-        buckets = self._tiers.get(tier, self._tiers["unknown"])
+        """Record activity of an (already hashed) user id; unknown tiers count as ``unknown``."""
+        if tier not in self._recent:
+            tier = "unknown"
         now = self._clock()
+        # Every bucket size is a multiple of the smallest: a user already in this
+        # minute's sketch is already in the current sketch of every size.
+        slot = int(now // _SMALLEST)
         with self._lock:
-            for b in buckets.values():
+            if slot != self._recent_slot:
+                self._recent_slot = slot
+                for recent in self._recent.values():
+                    recent.clear()
+            recent = self._recent[tier]
+            if hashed_user in recent:
+                return
+            if len(recent) < RECENT_LIMIT:
+                recent.add(hashed_user)
+            for b in self._buckets[tier]:
                 b.update(now, hashed_user)
 
     def estimate(self, tier: str, window: str) -> float:

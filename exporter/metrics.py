@@ -4,12 +4,17 @@ One instance per registry: the recorder, middleware and ingestion API write
 through it; tests build their own registry and instance. Children whose
 labels all come from known sets are created at zero up front, because a
 series that appears with its first increment is invisible to ``rate()``.
+
+Collect hooks (:meth:`CatalogMetrics.add_collect_hook`) run before a family
+is collected: the HTTP middlewares count into plain per-thread accumulators
+and fold them into these metric objects only then, at scrape time.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -18,7 +23,33 @@ from exporter import __version__
 from exporter.catalog import CATALOG, Kind, MetricSpec, spec
 from exporter.labels import LabelGuard
 
-_TYPES = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
+
+
+class _Hooked:
+    """A metric family that runs its owner's collect hooks before it is collected."""
+
+    _before_collect: Callable[[], None] | None = None
+
+    def collect(self):
+        hook = self._before_collect
+        if hook is not None:
+            hook()
+        return super().collect()
+
+
+class HookedCounter(_Hooked, Counter):
+    pass
+
+
+class HookedGauge(_Hooked, Gauge):
+    pass
+
+
+class HookedHistogram(_Hooked, Histogram):
+    pass
+
+
+_TYPES = {Kind.COUNTER: HookedCounter, Kind.GAUGE: HookedGauge, Kind.HISTOGRAM: HookedHistogram}
 
 # Bound on the raw-label -> child cache; past it, lookups still work uncached.
 CHILD_CACHE_LIMIT = 50_000
@@ -54,6 +85,8 @@ class CatalogMetrics:
         }
         self.guard = LabelGuard(self.families["clary_exporter_label_overflow_total"], allow_lists)
         self._children: dict[tuple, object] = {}
+        self._hooks: dict[str, list[Callable[[], None]]] = {}
+        self._hooks_lock = threading.Lock()
         self._prefill()
         self.families["clary_exporter_build_info"].labels(__version__).set(1)
 
@@ -87,6 +120,25 @@ class CatalogMetrics:
                 raise ValueError(f"{s.name}: prefill needs every label to have a value set")
             for combo in itertools.product(*value_sets):
                 self.child(s.name, *combo)
+
+    def add_collect_hook(self, hook: Callable[[], None], families: Iterable[str]) -> None:
+        """Run ``hook`` before any of ``families`` is collected.
+
+        A hook folds values that were counted outside prometheus_client into
+        the family's children; it runs on the scraping thread, so it must be
+        thread-safe against the code that counts.
+        """
+        with self._hooks_lock:
+            for name in families:
+                family = self.families[name]
+                self._hooks.setdefault(name, []).append(hook)
+                family._before_collect = lambda name=name: self._run_hooks(name)
+
+    def _run_hooks(self, name: str) -> None:
+        with self._hooks_lock:
+            hooks = tuple(self._hooks.get(name, ()))
+        for hook in hooks:
+            hook()
 
     def child(self, name: str, *raw_labels: object):
         """The bound child for raw label values, normalised by the guard.

@@ -1,52 +1,66 @@
-"""aiohttp middleware: request metrics, tier resolution and error ids.
+"""aiohttp middleware: request metrics, tier resolution, exemplars and error ids.
 
 Labels come from bounded sources only: the tier from the API-key resolver,
 the route from the router's template (never the raw path), the method from
 a fixed set. An unhandled exception becomes a 500 JSON body carrying an
 error id, and one structured log record with the same id.
+
+The per-request cost is kept close to that of an empty middleware: the
+route template (and whether the route is excluded) is computed once per
+route object, the metric children once per label combination
+(:meth:`Recorder.http_request`), and active users once per user and minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+from multidict import istr
 
+from exporter.httpmetrics import (
+    ANONYMOUS,
+    API_KEY_HEADER,
+    CLIENT_CLOSED,
+    DEFAULT_EXCLUDED,
+    TRACEPARENT_HEADER,
+    UNMATCHED,
+    Identity,
+    RequestMetrics,
+    Resolver,
+    error_body,
+    key_table_resolver,
+    record_unhandled,
+)
 from exporter.recorder import Recorder
+
+__all__ = [
+    "ANONYMOUS",
+    "API_KEY_HEADER",
+    "CLIENT_CLOSED",
+    "DEFAULT_EXCLUDED",
+    "IDENTITY",
+    "UNMATCHED",
+    "Identity",
+    "Resolver",
+    "key_table_resolver",
+    "metrics_middleware",
+    "route_template",
+]
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
-DEFAULT_EXCLUDED = ("/metrics", "/healthz", "/readyz")
-UNMATCHED = "unmatched"
-CLIENT_CLOSED = 499  # nginx's convention for "client went away"
-
-
-@dataclass(frozen=True)
-class Identity:
-    tier: str
-    user: str | None = None
-
-
-ANONYMOUS = Identity("unknown")
 # Request key under which handlers find the caller (typed key on aiohttp >= 3.14).
 IDENTITY = web.RequestKey("clary.identity", Identity) if hasattr(web, "RequestKey") else "clary.identity"
-Resolver = Callable[[str | None], Identity]
 
-
-def key_table_resolver(table: Mapping[str, object]) -> Resolver:
-    """Resolve API keys from a table of key -> object with ``tier`` and ``user``."""
-    identities = {key: Identity(entry.tier, entry.user) for key, entry in table.items()}
-
-    def resolve(api_key: str | None) -> Identity:
-        return identities.get(api_key, ANONYMOUS) if api_key else ANONYMOUS
-
-    return resolve
+_API_KEY = istr(API_KEY_HEADER)
+_TRACEPARENT = istr(TRACEPARENT_HEADER)
+_EXCLUDED = object()  # template-cache marker for an excluded route
+# Routes remembered per middleware; an application has a fixed, small set of them.
+ROUTE_CACHE_LIMIT = 10_000
 
 
 def route_template(request: web.Request) -> str:
@@ -64,20 +78,60 @@ def metrics_middleware(
     resolver: Resolver,
     excluded: Iterable[str] = DEFAULT_EXCLUDED,
 ):
-    """Build the middleware; one instance per application."""
+    """Build the middleware; one instance per application.
+
+    Args:
+        recorder: where the metrics go.
+        resolver: ``X-API-Key`` header value (or None) -> :class:`Identity`;
+            see :func:`key_table_resolver`. Handlers read the result from
+            ``request[IDENTITY]``.
+        excluded: paths served but not measured (default ``/metrics``,
+            ``/healthz``, ``/readyz``).
+    """
     excluded = frozenset(excluded)
-    in_flight = recorder.metrics.families["clary_http_requests_in_flight"]
+    templates: dict[AbstractRoute, object] = {}
+    get_template = templates.get
+    request_metrics = RequestMetrics.of(recorder)
+    started = request_metrics.started
+    finished = request_metrics.finished
+
+    def template_of(request: web.Request, route: AbstractRoute) -> object:
+        """Template of a matched route (cached), or of an unmatched request.
+
+        The cached value is the template, ``_EXCLUDED``, or for a dynamic
+        route that an excluded path could match, ``(template,)``: check the
+        path per request.
+        """
+        if request.match_info.http_exception is not None or route.resource is None:
+            # 404/405: a fresh SystemRoute per request, so nothing is cached.
+            return _EXCLUDED if request.path in excluded else UNMATCHED
+        resource = route.resource
+        template = resource.canonical
+        if template in excluded:
+            found: object = _EXCLUDED
+        else:
+            match = getattr(resource, "_match", None)
+            could_match = match is None or any(match(path) is not None for path in excluded)
+            found = (template,) if could_match else template
+        if len(templates) < ROUTE_CACHE_LIMIT:
+            templates[route] = found
+        return found
 
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if request.path in excluded:
-            return await handler(request)
-        identity = resolver(request.headers.get(API_KEY_HEADER))
+        route = request.match_info.route
+        template = get_template(route)
+        if template is None:
+            template = template_of(request, route)
+        if template.__class__ is not str:
+            if template is _EXCLUDED or request.path in excluded:
+                return await handler(request)
+            template = template[0]
+        headers = request.headers
+        identity = resolver(headers.get(_API_KEY))
         request[IDENTITY] = identity
-        route = route_template(request)
-        start = time.perf_counter()
         code = 500
-        in_flight.inc()
+        start = started()
         try:
             response = await handler(request)
             code = response.status
@@ -89,39 +143,14 @@ def metrics_middleware(
             code = CLIENT_CLOSED
             raise
         except Exception as exc:
-            response = _internal_error(recorder, request, identity, route, exc)
+            error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier)
             if request.writer.output_size > 0:
                 # The handler had started a (streamed) response: a second one would be
                 # written into its body. Drop the connection instead, as aiohttp does.
                 raise ConnectionResetError("handler failed after its response started") from exc
-            return response
+            return web.json_response(error_body(error_id), status=500)
         finally:
-            in_flight.dec()
-            recorder.http_request(identity.tier, request.method, route, code, time.perf_counter() - start)
-            if identity.user:
-                recorder.user_seen(identity.tier, identity.user)
+            finished(identity, request.method, template, code, start, headers.get(_TRACEPARENT))
 
     return middleware
 
-
-def _internal_error(
-    recorder: Recorder, request: web.Request, identity: Identity, route: str, exc: Exception
-) -> web.Response:
-    error_id = str(uuid.uuid4())
-    error_type = type(exc).__name__
-    recorder.error(identity.tier, error_type, route)
-    log.error(
-        "unhandled exception",
-        exc_info=exc,
-        extra={
-            "fields": {
-                "error_id": error_id,
-                "error_type": error_type,
-                "error": str(exc)[:500],
-                "route": route,
-                "method": request.method,
-                "tier": identity.tier,
-            }
-        },
-    )
-    return web.json_response({"error": "internal_error", "error_id": error_id}, status=500)

@@ -1,17 +1,31 @@
 """The recording API: what a Clary service reports beyond HTTP traffic.
 
 Every call validates and bounds its labels once (through the catalog's
-guard) and lands in prometheus_client objects. Calls are synchronous and
-cheap, so they are safe from both sync and async code. Identifiers (user
-ids, license keys) are HMAC-hashed here and never stored raw.
+guard) and lands in prometheus_client objects. Calls are synchronous, cheap
+(a dict lookup and a locked addition once a label combination has been
+seen) and thread-safe, so they are safe from sync code, async code and
+worker threads alike; the timers (``time_inference``, ``time_document``)
+work as ``with``, ``async with`` and as decorators of sync or async
+functions. Identifiers (user ids, license keys, session ids) are
+HMAC-hashed here and never stored raw.
+
+Opt-out: ``is_opted_out(hashed_user) -> bool`` decides, per HMAC-hashed
+user id, whether a user may leave per-user traces. Opted-out users still
+count in every aggregate counter, but never enter the active-user sketches
+and never get session state.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import secrets
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
 
@@ -21,26 +35,105 @@ from exporter.metrics import CatalogMetrics
 from exporter.privacy import Hasher
 
 URGENT_RATING = 2
+# Bounds on the hot-path caches (raw values -> prepared objects); past them lookups still work.
+HTTP_SERIES_CACHE_LIMIT = 10_000
+DIGEST_CACHE_LIMIT = 10_000
+# Open sessions tracked at once, and how long an open session is remembered.
+MAX_SESSIONS = 100_000
+SESSION_MAX_AGE = 24 * 3600.0
+
+OptOut = Callable[[str], bool]
+"""Called with an HMAC-hashed user id; True when the user opted out of per-user state."""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
-class _Outcome:
-    """Mutable outcome for a timed block; the caller may mark a soft failure."""
+class Timed:
+    """Times one block or every call of a function; sync or async.
 
-    value: str = "success"
+    Use it as ``with``, ``async with``, or decorate a sync or async function
+    (each call is timed separately). An exception (re-raised) or a call to
+    :meth:`fail` makes the outcome ``"failure"``; otherwise ``"success"``.
+    """
+
+    __slots__ = ("_finish", "_start", "value")
+
+    def __init__(self, finish: Callable[[str, float], None]):
+        self._finish = finish
+        self._start = 0.0
+        self.value = "success"
+
+    @property
+    def outcome(self) -> str:
+        return self.value
 
     def fail(self) -> None:
+        """Mark a soft failure (no exception, but the work did not succeed)."""
         self.value = "failure"
+
+    def __enter__(self) -> Timed:
+        self.value = "success"
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.value = "failure"
+        self._finish(self.value, time.perf_counter() - self._start)
+        return False
+
+    async def __aenter__(self) -> Timed:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: F) -> F:
+        finish = self._finish
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def timed_async(*args, **kwargs):
+                with Timed(finish):
+                    return await func(*args, **kwargs)
+
+            return timed_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def timed(*args, **kwargs):
+            with Timed(finish):
+                return func(*args, **kwargs)
+
+        return timed  # type: ignore[return-value]
+
+
+_Outcome = Timed  # the name older code imported
 
 
 class Recorder:
-    """Typed entry points onto the catalog metrics."""
+    """Typed entry points onto the catalog metrics.
+
+    Args:
+        registry: where the catalog's metric objects are registered.
+        hasher: HMAC for user ids, license keys and session ids.
+        allow_lists: replacements for configurable label allow-lists.
+        is_opted_out: per-user opt-out check on the HMAC-hashed user id
+            (default: nobody opted out). Called on every per-user event, so
+            it must be cheap (a set lookup); its answer is not cached.
+        clock: monotonic clock for session durations (tests pass a fake).
+        max_sessions: open sessions tracked at once; the oldest is
+            forgotten past it.
+    """
 
     def __init__(
         self,
         registry: CollectorRegistry,
         hasher: Hasher,
         allow_lists: Mapping[str, Iterable[str]] | None = None,
+        *,
+        is_opted_out: OptOut | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_sessions: int = MAX_SESSIONS,
     ):
         self.metrics = CatalogMetrics(registry, allow_lists)
         self.hasher = hasher
@@ -49,15 +142,74 @@ class Recorder:
         registry.register(self.active_users)
         registry.register(self.active_licenses)
         self._child = self.metrics.child
+        self.is_opted_out = is_opted_out
+        self._clock = clock
+        self._max_sessions = max_sessions
+        self._sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._sessions_lock = threading.Lock()
+        self._http: dict[tuple, tuple] = {}
+        self._digests: dict[str, str] = {}
+        self._tiers: dict[object, str] = {}
+        self._request_metrics = None  # the middlewares' shared exporter.httpmetrics.RequestMetrics
 
     def _tier(self, tier: str) -> str:
-        return self.metrics.guard.value(TIER, tier)
+        found = self._tiers.get(tier)
+        if found is None:
+            found = self.metrics.guard.value(TIER, tier)
+            if len(self._tiers) < 1000:
+                self._tiers[tier] = found
+        return found
+
+    def opted_out(self, user_id: str) -> bool:
+        """Whether ``user_id`` (raw) opted out, according to the ``is_opted_out`` hook."""
+        return self.is_opted_out is not None and bool(self.is_opted_out(self.hasher.digest(user_id)))
 
     # --- API traffic ------------------------------------------------------
 
-    def http_request(self, tier: str, method: str, route: str, code: int, duration: float) -> None:
-        self._child("clary_http_requests_total", tier, method, route, code).inc()
-        self._child("clary_http_request_duration_seconds", tier, method, route).observe(duration)
+    def http_request(
+        self, tier: str, method: str, route: str, code: int, duration: float, trace_id: str | None = None
+    ) -> None:
+        """One HTTP request finished.
+
+        Args:
+            tier: the caller's tier (anything else counts as ``unknown``).
+            method: HTTP method; outside the standard set it counts as ``other``.
+            route: the router's template (``/api/v1/documents/{id}``), never a raw path.
+            code: response status, 100..599 (else ``LabelRejected``).
+            duration: seconds from request start to response end.
+            trace_id: 32-hex trace id, attached to the duration as an exemplar.
+
+        The hot path of both middlewares: after the first request with these
+        raw labels, one dict lookup, one counter addition, one bucket and one
+        sum addition (no ``labels()`` call).
+        """
+        series = self._http.get((tier, method, route, code))
+        if series is None:
+            series = self._http_series(tier, method, route, code)
+        count, total, buckets, bounds, child = series
+        count(1)
+        if trace_id is None and buckets is not None:
+            total(duration)
+            buckets[bisect_left(bounds, duration)](1)
+        else:
+            child.observe(duration, {"trace_id": trace_id} if trace_id else None)
+
+    def _http_series(self, tier: str, method: str, route: str, code: int) -> tuple:
+        counter = self._child("clary_http_requests_total", tier, method, route, code)
+        histogram = self._child("clary_http_request_duration_seconds", tier, method, route)
+        count = getattr(getattr(counter, "_value", None), "inc", None) or counter.inc
+        total = getattr(getattr(histogram, "_sum", None), "inc", None)
+        bounds = getattr(histogram, "_upper_bounds", None)
+        try:
+            buckets = [b.inc for b in histogram._buckets]
+        except AttributeError:  # another prometheus_client layout: use the public API
+            buckets = None
+        if total is None or bounds is None or buckets is None or len(buckets) != len(bounds):
+            total = buckets = bounds = None
+        series = (count, total, buckets, bounds, histogram)
+        if len(self._http) < HTTP_SERIES_CACHE_LIMIT:
+            self._http[tier, method, route, code] = series
+        return series
 
     def error(self, tier: str, error_type: str, route: str) -> None:
         self._child("clary_errors_total", tier, error_type, route).inc()
@@ -100,25 +252,22 @@ class Recorder:
         self._child("clary_inference_requests_total", tier, model, outcome).inc()
         self._child("clary_inference_duration_seconds", tier, model).observe(duration)
 
-    @contextmanager
-    def time_inference(self, tier: str, model: str) -> Iterator[_Outcome]:
-        """Time a block; an exception (re-raised) or ``.fail()`` makes it a failure."""
-        outcome = _Outcome()
-        start = time.perf_counter()
-        try:
-            yield outcome
-        except BaseException:
-            outcome.fail()
-            raise
-        finally:
-            self.inference(tier, model, outcome.value, time.perf_counter() - start)
+    def time_inference(self, tier: str, model: str) -> Timed:
+        """Time an inference; an exception (re-raised) or ``.fail()`` makes it a failure.
+
+        ``with rec.time_inference(tier, model) as t: ...``, ``async with ...``,
+        or ``@rec.time_inference(tier, model)`` on a sync or async function.
+        """
+        return Timed(lambda outcome, duration: self.inference(tier, model, outcome, duration))
 
     def model_loaded(self, model: str, duration: float, memory_bytes: float | None = None) -> None:
+        """A model finished loading: load time and, when known, its memory in bytes."""
         self._child("clary_model_load_duration_seconds", model).observe(duration)
         if memory_bytes is not None:
             self._child("clary_model_memory_bytes", model).set(memory_bytes)
 
     def queue_length(self, queue: str, length: float) -> None:
+        """Jobs currently waiting in ``queue`` (a gauge: set, not added)."""
         self._child("clary_queue_length", queue).set(length)
 
     # --- cloud LLM ----------------------------------------------------------
@@ -184,21 +333,101 @@ class Recorder:
             self._child("clary_feedback_urgent_total", tier).inc()
         return urgent
 
-    # --- users ---------------------------------------------------------------
+    # --- users and sessions ----------------------------------------------
+
+    def _hashed_user(self, user_id: str) -> str | None:
+        """The user's HMAC, or None when the user opted out (nothing is kept for them)."""
+        hashed = self._digests.get(user_id)
+        if hashed is None:
+            hashed = self.hasher.digest(user_id)
+            if self.is_opted_out is not None and self.is_opted_out(hashed):
+                return None
+            if len(self._digests) >= DIGEST_CACHE_LIMIT:
+                self._digests.clear()
+            self._digests[user_id] = hashed
+        elif self.is_opted_out is not None and self.is_opted_out(hashed):
+            self._digests.pop(user_id, None)
+            return None
+        return hashed
 
     def user_seen(self, tier: str, user_id: str) -> None:
-        """Count a user as active; only the HMAC of the id enters the sketch."""
-        self.active_users.seen(self._tier(tier), self.hasher.digest(user_id))
+        """Count a user as active (5m, 1h, 24h windows); only the HMAC of the id is used.
+
+        Opted-out users are skipped. Repeat calls within the same minute are
+        a dict and a set lookup, so the middleware calls this per request.
+        """
+        hashed = self._hashed_user(user_id)
+        if hashed is not None:
+            self.active_users.seen(self._tier(tier), hashed)
 
     def user_action(self, tier: str, action: str, user_id: str | None = None) -> None:
+        """A user did something (``login``, ``upload``...); with a user id it also counts as active."""
         self._child("clary_user_actions_total", tier, action).inc()
         if user_id:
             self.user_seen(tier, user_id)
 
-    def session_ended(self, tier: str, duration: float) -> None:
-        self._child("clary_session_duration_seconds", tier).observe(duration)
+    def session_started(self, tier: str, user_id: str | None = None) -> str:
+        """Start a session; returns an opaque token to pass to ``session_ended``.
+
+        With a user id the user also counts as active. Memory is bounded: at
+        most ``max_sessions`` open sessions (the oldest is forgotten), none
+        older than 24 h. An opted-out user gets a token but no session state,
+        so ending it records nothing.
+        """
+        token = secrets.token_hex(16)
+        if user_id:
+            if self._hashed_user(user_id) is None:
+                return token
+            self.user_seen(tier, user_id)
+        now = self._clock()
+        with self._sessions_lock:
+            self._sessions[token] = (self._tier(tier), now)
+            self._expire_sessions(now)
+        return token
+
+    def _expire_sessions(self, now: float) -> None:
+        sessions = self._sessions
+        while len(sessions) > self._max_sessions:
+            sessions.popitem(last=False)
+        while sessions and next(iter(sessions.values()))[1] < now - SESSION_MAX_AGE:
+            sessions.popitem(last=False)
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions started and neither ended nor forgotten yet."""
+        return len(self._sessions)
+
+    @overload
+    def session_ended(self, token: str, /) -> float | None: ...
+
+    @overload
+    def session_ended(self, tier: str, duration: float, /) -> float: ...
+
+    def session_ended(self, tier_or_token: str, duration: float | None = None, /) -> float | None:
+        """A session ended; observes its duration in ``clary_session_duration_seconds``.
+
+        ``session_ended(token)`` ends a session from ``session_started`` and
+        returns its duration, or None (nothing recorded) for an unknown,
+        already ended, forgotten or opted-out token.
+        ``session_ended(tier, duration)`` records a duration measured
+        elsewhere (a session that spans processes) and returns it.
+        """
+        if duration is not None:
+            self._child("clary_session_duration_seconds", tier_or_token).observe(duration)
+            return duration
+        now = self._clock()
+        with self._sessions_lock:
+            found = self._sessions.pop(tier_or_token, None)
+            self._expire_sessions(now)
+        if found is None:
+            return None
+        tier, started = found
+        elapsed = max(0.0, now - started)
+        self._child("clary_session_duration_seconds", tier).observe(elapsed)
+        return elapsed
 
     # --- the exporter itself ---------------------------------------------
 
     def event(self, event_type: str, outcome: str) -> None:
+        """An ingested event was accepted or rejected (the exporter's own health)."""
         self._child("clary_exporter_events_total", event_type, outcome).inc()

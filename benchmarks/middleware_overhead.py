@@ -1,0 +1,465 @@
+"""Requests/s of one tiny handler behind each HTTP-metrics middleware, in one run.
+
+Every variant serves the same JSON handler on ``/items/{id}`` from its own
+server process (pinned to one CPU when there are two or more); ``wrk -t1
+-c32`` (pinned to another) loads ``/items/42`` over loopback with an
+``X-API-Key`` header, for a bounded duration per round. Rounds go round-robin
+over the variants so that drift hits all of them alike; the table shows the
+median of the rounds and the ratios that count, all from this one run.
+
+aiohttp variants: bare, an empty middleware, ours (``exporter.middleware``),
+ours with a ``traceparent`` header on every request (exemplars), a naive
+prometheus_client middleware, aiohttp-prometheus-exporter.
+ASGI variants (Starlette on uvicorn): bare, an empty pure-ASGI middleware,
+ours (``exporter.asgi``), ours with ``traceparent``, starlette-exporter
+(``group_paths=True``), prometheus-fastapi-instrumentator.
+
+Targets (docs/design/performance.md): ours >= 0.95x the empty aiohttp
+middleware (issue: >= 0.90x bare, >= 0.97x empty) and ahead of every peer;
+ASGI ours >= 0.90x bare Starlette.
+
+Usage: python -m benchmarks.middleware_overhead [--duration 5] [--rounds 3] [--only a,b]
+Writes benchmarks/results/middleware_overhead.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results" / "middleware_overhead.md"
+LOOPBACK = "127.0.0.1"
+API_KEY = "bench-key-professional"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+PATH = "/items/42"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    stack: str  # "aiohttp" or "asgi"
+    label: str
+    traced: bool = False
+    package: str | None = None  # a peer's distribution, for the version column
+
+
+VARIANTS = (
+    Variant("aiohttp-bare", "aiohttp", "bare aiohttp", package="aiohttp"),
+    Variant("aiohttp-empty", "aiohttp", "empty middleware"),
+    Variant("aiohttp-ours", "aiohttp", "**ours** (`exporter.middleware`)"),
+    Variant("aiohttp-ours-traced", "aiohttp", "ours, `traceparent` on every request (exemplars)", traced=True),
+    Variant("aiohttp-naive", "aiohttp", "naive prometheus_client middleware"),
+    Variant("aiohttp-prometheus-exporter", "aiohttp", "aiohttp-prometheus-exporter",
+            package="aiohttp-prometheus-exporter"),
+    Variant("starlette-bare", "asgi", "bare Starlette on uvicorn", package="starlette"),
+    Variant("starlette-empty", "asgi", "empty pure-ASGI middleware"),
+    Variant("starlette-ours", "asgi", "**ours** (`exporter.asgi`)"),
+    Variant("starlette-ours-traced", "asgi", "ours, `traceparent` on every request (exemplars)", traced=True),
+    Variant("starlette-exporter", "asgi", "starlette-exporter (`group_paths=True`)", package="starlette-exporter"),
+    Variant("instrumentator", "asgi", "prometheus-fastapi-instrumentator",
+            package="prometheus-fastapi-instrumentator"),
+)
+BY_NAME = {v.name: v for v in VARIANTS}
+
+
+# --- server side ---------------------------------------------------------------
+
+
+def _our_recorder():
+    from prometheus_client import CollectorRegistry
+
+    from exporter.config import ApiKey
+    from exporter.httpmetrics import key_table_resolver
+    from exporter.privacy import Hasher
+    from exporter.recorder import Recorder
+
+    registry = CollectorRegistry()
+    recorder = Recorder(registry, Hasher("benchmark-secret-0123456789"))
+    resolver = key_table_resolver({API_KEY: ApiKey(tier="professional", user="bench-user")})
+    return registry, recorder, resolver
+
+
+def aiohttp_app(name: str):
+    import time as _time
+
+    import prometheus_client
+    from aiohttp import web
+
+    async def item(request: web.Request) -> web.Response:
+        return web.json_response({"id": request.match_info["id"], "ok": True})
+
+    middlewares = []
+    registry = prometheus_client.CollectorRegistry()
+    if name == "aiohttp-empty":
+
+        @web.middleware
+        async def empty(request, handler):
+            return await handler(request)
+
+        middlewares.append(empty)
+    elif name.startswith("aiohttp-ours"):
+        from exporter.middleware import metrics_middleware
+
+        registry, recorder, resolver = _our_recorder()
+        middlewares.append(metrics_middleware(recorder, resolver))
+    elif name == "aiohttp-naive":
+        requests = prometheus_client.Counter(
+            "http_requests_total", "Requests.", ["method", "route", "code"], registry=registry)
+        latency = prometheus_client.Histogram(
+            "http_request_duration_seconds", "Latency.", ["method", "route"], registry=registry)
+
+        @web.middleware
+        async def naive(request, handler):
+            start = _time.perf_counter()
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            code = 500
+            try:
+                response = await handler(request)
+                code = response.status
+                return response
+            finally:
+                requests.labels(request.method, route, code).inc()
+                latency.labels(request.method, route).observe(_time.perf_counter() - start)
+
+        middlewares.append(naive)
+    elif name == "aiohttp-prometheus-exporter":
+        from aiohttp_prometheus_exporter.middleware import prometheus_middleware_factory
+
+        middlewares.append(prometheus_middleware_factory(registry=registry))
+
+    app = web.Application(middlewares=middlewares)
+    app.router.add_get("/items/{id}", item)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=prometheus_client.generate_latest(registry), content_type="text/plain")
+
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def asgi_app(name: str):
+    import prometheus_client
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def item(request):
+        return JSONResponse({"id": request.path_params["id"], "ok": True})
+
+    registry = prometheus_client.REGISTRY
+
+    async def metrics(request):
+        return Response(prometheus_client.generate_latest(registry), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/items/{id}", item)])
+    if name == "starlette-empty":
+
+        class Empty:
+            def __init__(self, app):
+                self.app = app
+
+            async def __call__(self, scope, receive, send):
+                await self.app(scope, receive, send)
+
+        app.add_middleware(Empty)
+    elif name.startswith("starlette-ours"):
+        from exporter.asgi import MetricsMiddleware
+
+        registry, recorder, resolver = _our_recorder()
+        app.add_middleware(MetricsMiddleware, recorder=recorder, resolver=resolver)
+    elif name == "starlette-exporter":
+        from starlette_exporter import PrometheusMiddleware, handle_metrics
+
+        app.add_middleware(PrometheusMiddleware, group_paths=True)
+        app.add_route("/metrics", handle_metrics)
+        return app
+    elif name == "instrumentator":
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app).expose(app)
+        return app
+    app.add_route("/metrics", metrics)
+    return app
+
+
+def serve(name: str, port: int) -> None:
+    variant = BY_NAME[name]
+    if variant.stack == "aiohttp":
+        from aiohttp import web
+
+        web.run_app(aiohttp_app(name), host=LOOPBACK, port=port, access_log=None, print=None)
+    else:
+        import uvicorn
+
+        uvicorn.run(asgi_app(name), host=LOOPBACK, port=port, log_level="warning", access_log=False)
+
+
+# --- load side -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return resp.status, resp.read()
+
+
+def _cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return []
+
+
+def start_server(name: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.middleware_overhead", "--serve", name, "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if _get(f"http://{LOOPBACK}:{port}{PATH}", {"X-API-Key": API_KEY}, timeout=1)[0] == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{name} did not come up on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(server: subprocess.Popen, port: int, duration: float, traced: bool, cpu: int | None) -> tuple[float, float]:
+    """One wrk run: (requests/s, server CPU microseconds per request)."""
+    cmd = ["wrk", "-t1", "-c32", f"-d{duration:g}s", "-H", f"X-API-Key: {API_KEY}"]
+    if traced:
+        cmd += ["-H", f"traceparent: {TRACEPARENT}"]
+    cmd.append(f"http://{LOOPBACK}:{port}{PATH}")
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    cpu_before = cpu_seconds(server.pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    cpu_used = cpu_seconds(server.pid) - cpu_before
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk reported errors:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu_used / requests * 1e6
+
+
+# Per variant: (sample name, labels the /items/{id} GET series must carry).
+_RECORDED = {
+    "aiohttp-ours": ("clary_http_requests_total",
+                     {"tier": "professional", "method": "GET", "route": "/items/{id}", "code": "200"}),
+    "aiohttp-naive": ("http_requests_total", {"method": "GET", "route": "/items/{id}", "code": "200"}),
+    "aiohttp-prometheus-exporter": ("aiohttp_responses_total", {"path_template": "/items/{id}"}),
+    "starlette-exporter": ("starlette_requests_total", {"path": "/items/{id}"}),
+    "instrumentator": ("http_requests_total", {"handler": "/items/{id}"}),
+}
+_RECORDED["aiohttp-ours-traced"] = _RECORDED["starlette-ours"] = _RECORDED["starlette-ours-traced"] = (
+    _RECORDED["aiohttp-ours"])
+
+
+def check_recorded(name: str, port: int) -> str:
+    """How many /items/{id} requests the variant's /metrics reports: proof it measured them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if name not in _RECORDED:
+        return "-"
+    sample_name, labels = _RECORDED[name]
+    status, body = _get(f"http://{LOOPBACK}:{port}/metrics")
+    total = sum(
+        s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == sample_name and labels.items() <= s.labels.items()
+    )
+    if status != 200 or total <= 0:
+        raise RuntimeError(f"{name}: /metrics shows no /items/{{id}} requests")
+    return f"{total:,.0f}"
+
+
+def versions() -> str:
+    names = ("aiohttp", "starlette", "uvicorn", "prometheus-client", "aiohttp-prometheus-exporter",
+             "starlette-exporter", "prometheus-fastapi-instrumentator")
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{name} (not installed)")
+    return ", ".join(out)
+
+
+@dataclass
+class Results:
+    rps: dict[str, list[float]]
+    cpu_us: dict[str, list[float]]  # server CPU microseconds per request
+    recorded: dict[str, str]
+
+
+def run(selected: list[Variant], duration: float, rounds: int) -> Results:
+    cpus = _cpus()
+    server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    results: dict[str, list[float]] = {v.name: [] for v in selected}
+    cpu_per_request: dict[str, list[float]] = {v.name: [] for v in selected}
+    recorded: dict[str, str] = {}
+    try:
+        for v in selected:
+            servers[v.name] = start_server(v.name, server_cpu)
+        for v in selected:  # warm-up: caches, first-request paths, page faults
+            wrk(*servers[v.name], 1, v.traced, load_cpu)
+        for r in range(rounds):
+            for v in selected:
+                rps, cpu_us = wrk(*servers[v.name], duration, v.traced, load_cpu)
+                results[v.name].append(rps)
+                cpu_per_request[v.name].append(cpu_us)
+                print(f"round {r + 1}/{rounds} {v.name:30s} {rps:10.0f} req/s {cpu_us:8.1f} us CPU/req",
+                      flush=True)
+        for v in selected:
+            recorded[v.name] = check_recorded(v.name, servers[v.name][1])
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return Results(results, cpu_per_request, recorded)
+
+
+def _baselines(v: Variant) -> tuple[str, str]:
+    stack = "aiohttp" if v.stack == "aiohttp" else "starlette"
+    return f"{stack}-bare", f"{stack}-empty"
+
+
+def table(selected: list[Variant], results: Results) -> str:
+    rps = {name: statistics.median(values) for name, values in results.rps.items()}
+    cpu = {name: statistics.median(values) for name, values in results.cpu_us.items()}
+    lines = [
+        "| stack | variant | req/s (median) | rounds | **vs bare** | **vs empty** "
+        "| CPU µs/req | CPU-based vs bare | CPU-based vs empty | requests recorded |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in selected:
+        bare, empty = _baselines(v)
+        rounds = " / ".join(f"{x:,.0f}" for x in results.rps[v.name])
+
+        def ratio(table: dict, base: str, inverse: bool = False) -> str:
+            if base not in table:
+                return "-"
+            value = table[base] / table[v.name] if inverse else table[v.name] / table[base]
+            return f"{value:.3f}"
+
+        lines.append(
+            f"| {v.stack} | {v.label} | {rps[v.name]:,.0f} | {rounds} | {ratio(rps, bare)} | {ratio(rps, empty)} "
+            f"| {cpu[v.name]:.1f} | {ratio(cpu, bare, True)} | {ratio(cpu, empty, True)} "
+            f"| {results.recorded.get(v.name, '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(results: Results) -> list[str]:
+    m = {name: statistics.median(values) for name, values in results.rps.items()}
+    c = {name: statistics.median(values) for name, values in results.cpu_us.items()}
+    out = []
+
+    def check(what: str, a: str, b: str, target: float | None = None) -> None:
+        if not {a, b} <= m.keys():
+            return
+        r, rc = m[a] / m[b], c[b] / c[a]
+        ok = r >= target if target is not None else r > 1
+        goal = f">= {target:.2f}x" if target is not None else "ahead of"
+        out.append(f"- {'PASS' if ok else 'MISS'}: {what} ({goal}): {r:.3f} by req/s, {rc:.3f} by CPU per request")
+
+    check("aiohttp ours vs bare aiohttp", "aiohttp-ours", "aiohttp-bare", 0.90)
+    check("aiohttp ours vs empty middleware (performance.md)", "aiohttp-ours", "aiohttp-empty", 0.95)
+    check("aiohttp ours vs empty middleware (issue)", "aiohttp-ours", "aiohttp-empty", 0.97)
+    check("aiohttp ours vs naive prometheus_client", "aiohttp-ours", "aiohttp-naive")
+    check("aiohttp ours vs aiohttp-prometheus-exporter", "aiohttp-ours", "aiohttp-prometheus-exporter")
+    check("ASGI ours vs bare Starlette", "starlette-ours", "starlette-bare", 0.90)
+    check("ASGI ours vs starlette-exporter", "starlette-ours", "starlette-exporter")
+    check("ASGI ours vs prometheus-fastapi-instrumentator", "starlette-ours", "instrumentator")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    selected = [BY_NAME[n] for n in args.only.split(",")] if args.only else list(VARIANTS)
+    missing = []
+    for v in selected:
+        if v.package:
+            try:
+                metadata.version(v.package)
+            except metadata.PackageNotFoundError:
+                missing.append(v)
+    if missing:
+        print("not installed, skipped: " + ", ".join(v.name for v in missing), file=sys.stderr)
+        selected = [v for v in selected if v not in missing]
+    results = run(selected, args.duration, args.rounds)
+    body = table(selected, results)
+    checks = verdicts(results)
+    header = (
+        f"# HTTP middleware overhead\n\n"
+        f"`python -m benchmarks.middleware_overhead --duration {args.duration:g} --rounds {args.rounds}`, "
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"Python {platform.python_version()}; servers pinned to one CPU, `wrk -t1 -c32` to another, "
+        f"loopback, `GET {PATH}` with an `X-API-Key` header, median of {args.rounds} rounds of "
+        f"{args.duration:g} s, variants interleaved. \"CPU µs/req\" is the server process's user+system "
+        f"CPU time per request served (from /proc), which other load on the machine disturbs less "
+        f"than requests/s.\n\n{versions()}.\n\n"
+    )
+    text = header + body + "\n\n" + "\n".join(checks) + "\n"
+    print()
+    print(body)
+    print("\n".join(checks))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

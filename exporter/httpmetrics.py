@@ -1,0 +1,379 @@
+"""What the aiohttp and ASGI middlewares share: identities, trace ids, error records.
+
+Both middlewares take their labels from bounded sources only (the tier from
+the API-key resolver, the route from the router's template, the method from
+a fixed set) and report through :class:`RequestMetrics`, whose per-request
+path is a handful of dict lookups and lock-protected additions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import Histogram
+from prometheus_client import values as prometheus_values
+
+from exporter.catalog import TIER as _TIER_LABEL
+from exporter.catalog import spec
+from exporter.labels import LabelRejected
+from exporter.recorder import Recorder
+
+try:  # optional: an active OpenTelemetry span supplies the exemplar's trace id
+    from opentelemetry import trace as _otel_trace
+except ImportError:  # pragma: no cover - depends on the environment
+    _otel_trace = None
+
+API_KEY_HEADER = "X-API-Key"
+TRACEPARENT_HEADER = "traceparent"
+DEFAULT_EXCLUDED = ("/metrics", "/healthz", "/readyz")
+UNMATCHED = "unmatched"
+CLIENT_CLOSED = 499  # nginx's convention for "client went away"
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, as far as metrics care: a tier and an optional user id.
+
+    The user id is only ever used as input to the HMAC (active users); it
+    never reaches a label or a log record.
+    """
+
+    tier: str
+    user: str | None = None
+
+
+ANONYMOUS = Identity("unknown")
+Resolver = Callable[[str | None], Identity]
+"""Maps the raw ``X-API-Key`` header value (None when absent) to an :class:`Identity`."""
+
+
+def key_table_resolver(table: Mapping[str, object]) -> Resolver:
+    """Resolve API keys from a table of key -> object with ``tier`` and ``user``.
+
+    Identities are built once, so a resolved request costs one dict lookup;
+    a missing or unknown key is :data:`ANONYMOUS` (tier ``unknown``).
+    """
+    identities = {key: Identity(entry.tier, entry.user) for key, entry in table.items()}
+    get = identities.get
+
+    def resolve(api_key: str | None) -> Identity:
+        return get(api_key, ANONYMOUS) if api_key else ANONYMOUS
+
+    return resolve
+
+
+# --- trace ids for exemplars -------------------------------------------------
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
+_ZERO_TRACE = "0" * 32
+_ZERO_PARENT = "0" * 16
+
+
+def parse_traceparent(value: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` header, or None when it is invalid.
+
+    Follows W3C Trace Context: version ``ff`` and all-zero ids are invalid;
+    version ``00`` has exactly four fields, later versions may append more.
+    """
+    if not value or len(value) > 512:
+        return None
+    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if match is None:
+        return None
+    version, trace_id, parent_id, rest = match.groups()
+    if version == "ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_PARENT:
+        return None
+    if version == "00" and rest:
+        return None
+    return trace_id
+
+
+def _otel_enabled() -> bool:
+    """Whether an OpenTelemetry SDK may have an active span (cheap, checked per request).
+
+    Without a configured tracer provider every span is invalid, so the
+    context lookup is skipped.
+    """
+    if _otel_trace is None:
+        return False
+    return getattr(_otel_trace, "_TRACER_PROVIDER", True) is not None
+
+
+def otel_trace_id() -> str | None:
+    """The trace id of the active OpenTelemetry span, when opentelemetry is installed."""
+    if _otel_trace is None:
+        return None
+    context = _otel_trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The request's trace id: the ``traceparent`` header's, else the active span's.
+
+    An OpenTelemetry server span continues the header's trace, so both agree
+    when both exist; the header is checked first because it is cheaper.
+    """
+    if traceparent:
+        found = parse_traceparent(traceparent)
+        if found is not None:
+            return found
+    return otel_trace_id()
+
+
+# --- unhandled exceptions -----------------------------------------------------
+
+
+def record_unhandled(
+    recorder: Recorder, logger: logging.Logger, exc: BaseException, route: str, method: str, tier: str
+) -> str:
+    """Count an unhandled exception and log it once; returns its new error id.
+
+    The log record carries the error id, exception type, message, stack trace,
+    route template, method and tier: never an API key, user id or raw path.
+    """
+    error_id = str(uuid.uuid4())
+    error_type = type(exc).__name__
+    recorder.error(tier, error_type, route)
+    logger.error(
+        "unhandled exception",
+        exc_info=exc,
+        extra={
+            "fields": {
+                "error_id": error_id,
+                "error_type": error_type,
+                "error": str(exc)[:500],
+                "route": route,
+                "method": method,
+                "tier": recorder.metrics.guard.value(_TIER_LABEL, tier),
+            }
+        },
+    )
+    return error_id
+
+
+def error_body(error_id: str) -> dict[str, str]:
+    """The JSON body of a 500 caused by an unhandled exception."""
+    return {"error": INTERNAL_ERROR, "error_id": error_id}
+
+
+def error_body_bytes(error_id: str) -> bytes:
+    return json.dumps(error_body(error_id)).encode()
+
+
+# --- the per-request path ------------------------------------------------------
+
+_HTTP_FAMILIES = (
+    "clary_http_requests_total",
+    "clary_http_request_duration_seconds",
+    "clary_http_requests_in_flight",
+)
+# Distinct (tier, method, route, code) keys and users per minute kept per thread.
+SERIES_LIMIT = 10_000
+USERS_PER_MINUTE_LIMIT = 10_000
+_ACTIVE_SLOT_SECONDS = 60.0  # the active-user sketches' smallest bucket
+
+
+class _Table:
+    """One thread's accumulators; only that thread writes them."""
+
+    __slots__ = ("in_flight", "series", "children", "flushed", "users", "users_until")
+
+    def __init__(self):
+        self.in_flight = 0
+        # (tier, method, route, code) -> [count, sum, bucket counts...]
+        self.series: dict[tuple, list] = {}
+        self.children: dict[tuple, tuple] = {}  # same key -> (counter child, histogram child)
+        self.flushed: dict[tuple, list] = {}  # what the last flush already folded in
+        self.users: dict[str, str] = {}  # user id -> tier, recorded in the current minute
+        self.users_until = 0.0
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+class RequestMetrics:
+    """The hot path both middlewares share; one per recorder (:meth:`of`).
+
+    ``started()`` counts a request in flight and returns its start time;
+    ``finished()`` records it. Counting goes into plain per-thread lists (no
+    locks, no ``labels()``, no method calls on metric objects): request
+    count, duration sum and the duration's bucket per label combination,
+    and the in-flight level. Scrapes fold those into the catalog's metric
+    objects (a collect hook, run before the HTTP families are collected),
+    so the exposition is always up to date. A request with a trace id
+    observes its duration directly, with the exemplar. A known caller
+    enters the active-user sketches once per minute.
+
+    Under prometheus_client's multiprocess mode, where values live in
+    files written at increment time, it records directly instead.
+    """
+
+    def __init__(self, recorder: Recorder):
+        self._recorder = recorder
+        metrics = recorder.metrics
+        self._in_flight_gauge = metrics.families["clary_http_requests_in_flight"]
+        self._local = threading.local()
+        self._tables: list[_Table] = []
+        self._lock = threading.Lock()
+        self._flushed_in_flight = 0
+        self._epoch = time.time() - time.perf_counter()
+        # Multiprocess values live in files written at increment time: nothing to defer to.
+        multiprocess = getattr(prometheus_values.ValueClass, "_multiprocess", True)
+        bounds = None
+        if not multiprocess:
+            # An unregistered histogram of the same layout: are its internals as expected?
+            probe = Histogram("probe", "Probe.", buckets=spec("clary_http_request_duration_seconds").buckets,
+                              registry=None)
+            if hasattr(probe, "_sum") and len(getattr(probe, "_buckets", ())) == len(probe._upper_bounds):
+                bounds = probe._upper_bounds
+        self.deferred = bool(bounds)
+        self._bounds = tuple(bounds or ())
+        if self.deferred:
+            metrics.add_collect_hook(self.flush, _HTTP_FAMILIES)
+
+    @classmethod
+    def of(cls, recorder: Recorder) -> RequestMetrics:
+        """The recorder's instance: every middleware on one recorder shares it."""
+        with _SHARED_LOCK:
+            found = getattr(recorder, "_request_metrics", None)
+            if found is None:
+                found = recorder._request_metrics = cls(recorder)
+            return found
+
+    # -- per request --
+
+    def _table(self) -> _Table:
+        table = _Table()
+        self._local.table = table
+        with self._lock:
+            self._tables.append(table)
+        return table
+
+    def started(self) -> float:
+        """Count a request in flight; returns its start time (``perf_counter``)."""
+        if self.deferred:
+            try:
+                table = self._local.table
+            except AttributeError:
+                table = self._table()
+            table.in_flight += 1
+        else:
+            self._in_flight_gauge.inc()
+        return time.perf_counter()
+
+    def finished(
+        self,
+        identity: Identity,
+        method: str,
+        route: str,
+        code: int,
+        start: float,
+        traceparent: str | None = None,
+    ) -> None:
+        """Record a finished request (``start`` from :meth:`started`)."""
+        end = time.perf_counter()
+        duration = end - start
+        trace = trace_id(traceparent) if (traceparent or _otel_enabled()) else None
+        tier = identity.tier
+        if not self.deferred:
+            self._in_flight_gauge.dec()
+            self._record_direct(tier, method, route, code, duration, trace)
+        else:
+            try:
+                table = self._local.table
+            except AttributeError:
+                table = self._table()
+            table.in_flight -= 1
+            key = (tier, method, route, code)
+            counts = table.series.get(key)
+            if counts is None:
+                counts = self._new_series(table, key)
+            counts[0] += 1
+            if trace is None:
+                counts[1] += duration
+                counts[2 + bisect_left(self._bounds, duration)] += 1
+            else:
+                table.children[key][1].observe(duration, {"trace_id": trace})
+        user = identity.user
+        if user:
+            table = self._local.table if self.deferred else None
+            if table is None:
+                self._recorder.user_seen(tier, user)
+                return
+            if end >= table.users_until:
+                table.users.clear()
+                slot_end = ((end + self._epoch) // _ACTIVE_SLOT_SECONDS + 1) * _ACTIVE_SLOT_SECONDS
+                table.users_until = slot_end - self._epoch
+            if table.users.get(user) != tier:
+                if len(table.users) >= USERS_PER_MINUTE_LIMIT:
+                    table.users.clear()
+                table.users[user] = tier
+                self._recorder.user_seen(tier, user)
+
+    def _record_direct(self, tier, method, route, code, duration, trace) -> None:
+        try:
+            self._recorder.http_request(tier, method, route, code, duration, trace)
+        except LabelRejected:  # a status outside 100..599 is the server's fault
+            self._recorder.http_request(tier, method, route, 500, duration, trace)
+
+    def _new_series(self, table: _Table, key: tuple) -> list:
+        """Children for a new label combination (validated now), and a fresh accumulator."""
+        tier, method, route, code = key
+        child = self._recorder.metrics.child
+        try:
+            counter = child("clary_http_requests_total", tier, method, route, code)
+        except LabelRejected:  # a status outside 100..599 is the server's fault
+            counter = child("clary_http_requests_total", tier, method, route, 500)
+        histogram = child("clary_http_request_duration_seconds", tier, method, route)
+        if len(table.series) >= SERIES_LIMIT:
+            # Pathological key churn: fold what this thread holds, then start over.
+            with self._lock:
+                self._flush_locked()
+                table.series = {}
+                table.children = {}
+                table.flushed = {}
+        counts = [0, 0.0] + [0] * len(self._bounds)
+        table.children[key] = (counter, histogram)  # before series: a flush looks it up
+        table.series[key] = counts
+        return counts
+
+    # -- at scrape time --
+
+    def flush(self) -> None:
+        """Fold what was counted since the last flush into the metric objects."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        zero = [0, 0.0] + [0] * len(self._bounds)
+        in_flight = 0
+        for table in self._tables:
+            in_flight += table.in_flight
+            # Copies are taken without releasing the GIL: a consistent view per list.
+            for key, counts in list(table.series.items()):
+                now = counts[:]
+                before = table.flushed.get(key, zero)
+                if before == now:
+                    continue
+                counter, histogram = table.children[key]
+                if now[0] != before[0]:
+                    counter.inc(now[0] - before[0])
+                if now[1] != before[1]:
+                    histogram._sum.inc(now[1] - before[1])
+                for i, bucket in enumerate(histogram._buckets):
+                    delta = now[2 + i] - before[2 + i]
+                    if delta:
+                        bucket.inc(delta)
+                table.flushed[key] = now
+        if in_flight != self._flushed_in_flight:
+            self._in_flight_gauge.inc(in_flight - self._flushed_in_flight)
+            self._flushed_in_flight = in_flight

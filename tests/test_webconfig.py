@@ -14,6 +14,7 @@ import ipaddress
 import os
 import ssl
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -276,6 +277,18 @@ def test_probes_stay_open_over_https(tls_exporter, pki):
     base, *_ = tls_exporter
     assert _https(f"{base}/healthz", _client_context(pki))[0] == 200
     assert _https(f"{base}/readyz", _client_context(pki))[0] == 200
+
+
+def test_container_healthcheck_speaks_https_to_a_tls_exporter(tls_exporter):
+    _, port, web, _ = tls_exporter
+    env = {**os.environ, "CLARY_LISTEN_ADDRESS": f"0.0.0.0:{port}", "CLARY_WEB_CONFIG_FILE": str(web)}
+    probe = subprocess.run([sys.executable, "-m", "exporter.healthcheck"], cwd=support.ROOT, env=env,
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0 and probe.stdout.strip() == "healthy", probe.stderr
+    env.pop("CLARY_WEB_CONFIG_FILE")  # plain HTTP against the TLS port: unhealthy
+    probe = subprocess.run([sys.executable, "-m", "exporter.healthcheck"], cwd=support.ROOT, env=env,
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 1 and "unhealthy" in probe.stderr
 
 
 def test_plain_http_is_refused_when_tls_is_required(tls_exporter):

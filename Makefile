@@ -11,13 +11,13 @@ STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:25279
 
-.PHONY: run test bench bench-scrape bench-dashboards deps system-deps dashboards check clean
+.PHONY: run test stack bench bench-scrape bench-dashboards deps system-deps dashboards check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv </dev/null \
 	  && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,deploy]'
 	touch $@
 
 deps: $(STAMP)
@@ -38,6 +38,9 @@ run: deps
 
 test: deps system-deps
 	$(PY) -m pytest -q
+
+stack: deps system-deps
+	$(PY) -m exporter.stack
 
 bench: bench-scrape bench-dashboards
 

@@ -16,10 +16,10 @@ COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 COPY dashboards ./dashboards
 COPY alerts ./alerts
-# Runtime only: the package, its dependencies and bcrypt (basic auth for
+# Runtime only: the package and its dependencies (bcrypt among them, for
 # --web.config.file). No test tools, no gunicorn (that belongs to the
 # services that use library mode).
-RUN /opt/clary/bin/pip install . "bcrypt>=4.1"
+RUN /opt/clary/bin/pip install .
 
 # --- runtime ----------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -44,6 +44,11 @@ from exporter.httpmetrics import (
 )
 from exporter.recorder import Recorder
 
+try:  # the annotation FastAPI needs to inject the request into get_identity
+    from starlette.requests import HTTPConnection
+except ImportError:  # pragma: no cover - Starlette is optional
+    HTTPConnection = Any  # type: ignore[misc,assignment]
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -63,12 +68,12 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 ROUTE_CACHE_LIMIT = 10_000
 
 
-def get_identity(request_or_scope: Any) -> Identity:
-    """The caller the middleware resolved, from a Starlette ``Request`` or a scope.
+def get_identity(request: HTTPConnection) -> Identity:
+    """The caller the middleware resolved, from a Starlette ``Request`` (or a bare scope).
 
     Works as a FastAPI dependency: ``identity: Identity = Depends(get_identity)``.
     """
-    scope = getattr(request_or_scope, "scope", request_or_scope)
+    scope = getattr(request, "scope", request)
     return scope.get(IDENTITY_SCOPE_KEY, ANONYMOUS)
 
 
@@ -221,7 +226,7 @@ class MetricsMiddleware:
         return info.template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.excluded:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         api_key = traceparent = None
@@ -232,6 +237,9 @@ class MetricsMiddleware:
                 traceparent = value.decode("latin-1")
         identity = self.resolver(api_key)
         scope[IDENTITY_SCOPE_KEY] = identity
+        if scope["path"] in self.excluded:
+            await self.app(scope, receive, send)
+            return
         finished = self._finished
         status = 0
         state = _NOT_STARTED
@@ -263,7 +271,10 @@ class MetricsMiddleware:
                 raise
             method = scope["method"]
             template = self.route_template(scope)
-            error_id = record_unhandled(self.recorder, log, exc, template, method, identity.tier)
+            path = scope.get("path")
+            query = scope.get("query_string", b"").decode("latin-1")
+            secrets = (api_key, identity.user, path if path != template else None, query)
+            error_id = record_unhandled(self.recorder, log, exc, template, method, identity.tier, secrets)
             if state == _ENDED:
                 return  # the response was complete (a background task failed): nothing more to send
             finished(identity, method, template, 500, start, traceparent)

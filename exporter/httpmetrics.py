@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+import traceback
 import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from prometheus_client import Histogram
 from prometheus_client import values as prometheus_values
 
+from exporter.catalog import METHODS as _METHODS
 from exporter.catalog import TIER as _TIER_LABEL
 from exporter.catalog import spec
 from exporter.labels import LabelRejected
@@ -132,27 +134,83 @@ def trace_id(traceparent: str | None) -> str | None:
 # --- unhandled exceptions -----------------------------------------------------
 
 
+REDACTED = "[redacted]"
+_MIN_SECRET = 4  # shorter values (a path "/") would mangle every message
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _exception_text(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # pragma: no cover - a broken __str__
+        return repr(exc)
+
+
+def _redacted_exception(exc: BaseException, secrets: tuple[str, ...], depth: int = 0) -> BaseException:
+    """A stand-in for ``exc`` (same type name, traceback and chain) whose messages are redacted."""
+    cls = type(exc)
+    stand_in_type = type(cls.__name__, (Exception,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    try:
+        message = str(exc)
+    except Exception:  # pragma: no cover - a broken __str__
+        message = ""
+    stand_in = stand_in_type(_redact(message, secrets))
+    stand_in.__traceback__ = exc.__traceback__
+    stand_in.__suppress_context__ = exc.__suppress_context__
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        stand_in.__notes__ = [_redact(str(note), secrets) for note in notes]
+    if depth < 8:
+        if exc.__cause__ is not None:
+            stand_in.__cause__ = _redacted_exception(exc.__cause__, secrets, depth + 1)
+        if exc.__context__ is not None and exc.__context__ is not exc.__cause__:
+            stand_in.__context__ = _redacted_exception(exc.__context__, secrets, depth + 1)
+    return stand_in
+
+
 def record_unhandled(
-    recorder: Recorder, logger: logging.Logger, exc: BaseException, route: str, method: str, tier: str
+    recorder: Recorder,
+    logger: logging.Logger,
+    exc: BaseException,
+    route: str,
+    method: str,
+    tier: str,
+    secrets: tuple[str | None, ...] = (),
 ) -> str:
     """Count an unhandled exception and log it once; returns its new error id.
 
     The log record carries the error id, exception type, message, stack trace,
     route template, method and tier: never an API key, user id or raw path.
+    ``secrets`` (the request's API key, user id and raw path) are replaced by
+    ``[redacted]`` wherever the exception's messages repeat them, as
+    ``KeyError(api_key)`` would.
     """
     error_id = str(uuid.uuid4())
     error_type = type(exc).__name__
     recorder.error(tier, error_type, route)
+    found = tuple(sorted({s for s in secrets if s and len(s) >= _MIN_SECRET}, key=len, reverse=True))
+    logged: BaseException = exc
+    if found and any(secret in _exception_text(exc) for secret in found):
+        logged = _redacted_exception(exc, found)
+    try:
+        message = str(exc)
+    except Exception:  # pragma: no cover - a broken __str__
+        message = ""
     logger.error(
         "unhandled exception",
-        exc_info=exc,
+        exc_info=logged,
         extra={
             "fields": {
                 "error_id": error_id,
                 "error_type": error_type,
-                "error": str(exc)[:500],
+                "error": _redact(message, found)[:500],
                 "route": route,
-                "method": method,
+                "method": method.upper() if method.upper() in _METHODS else "other",
                 "tier": recorder.metrics.guard.value(_TIER_LABEL, tier),
             }
         },

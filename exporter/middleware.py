@@ -73,6 +73,12 @@ def route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
+def _raw_paths(request: web.Request, template: str) -> tuple[str | None, ...]:
+    """The request's path (and query) where they differ from its template (and so may carry ids)."""
+    path, path_qs = request.path, request.path_qs
+    return (path if path != template else None, path_qs if path_qs != path else None)
+
+
 def metrics_middleware(
     recorder: Recorder,
     resolver: Resolver,
@@ -123,13 +129,13 @@ def metrics_middleware(
         template = get_template(route)
         if template is None:
             template = template_of(request, route)
+        headers = request.headers
+        identity = resolver(headers.get(_API_KEY))
+        request[IDENTITY] = identity
         if template.__class__ is not str:
             if template is _EXCLUDED or request.path in excluded:
                 return await handler(request)
             template = template[0]
-        headers = request.headers
-        identity = resolver(headers.get(_API_KEY))
-        request[IDENTITY] = identity
         code = 500
         start = started()
         try:
@@ -143,7 +149,8 @@ def metrics_middleware(
             code = CLIENT_CLOSED
             raise
         except Exception as exc:
-            error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier)
+            error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier,
+                                        (headers.get(_API_KEY), identity.user, *_raw_paths(request, template)))
             if request.writer.output_size > 0:
                 # The handler had started a (streamed) response: a second one would be
                 # written into its body. Drop the connection instead, as aiohttp does.

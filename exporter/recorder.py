@@ -212,6 +212,7 @@ class Recorder:
         return series
 
     def error(self, tier: str, error_type: str, route: str) -> None:
+        """An unhandled exception of type ``error_type`` (allow-list; else ``other``) on ``route``."""
         self._child("clary_errors_total", tier, error_type, route).inc()
 
     # --- documents and features -------------------------------------------
@@ -224,7 +225,15 @@ class Recorder:
         duration: float | None = None,
         features: Iterable[str] = (),
     ) -> None:
-        """One document finished; its features count as used with the same outcome."""
+        """One document finished; its features count as used with the same outcome.
+
+        Args:
+            tier: the caller's tier.
+            doc_type: ``pdf``, ``docx``, ... (allow-list; else ``other``).
+            outcome: ``success`` or ``failure`` (anything else: ``LabelRejected``).
+            duration: processing wall time in seconds, when known.
+            features: features applied to the document (each counted as used).
+        """
         features = list(features)
         self._child("clary_documents_processed_total", tier, doc_type, outcome).inc()
         if duration is not None:
@@ -234,21 +243,35 @@ class Recorder:
         for feature in features:
             self.feature_used(tier, feature, outcome)
 
+    def time_document(self, tier: str, doc_type: str, features: Iterable[str] = ()) -> Timed:
+        """Time processing one document; records it like :meth:`document_processed`.
+
+        An exception (re-raised) or ``.fail()`` makes the outcome ``failure``.
+        Works as ``with``, ``async with`` and as a decorator (sync or async).
+        """
+        features = tuple(features)
+        return Timed(lambda outcome, duration: self.document_processed(tier, doc_type, outcome, duration, features))
+
     def feature_used(self, tier: str, feature: str, outcome: str = "success") -> None:
+        """A feature ran (``ocr``, ``redaction``...), successfully or not."""
         self._child("clary_feature_uses_total", tier, feature, outcome).inc()
 
     def feature_blocked(self, tier: str, feature: str) -> None:
+        """A feature was refused because the caller's tier lacks it (upgrade potential)."""
         self._child("clary_feature_blocked_total", tier, feature).inc()
 
     def quota_exceeded(self, tier: str, limit: str) -> None:
+        """A request was refused because the tier's ``limit`` (documents, features, api_calls) ran out."""
         self._child("clary_quota_exceeded_total", tier, limit).inc()
 
     def template_used(self, tier: str, kind: str) -> None:
+        """An extraction template was used; ``kind`` is ``builtin`` or ``custom``."""
         self._child("clary_template_uses_total", tier, kind).inc()
 
     # --- models and inference ---------------------------------------------
 
     def inference(self, tier: str, model: str, outcome: str, duration: float) -> None:
+        """One model inference: outcome (``success``/``failure``) and latency in seconds."""
         self._child("clary_inference_requests_total", tier, model, outcome).inc()
         self._child("clary_inference_duration_seconds", tier, model).observe(duration)
 
@@ -283,6 +306,17 @@ class Recorder:
         input_tokens: int = 0,
         output_tokens: int = 0,
     ) -> None:
+        """One cloud-LLM call.
+
+        Args:
+            tier: the caller's tier.
+            provider: ``openai``, ``anthropic``, ... (allow-list; else ``other``).
+            model: model name (allow-list; else ``other``).
+            outcome: ``success`` or ``failure``.
+            duration: seconds from request sent to last token received.
+            time_to_first_token: seconds to the first streamed token, when streaming.
+            input_tokens: prompt tokens; output_tokens: completion tokens.
+        """
         self._child("clary_llm_requests_total", tier, provider, model, outcome).inc()
         self._child("clary_llm_request_duration_seconds", provider, model).observe(duration)
         if time_to_first_token is not None:
@@ -296,6 +330,11 @@ class Recorder:
     def license_validation(
         self, tier: str, result: str, duration: float | None = None, license_key: str | None = None
     ) -> None:
+        """A license check: ``valid``, ``invalid``, ``expired``, ``revoked`` or ``error``.
+
+        With ``license_key`` the license counts as active (24 h); only its
+        HMAC id is kept, never the key.
+        """
         self._child("clary_license_validations_total", tier, result).inc()
         if duration is not None:
             self._child("clary_license_validation_duration_seconds").observe(duration)
@@ -310,7 +349,15 @@ class Recorder:
         usage: Mapping[str, float] | None = None,
         limits: Mapping[str, float] | None = None,
     ) -> str:
-        """Expiry and usage-against-limit gauges; returns the license's HMAC id."""
+        """Expiry and usage-against-limit gauges; returns the license's HMAC id.
+
+        Args:
+            tier: the license's tier.
+            license_key: the raw key; only its 12-hex HMAC id becomes a label.
+            expires_at: Unix time of expiry.
+            usage: current usage per limit name (``documents``, ...).
+            limits: the limit granted per limit name.
+        """
         license_id = self.hasher.license_id(license_key)
         if expires_at is not None:
             self._child("clary_license_expiry_timestamp_seconds", license_id, tier).set(expires_at)

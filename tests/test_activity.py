@@ -168,3 +168,48 @@ def test_active_licenses_memory_limit_drops_the_oldest():
     (family,) = licenses.collect()
     assert {s.labels["tier"]: s.value for s in family.samples}["standard"] == 3
     assert [lic for _, lic in licenses._last_seen] == [f"{i:012x}" for i in (2, 3, 4)]
+
+
+def test_repeat_activity_within_a_minute_skips_the_sketches(monkeypatch):
+    from exporter import activity
+
+    updates: list[tuple[int, str]] = []
+    original = activity._Buckets.update
+
+    def counting(self, now, key):
+        updates.append((self.size, key))
+        original(self, now, key)
+
+    monkeypatch.setattr(activity._Buckets, "update", counting)
+    clock = Clock(T0 - 20)  # 10 s into a minute
+    users = ActiveUsers(clock)
+    alice, bob = hashed("repeat", 2)
+    for _ in range(100):
+        users.seen("lite", alice)
+        clock.now += 0.1
+    assert updates == [(60, alice), (3600, alice)]
+    users.seen("lite", bob)
+    users.seen("standard", alice)  # another tier is another set
+    assert len(updates) == 6
+    clock.now = T0 + 6 * MINUTE  # a new minute: alice is recorded again
+    users.seen("lite", alice)
+    assert updates[-2:] == [(60, alice), (3600, alice)] and len(updates) == 8
+    assert windows(users, "lite") == {"5m": 1, "1h": 2, "24h": 2}
+    assert windows(users, "standard") == {"5m": 0, "1h": 1, "24h": 1}
+
+
+def test_repeat_suppression_is_bounded_and_exact(monkeypatch):
+    from exporter import activity
+
+    monkeypatch.setattr(activity, "RECENT_LIMIT", 5)
+    clock = Clock()
+    users = ActiveUsers(clock)
+    many = hashed("bounded", 40)
+    for _ in range(3):
+        for user in many:
+            users.seen("professional", user)
+    assert len(users._recent["professional"]) == 5
+    assert windows(users, "professional") == {"5m": 40, "1h": 40, "24h": 40}
+    clock.now += MINUTE
+    users.seen("professional", many[0])
+    assert users._recent["professional"] == {many[0]}, "a new minute starts with an empty set"

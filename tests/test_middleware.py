@@ -322,3 +322,235 @@ async def test_cancelled_handler_counts_499_directly(rec, registry):
         await middleware(request, cancelled)
     assert requests(registry) == {("professional", "GET", "/items/{id}", "499"): 1}
     assert in_flight(registry) == 0
+
+
+# --- HEAD / OPTIONS, exemplars, hot path details ---------------------------------------------
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def openmetrics(registry) -> str:
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    return om_latest(registry).decode()
+
+
+async def test_head_and_options(aiohttp_client, rec, registry, handlers):
+    app = build_app(rec, handlers)
+
+    async def options(request):
+        return web.Response(headers={"Allow": "GET, OPTIONS"})
+
+    app.router.add_route("OPTIONS", "/options", options)
+    client = await aiohttp_client(app)
+    assert (await client.head("/items/7", headers={"X-API-Key": "key-lite-3f9a1c"})).status == 200
+    assert (await client.options("/options", headers={"X-API-Key": "key-lite-3f9a1c"})).status == 200
+    assert (await client.options("/items/7", headers={"X-API-Key": "key-lite-3f9a1c"})).status == 405
+    assert requests(registry) == {
+        ("lite", "HEAD", "/items/{id}", "200"): 1,
+        ("lite", "OPTIONS", "/options", "200"): 1,
+        ("lite", "OPTIONS", "unmatched", "405"): 1,
+    }
+
+
+async def test_traceparent_becomes_an_exemplar_in_openmetrics(client, registry):
+    await client.get("/items/1", headers={"X-API-Key": "key-pro-77d2e0", "traceparent": TRACEPARENT})
+    await client.get("/items/2", headers={"traceparent": "ff-" + TRACE_ID + "-00f067aa0ba902b7-01"})
+    await client.get("/items/3", headers={"traceparent": "not a traceparent"})
+    text = openmetrics(registry)
+    lines = [line for line in text.splitlines() if "# {" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("clary_http_request_duration_seconds_bucket{")
+    assert f'# {{trace_id="{TRACE_ID}"}}' in lines[0]
+    assert 'route="/items/{id}"' in lines[0] and 'tier="professional"' in lines[0]
+    # The classic text format carries no exemplars; the counts are the same either way.
+    assert "trace_id" not in generate_latest(registry).decode()
+    assert requests(registry) == {
+        ("professional", "GET", "/items/{id}", "200"): 1,
+        ("unknown", "GET", "/items/{id}", "200"): 2,
+    }
+    assert registry.get_sample_value(
+        "clary_http_request_duration_seconds_count", {"tier": "unknown", "method": "GET", "route": "/items/{id}"}) == 2
+
+
+async def test_active_opentelemetry_span_becomes_an_exemplar(aiohttp_client, rec, registry, monkeypatch):
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", trace.NoOpTracerProvider())
+    context = trace.SpanContext(trace_id=int(TRACE_ID, 16), span_id=0x00F067AA0BA902B7, is_remote=False,
+                                trace_flags=trace.TraceFlags(1))
+
+    @web.middleware
+    async def tracing(request, handler):  # what an OpenTelemetry server instrumentation does
+        with trace.use_span(trace.NonRecordingSpan(context)):
+            return await handler(request)
+
+    app = web.Application(middlewares=[tracing, metrics_middleware(rec, key_table_resolver(KEYS))])
+    app.router.add_get("/items/{id}", Handlers().item)
+    client = await aiohttp_client(app)
+    assert (await client.get("/items/1")).status == 200
+    assert openmetrics(registry).count(f'# {{trace_id="{TRACE_ID}"}}') == 1
+
+
+async def test_counts_are_folded_in_at_every_scrape(client, registry):
+    for i in range(5):
+        await client.get(f"/items/{i}", headers={"X-API-Key": "key-lite-3f9a1c"})
+        assert requests(registry) == {("lite", "GET", "/items/{id}", "200"): i + 1}
+    text = generate_latest(registry).decode()
+    assert 'clary_http_requests_total{code="200",method="GET",route="/items/{id}",tier="lite"} 5.0' in text
+    assert registry.get_sample_value(
+        "clary_http_request_duration_seconds_count", {"tier": "lite", "method": "GET", "route": "/items/{id}"}) == 5
+
+
+async def test_direct_path_matches_the_deferred_one(aiohttp_client, handlers):
+    """Multiprocess mode records directly (values live in files); both paths expose the same samples."""
+    from exporter.httpmetrics import RequestMetrics
+
+    exposed = []
+    for deferred in (True, False):
+        registry = CollectorRegistry()
+        rec = Recorder(registry, Hasher("middleware-test-secret"))
+        metrics = RequestMetrics.of(rec)
+        metrics.deferred = deferred
+        client = await aiohttp_client(build_app(rec, handlers))
+        for path, key in (("/items/1", "key-lite-3f9a1c"), ("/teapot", "key-pro-77d2e0"), ("/nope", "")):
+            await client.get(path, headers={"X-API-Key": key})
+        await client.post("/items/1/fail")
+        exposed.append({
+            (s.name, tuple(sorted((k, v) for k, v in s.labels.items()))): s.value
+            for f in registry.collect() for s in f.samples
+            if s.name.startswith("clary_http_") and not s.name.endswith(("_sum", "_created"))
+        })
+    assert exposed[0] == exposed[1]
+    assert exposed[0][("clary_http_requests_total",
+                       (("code", "418"), ("method", "GET"), ("route", "/teapot"), ("tier", "professional")))] == 1
+    assert exposed[0][("clary_http_requests_in_flight", ())] == 0
+
+
+async def test_threads_writing_while_a_scrape_folds_lose_nothing(rec, registry):
+    """Each thread counts into its own table; scrapes on another thread read them concurrently."""
+    import threading
+
+    from exporter.httpmetrics import ANONYMOUS, RequestMetrics
+
+    metrics = RequestMetrics.of(rec)
+    n, threads = 20_000, 4
+    stop = threading.Event()
+
+    def work():
+        for _ in range(n):
+            metrics.finished(ANONYMOUS, "GET", "/t", 200, metrics.started())
+
+    def scrape():
+        while not stop.is_set():
+            requests(registry)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    scraper.join()
+    assert requests(registry) == {("unknown", "GET", "/t", "200"): n * threads}
+    assert registry.get_sample_value(
+        "clary_http_request_duration_seconds_count", {"tier": "unknown", "method": "GET", "route": "/t"}) == n * threads
+    assert in_flight(registry) == 0
+
+
+async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
+    from exporter.httpmetrics import ANONYMOUS, RequestMetrics
+
+    metrics = RequestMetrics.of(rec)
+    for deferred in (True, False):
+        metrics.deferred = deferred
+        metrics.finished(ANONYMOUS, "GET", "/odd", 999, metrics.started())
+    assert requests(registry) == {("unknown", "GET", "/odd", "500"): 2}
+
+
+async def test_custom_resolver_values_are_bounded(aiohttp_client, rec, registry, handlers):
+    from exporter.httpmetrics import Identity
+
+    def resolver(key):
+        return Identity(tier=f"gold-{key}", user=None) if key else Identity("PROFESSIONAL", "u-1")
+
+    app = web.Application(middlewares=[metrics_middleware(rec, resolver)])
+    app.router.add_get("/items/{id}", handlers.item)
+    client = await aiohttp_client(app)
+    await client.get("/items/1", headers={"X-API-Key": "whatever"})
+    await client.get("/items/1")
+    assert requests(registry) == {
+        ("unknown", "GET", "/items/{id}", "200"): 1,
+        ("professional", "GET", "/items/{id}", "200"): 1,
+    }
+
+
+async def test_excluded_path_under_a_dynamic_route_and_the_route_cache(aiohttp_client, rec, registry, handlers):
+    app = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS), excluded=["/healthz"])])
+    app.router.add_get("/{name}", handlers.teapot)  # also serves /healthz
+    app.router.add_get("/static/page", handlers.teapot)
+    client = await aiohttp_client(app)
+    for path in ("/healthz", "/other", "/healthz", "/static/page", "/static/page"):
+        assert (await client.get(path)).status == 418
+    assert requests(registry) == {
+        ("unknown", "GET", "/{name}", "418"): 1,
+        ("unknown", "GET", "/static/page", "418"): 2,
+    }
+
+
+async def test_known_callers_enter_the_active_user_sketch_once_per_minute(client, rec, registry, monkeypatch):
+    seen = []
+    original = rec.user_seen
+    monkeypatch.setattr(rec, "user_seen", lambda tier, user: (seen.append((tier, user)), original(tier, user)))
+    from exporter.httpmetrics import RequestMetrics
+
+    RequestMetrics.of(rec)._seen = rec.user_seen  # the shared instance was bound before the patch
+    for _ in range(5):
+        await client.get("/items/1", headers={"X-API-Key": "key-pro-77d2e0"})
+        await client.get("/items/1", headers={"X-API-Key": "key-lite-3f9a1c"})
+    assert sorted(seen) == [("lite", "lite-user-1"), ("professional", "pro-user-7")]
+    assert registry.get_sample_value("clary_active_users", {"tier": "professional", "window": "5m"}) == 1
+
+
+async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_log(aiohttp_client, rec, registry,
+                                                                                    caplog):
+    """``keys[api_key]`` raises KeyError(api_key): the log record must still not carry the key or the raw path."""
+    caplog.set_level(logging.ERROR, logger="exporter.middleware")
+
+    async def lookup(request):
+        try:
+            raise LookupError(f"no document {request.path_qs}")
+        except LookupError:
+            raise KeyError(request.headers["X-API-Key"]) from None
+
+    async def chained(request):
+        try:
+            {}[request.headers["X-API-Key"]]
+        except KeyError as exc:
+            raise RuntimeError(f"lookup failed for user {request[IDENTITY].user} on {request.path}") from exc
+
+    app = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS))])
+    app.router.add_get("/docs/{id}", lookup)
+    app.router.add_get("/chained/{id}", chained)
+    client = await aiohttp_client(app)
+    resp = await client.get(f"/docs/{RAW_ID}?token=tok-4455", headers={"X-API-Key": "key-lite-3f9a1c"})
+    assert resp.status == 500
+    error_id = (await resp.json())["error_id"]
+    assert (await client.get(f"/chained/{RAW_ID}", headers={"X-API-Key": "key-lite-3f9a1c"})).status == 500
+    records = [r for r in caplog.records if r.name == "exporter.middleware"]
+    assert len(records) == 2
+    assert records[0].fields["error_id"] == error_id
+    assert records[0].fields["error_type"] == "KeyError" and records[0].exc_info[0].__name__ == "KeyError"
+    assert records[1].fields["error_type"] == "RuntimeError"
+    for record in records:
+        for rendered in (JsonFormatter().format(record), TextFormatter().format(record)):
+            assert "[redacted]" in rendered
+            for secret in ("key-lite-3f9a1c", "lite-user-1", RAW_ID, "tok-4455"):
+                assert secret not in rendered
+    json_stack = json.loads(JsonFormatter().format(records[1]))["stack"]
+    assert "KeyError: '[redacted]'" in json_stack and "RuntimeError: lookup failed for user [redacted]" in json_stack
+    assert registry.get_sample_value(
+        "clary_errors_total", {"tier": "lite", "error_type": "KeyError", "route": "/docs/{id}"}) == 1

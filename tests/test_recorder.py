@@ -341,3 +341,234 @@ def test_build_info(registry, rec):
     assert registry.get_sample_value("clary_exporter_build_info", {"version": __version__}) == 1
     build = [s for f in registry.collect() for s in f.samples if s.name == "clary_exporter_build_info"]
     assert len(build) == 1
+
+
+# --- HTTP fast path -------------------------------------------------------------
+
+
+def test_http_request_with_trace_id_moves_the_same_samples_and_keeps_the_exemplar(registry, rec):
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    moved = record(registry, lambda: rec.http_request("lite", "GET", "/a/{id}", 200, 0.02, trace))
+    assert moved == {
+        key("clary_http_requests_total", tier="lite", method="GET", route="/a/{id}", code="200"): 1,
+        **hist("clary_http_request_duration_seconds", 0.02, HTTP_B, tier="lite", method="GET", route="/a/{id}"),
+    }
+    exemplars = {
+        s.labels["le"]: s.exemplar
+        for f in registry.collect() for s in f.samples
+        if s.name == "clary_http_request_duration_seconds_bucket" and s.exemplar
+    }
+    assert list(exemplars) == ["0.025"]
+    assert exemplars["0.025"].labels == {"trace_id": trace} and exemplars["0.025"].value == 0.02
+
+
+def test_http_request_fast_path_equals_observe_for_every_bucket_edge(registry, rec):
+    """The cached bucket increments land exactly where Histogram.observe would put them."""
+    reference = CollectorRegistry()
+    from prometheus_client import Histogram
+
+    hist_ref = Histogram("ref", "Reference.", buckets=HTTP_B, registry=reference)
+    values = [0.0, *HTTP_B, *(b + 1e-9 for b in HTTP_B), 1e6]
+    for v in values:
+        rec.http_request("standard", "GET", "/edge", 200, v)
+        hist_ref.observe(v)
+    ours = {s.labels["le"]: s.value for f in registry.collect() for s in f.samples
+            if s.name == "clary_http_request_duration_seconds_bucket"}
+    ref = {s.labels["le"]: s.value for f in reference.collect() for s in f.samples if s.name == "ref_bucket"}
+    assert ours == ref
+    assert registry.get_sample_value("clary_http_request_duration_seconds_sum",
+                                     {"tier": "standard", "method": "GET", "route": "/edge"}) == pytest.approx(sum(values))
+
+
+# --- timers: sync, async, decorators -----------------------------------------------
+
+
+def _inference(registry, tier, model, outcome):
+    return registry.get_sample_value(
+        "clary_inference_requests_total", {"tier": tier, "model": model, "outcome": outcome}) or 0
+
+
+async def test_time_inference_async_with_and_async_decorator(registry, rec):
+    import asyncio
+
+    async with rec.time_inference("standard", "layout-base"):
+        await asyncio.sleep(0.01)
+
+    @rec.time_inference("standard", "layout-base")
+    async def infer(fail: bool) -> str:
+        await asyncio.sleep(0)
+        if fail:
+            raise ValueError("bad page")
+        return "ok"
+
+    assert await infer(False) == "ok"
+    assert await infer(False) == "ok"
+    with pytest.raises(ValueError, match="bad page"):
+        await infer(True)
+    assert _inference(registry, "standard", "layout-base", "success") == 3
+    assert _inference(registry, "standard", "layout-base", "failure") == 1
+    labels = {"tier": "standard", "model": "layout-base"}
+    assert registry.get_sample_value("clary_inference_duration_seconds_count", labels) == 4
+    assert registry.get_sample_value("clary_inference_duration_seconds_sum", labels) >= 0.01
+
+
+def test_time_inference_sync_decorator_times_each_call_separately(registry, rec, monkeypatch):
+    import exporter.recorder as recorder_module
+
+    ticks = iter([10.0, 10.5, 20.0, 22.0])
+    monkeypatch.setattr(recorder_module.time, "perf_counter", lambda: next(ticks))
+
+    @rec.time_inference("lite", "ocr-fast")
+    def infer(x: int) -> int:
+        return x * 2
+
+    assert infer.__name__ == "infer"
+    assert infer(2) == 4 and infer(3) == 6
+    labels = {"tier": "lite", "model": "ocr-fast"}
+    assert registry.get_sample_value("clary_inference_duration_seconds_count", labels) == 2
+    assert registry.get_sample_value("clary_inference_duration_seconds_sum", labels) == 2.5
+    assert registry.get_sample_value("clary_inference_duration_seconds_bucket", {**labels, "le": "0.5"}) == 1
+    assert registry.get_sample_value("clary_inference_duration_seconds_bucket", {**labels, "le": "1.0"}) == 1
+    assert registry.get_sample_value("clary_inference_duration_seconds_bucket", {**labels, "le": "2.5"}) == 2
+
+
+def test_time_document_records_outcome_duration_and_features(registry, rec):
+    with rec.time_document("professional", "pdf", features=["ocr", "redaction"]) as doc:
+        doc.fail()
+    with pytest.raises(KeyError):
+        with rec.time_document("professional", "docx"):
+            raise KeyError("missing sheet")
+    with rec.time_document("professional", "pdf", features=["ocr"]):
+        pass
+    docs = lambda doc_type, outcome: registry.get_sample_value(  # noqa: E731
+        "clary_documents_processed_total", {"tier": "professional", "doc_type": doc_type, "outcome": outcome})
+    assert (docs("pdf", "failure"), docs("pdf", "success"), docs("docx", "failure")) == (1, 1, 1)
+    assert registry.get_sample_value(
+        "clary_feature_uses_total", {"tier": "professional", "feature": "ocr", "outcome": "failure"}) == 1
+    assert registry.get_sample_value(
+        "clary_feature_uses_total", {"tier": "professional", "feature": "ocr", "outcome": "success"}) == 1
+    assert registry.get_sample_value(
+        "clary_document_processing_duration_seconds_count", {"tier": "professional", "doc_type": "pdf"}) == 2
+
+
+# --- sessions ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    return Clock(1000.0)
+
+
+@pytest.fixture
+def srec(registry, clock):
+    return Recorder(registry, Hasher(SECRET), clock=clock, max_sessions=3)
+
+
+def _sessions(registry, tier):
+    count = registry.get_sample_value("clary_session_duration_seconds_count", {"tier": tier})
+    total = registry.get_sample_value("clary_session_duration_seconds_sum", {"tier": tier})
+    return count, total
+
+
+def test_session_start_and_end_observes_the_duration(registry, srec, clock):
+    token = srec.session_started("standard", "user-1")
+    assert isinstance(token, str) and len(token) == 32 and "user-1" not in token
+    assert srec.open_sessions == 1
+    clock.now += 420
+    assert srec.session_ended(token) == 420
+    assert _sessions(registry, "standard") == (1, 420)
+    assert registry.get_sample_value("clary_session_duration_seconds_bucket", {"tier": "standard", "le": "300.0"}) == 0
+    assert registry.get_sample_value("clary_session_duration_seconds_bucket", {"tier": "standard", "le": "600.0"}) == 1
+    assert srec.open_sessions == 0
+    # The starting user counts as active, by HMAC only.
+    assert registry.get_sample_value("clary_active_users", {"tier": "standard", "window": "5m"}) == 1
+
+
+def test_session_ended_twice_or_unknown_records_once(registry, srec, clock):
+    token = srec.session_started("lite")
+    clock.now += 60
+    assert srec.session_ended(token) == 60
+    assert srec.session_ended(token) is None
+    assert srec.session_ended("not-a-token") is None
+    assert _sessions(registry, "lite") == (1, 60)
+
+
+def test_session_ended_with_a_measured_duration(registry, srec):
+    assert srec.session_ended("professional", 1800.0) == 1800.0
+    assert _sessions(registry, "professional") == (1, 1800)
+
+
+def test_open_sessions_are_bounded_oldest_forgotten(registry, srec, clock):
+    tokens = [srec.session_started("lite") for _ in range(5)]
+    assert srec.open_sessions == 3
+    clock.now += 30
+    assert [srec.session_ended(t) for t in tokens] == [None, None, 30, 30, 30]
+    assert _sessions(registry, "lite") == (3, 90)
+
+
+def test_sessions_older_than_a_day_are_forgotten(registry, srec, clock):
+    old = srec.session_started("lite")
+    clock.now += 25 * 3600
+    fresh = srec.session_started("lite")
+    assert srec.open_sessions == 1
+    clock.now += 10
+    assert srec.session_ended(old) is None
+    assert srec.session_ended(fresh) == 10
+
+
+def test_session_tier_is_normalised(registry, srec, clock):
+    token = srec.session_started("Gold")
+    clock.now += 5
+    srec.session_ended(token)
+    assert _sessions(registry, "unknown") == (1, 5)
+
+
+# --- opt-out -------------------------------------------------------------------------
+
+
+def test_opted_out_users_count_in_aggregates_only(registry, clock):
+    hasher = Hasher(SECRET)
+    opted_out = {hasher.digest("private-user")}
+    asked: list[str] = []
+
+    def is_opted_out(hashed: str) -> bool:
+        asked.append(hashed)
+        return hashed in opted_out
+
+    rec = Recorder(registry, hasher, is_opted_out=is_opted_out, clock=clock)
+    rec.user_action("standard", "upload", "private-user")
+    rec.user_action("standard", "upload", "open-user")
+    rec.user_seen("standard", "private-user")
+    token = rec.session_started("standard", "private-user")
+    clock.now += 100
+    assert rec.session_ended(token) is None
+    # Aggregates count both users ...
+    assert registry.get_sample_value("clary_user_actions_total", {"tier": "standard", "action": "upload"}) == 2
+    # ... per-user state only the one who did not opt out.
+    assert registry.get_sample_value("clary_active_users", {"tier": "standard", "window": "24h"}) == 1
+    assert rec.open_sessions == 0
+    assert _sessions(registry, "standard") == (0, 0)
+    assert "private-user" not in rec._digests
+    # The hook only ever sees HMACs, never a raw id.
+    assert asked and set(asked) <= {hasher.digest("private-user"), hasher.digest("open-user")}
+    assert rec.opted_out("private-user") and not rec.opted_out("open-user")
+
+
+def test_opting_out_later_stops_per_user_state(registry, clock):
+    hasher = Hasher(SECRET)
+    opted_out: set[str] = set()
+    rec = Recorder(registry, hasher, is_opted_out=opted_out.__contains__, clock=clock)
+    rec.active_users._clock = lambda: 1_700_000_000.0
+    rec.user_seen("lite", "u-1")
+    assert "u-1" in rec._digests
+    opted_out.add(hasher.digest("u-1"))
+    rec.active_users._clock = lambda: 1_700_000_000.0 + 3600  # a later hour: would count again
+    rec.user_seen("lite", "u-1")
+    assert "u-1" not in rec._digests
+    assert registry.get_sample_value("clary_active_users", {"tier": "lite", "window": "5m"}) == 0
+    assert rec.session_ended(rec.session_started("lite", "u-1")) is None
+
+
+def test_default_is_nobody_opted_out(rec):
+    assert rec.is_opted_out is None
+    assert rec.opted_out("anyone") is False

@@ -58,6 +58,7 @@ DEMO_INGEST_TOKEN = "demo-ingest-token-not-a-secret"
 PURGE_INTERVAL_SECONDS = 3600.0
 ACTIVITY_FLUSH_SECONDS = 5.0
 MAX_PENDING_ACTIVITY = 50_000
+DIGEST_CACHE_LIMIT = 10_000
 MAX_TEXT = 4000
 MAX_METADATA_BYTES = 4096
 MAX_PAGE = 500
@@ -210,22 +211,34 @@ class UserActivity:
         self.opted_out: set[str] = set()
         self.pending: dict[tuple[str, int, str, str], int] = {}
         self.full = asyncio.Event()
+        self._digests: dict[str, str] = {}
+        self._labels: dict[tuple[str, str], tuple[str, str]] = {}
 
     def is_opted_out(self, hashed_user: str) -> bool:
         return hashed_user in self.opted_out
 
     def track(self, tier: str, user_id: str, kind: str) -> bool:
         """Count activity of a raw user id; False (nothing kept) when the user opted out."""
-        hashed = self.hasher.digest(user_id)
+        hashed = self._digests.get(user_id)
+        if hashed is None:
+            hashed = self.hasher.digest(user_id)
+            if len(self._digests) >= DIGEST_CACHE_LIMIT:
+                self._digests.clear()  # bounded; refills with whoever is active
+            self._digests[user_id] = hashed
         if hashed in self.opted_out:
             return False
         self.add(hashed, tier, kind)
         return True
 
     def add(self, hashed: str, tier: str, kind: str) -> None:
-        if kind not in ("session", "feedback"):
-            kind = self._guard.value(ACTION, kind)  # bounded like the label
-        key = (hashed, int(self._clock() // DAY), self._guard.value(TIER, tier), kind)
+        labels = self._labels.get((tier, kind))
+        if labels is None:
+            # Bounded like the labels: allow-listed values or "other".
+            bounded = kind if kind in ("session", "feedback") else self._guard.value(ACTION, kind)
+            labels = (self._guard.value(TIER, tier), bounded)
+            if len(self._labels) < DIGEST_CACHE_LIMIT:
+                self._labels[tier, kind] = labels
+        key = (hashed, int(self._clock() // DAY), *labels)
         self.pending[key] = self.pending.get(key, 0) + 1
         if len(self.pending) >= self.max_pending:
             self.full.set()
@@ -341,6 +354,8 @@ class IngestApi:
         valid, errors = self._parse_events(await self._body(request))
         # Limits and envelope checked: from here on every valid item is applied.
         rec, dedupe, users = self.recorder, self.dedupe, self.activity
+        dedupe.tick()
+        record_event = rec.event
         accepted = duplicates = 0
         for index, event in valid:
             event_id = event.id
@@ -355,7 +370,7 @@ class IngestApi:
                 continue
             if event_id is not None:
                 dedupe.add(event_id)
-            rec.event(event.type, "accepted")
+            record_event(event.type, "accepted")
             accepted += 1
         for error in errors:
             rec.event(error.type, "rejected")
@@ -559,11 +574,10 @@ INGEST = web.AppKey("clary.ingest", IngestApi)
 def setup_api(app: web.Application, config: Config, recorder: Recorder, **kwargs: Any) -> IngestApi:
     """Mount the API under /api/v1/ and tie its background tasks to ``app``."""
     api = IngestApi(config, recorder, **kwargs)
-    if hasattr(recorder, "is_opted_out"):
-        # The recorder's opt-out hook (active-user sketches, sessions) answers from the same set.
-        previous = recorder.is_opted_out
-        mine = api.activity.is_opted_out
-        recorder.is_opted_out = mine if previous is None else (lambda hashed: previous(hashed) or mine(hashed))
+    # The recorder's opt-out hook (active-user sketches, sessions) answers from the same set.
+    previous = getattr(recorder, "is_opted_out", None)
+    mine = api.activity.is_opted_out
+    recorder.is_opted_out = mine if previous is None else (lambda hashed: previous(hashed) or mine(hashed))
     sub = web.Application(middlewares=[_api_errors])
     sub.router.add_post("/events", api.post_events)
     sub.router.add_post("/feedback", api.post_feedback)

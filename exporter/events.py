@@ -15,7 +15,6 @@ Event ``type`` values are the catalog's ``EVENT_TYPE`` label values, less
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol, Union
 
@@ -299,11 +298,17 @@ def validate_items(items: list[Any]) -> tuple[list[tuple[int, _Event]], list[Ite
 
 
 class DedupeWindow:
-    """Ids of recently accepted events, bounded in count and age.
+    """Ids of recently accepted events, in bounded memory.
 
-    A retried batch inside the window skips the events it already
-    delivered. Memory is bounded by ``max_ids`` (oldest forgotten first)
-    whatever the traffic; an id older than ``ttl`` seconds is forgotten too.
+    Two generations of id sets: new ids go into the current one; when it
+    holds ``max_ids / 2`` ids, or is ``ttl / 2`` seconds old (checked by
+    ``tick``, once per batch), it becomes the previous generation and the
+    old previous one is forgotten. So an accepted id is remembered for at
+    least the next ``max_ids / 2`` ids or ``ttl / 2`` seconds, whichever
+    comes first, and memory never holds more than ``max_ids`` ids, whatever
+    the traffic. A retried batch arrives within seconds: well inside.
+    Membership and insertion are set operations (no per-id bookkeeping),
+    because this runs for every event.
     """
 
     def __init__(self, max_ids: int = 100_000, ttl: float = 3600.0, clock: Callable[[], float] | None = None):
@@ -312,25 +317,31 @@ class DedupeWindow:
         self.max_ids = max_ids
         self.ttl = ttl
         self._clock = clock or time.monotonic
-        self._ids: OrderedDict[str, float] = OrderedDict()
+        self._half = max(1, max_ids // 2)
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._since = self._clock()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._current) + len(self._previous)
 
     def __contains__(self, event_id: str) -> bool:
-        seen = self._ids.get(event_id)
-        return seen is not None and self._clock() - seen < self.ttl
+        return event_id in self._current or event_id in self._previous
 
     def add(self, event_id: str) -> None:
-        now = self._clock()
-        ids = self._ids
-        ids[event_id] = now
-        ids.move_to_end(event_id)
-        while len(ids) > self.max_ids:
-            ids.popitem(last=False)
-        # Age out from the old end; amortised O(1) per add.
-        while ids:
-            oldest, at = next(iter(ids.items()))
-            if now - at < self.ttl:
-                break
-            del ids[oldest]
+        current = self._current
+        current.add(event_id)
+        if len(current) >= self._half:
+            self._rotate()
+
+    def tick(self) -> None:
+        """Rotate by age; called once per batch rather than per id."""
+        if self._clock() - self._since >= self.ttl / 2:
+            self._rotate()
+            if self._clock() - self._since >= self.ttl / 2:  # pragma: no cover - clock jumped
+                self._rotate()
+
+    def _rotate(self) -> None:
+        self._previous = self._current
+        self._current = set()
+        self._since = self._clock()

@@ -258,6 +258,19 @@ async def test_chunked_body_over_limit_is_413(small, registry):
     assert not_http(clary_samples(registry)) == before
 
 
+async def test_compressed_body_is_limited_after_decompression(small, registry):
+    import gzip
+
+    client = await small()
+    small_batch = gzip.compress(json.dumps(_batch(1)).encode())
+    resp = await client.post(URL, data=small_batch, headers={**INGEST, "Content-Encoding": "gzip"})
+    assert resp.status == 200 and (await resp.json())["accepted"] == 1
+    bomb = gzip.compress(json.dumps({"events": [], "pad": " " * 100_000}).encode())
+    assert len(bomb) < 2048
+    resp = await client.post(URL, data=bomb, headers={**INGEST, "Content-Encoding": "gzip"})
+    assert resp.status == 413 and (await resp.json())["field"] == "body"
+
+
 async def test_batch_over_item_limit_is_413_and_nothing_recorded(small, registry):
     client = await small()
     before = not_http(clary_samples(registry))
@@ -312,20 +325,33 @@ async def test_a_rejected_id_can_be_sent_again_fixed(client, registry):
     assert value(registry, "clary_inference_requests_total", tier="lite", model="ocr-fast", outcome="success") == 1
 
 
-def test_dedupe_window_is_bounded_in_count_and_age():
+def test_dedupe_window_is_bounded_in_count():
+    window = DedupeWindow(max_ids=4, ttl=3600, clock=lambda: 0.0)
+    window.add("a")
+    window.add("b")      # current generation full (max/2): it becomes the previous one
+    window.add("c")
+    assert all(i in window for i in "abc") and len(window) == 3
+    window.add("d")      # rotates again: a and b are forgotten
+    assert "a" not in window and "b" not in window and all(i in window for i in "cd")
+    for i in range(1000):
+        window.add(f"x{i}")
+        assert len(window) <= 4
+
+
+def test_dedupe_window_forgets_by_age():
     now = [0.0]
-    window = DedupeWindow(max_ids=3, ttl=10, clock=lambda: now[0])
-    for event_id in "abcd":
-        window.add(event_id)
-    assert len(window) == 3
-    assert "a" not in window and all(i in window for i in "bcd")
-    now[0] = 5.0
-    window.add("e")
-    assert len(window) == 3 and "b" not in window
-    now[0] = 10.5  # c and d (added at 0) are older than the ttl; e is not
-    assert "c" not in window and "e" in window
-    window.add("f")
-    assert len(window) == 2 and "f" in window
+    window = DedupeWindow(max_ids=1000, ttl=10, clock=lambda: now[0])
+    window.add("a")
+    now[0] = 4.9
+    window.tick()
+    assert "a" in window
+    now[0] = 5.0         # half the ttl: a moves to the previous generation, still remembered
+    window.tick()
+    window.add("b")
+    assert "a" in window and "b" in window
+    now[0] = 10.0        # a is now ttl old: gone; b (5 s old) is kept
+    window.tick()
+    assert "a" not in window and "b" in window
 
 
 # --- per-user state and opt-out ---------------------------------------------------------

@@ -118,8 +118,15 @@ async def test_opt_out_reaches_the_recorders_hook(aiohttp_client, tmp_path, regi
     await client.post("/api/v1/users/alice/opt-out", headers=ADMIN)
     hook = recorder.is_opted_out
     assert hook(HASH("alice")) is True and hook(HASH("bob")) is False
+    # The in-process recording API honours it: no active-user entry, no session state.
+    recorder.user_seen("lite", "alice")
+    assert value(registry, "clary_active_users", tier="lite", window="5m") == 0
+    recorder.user_seen("lite", "bob")
+    assert value(registry, "clary_active_users", tier="lite", window="5m") == 1
     await client.post("/api/v1/users/alice/opt-in", headers=ADMIN)
     assert hook(HASH("alice")) is False
+    recorder.user_seen("lite", "alice")
+    assert value(registry, "clary_active_users", tier="lite", window="5m") == 2
 
 
 async def test_users_opted_out_in_config_cannot_be_opted_in_by_api(aiohttp_client, tmp_path, registry):

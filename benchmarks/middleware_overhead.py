@@ -361,6 +361,15 @@ def _baselines(v: Variant) -> tuple[str, str]:
     return f"{stack}-bare", f"{stack}-empty"
 
 
+def _ratio(values: dict[str, list[float]], name: str, base: str, inverse: bool = False) -> float | None:
+    """Median over rounds of the per-round ratio: each round's variants ran close together in time,
+    so a burst of other load on the machine moves numerator and denominator alike."""
+    if base not in values or name not in values:
+        return None
+    pairs = zip(values[name], values[base])
+    return statistics.median((b / a) if inverse else (a / b) for a, b in pairs)
+
+
 def table(selected: list[Variant], results: Results) -> str:
     rps = {name: statistics.median(values) for name, values in results.rps.items()}
     cpu = {name: statistics.median(values) for name, values in results.cpu_us.items()}
@@ -369,33 +378,30 @@ def table(selected: list[Variant], results: Results) -> str:
         "| CPU µs/req | CPU-based vs bare | CPU-based vs empty | requests recorded |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for v in selected:
         bare, empty = _baselines(v)
         rounds = " / ".join(f"{x:,.0f}" for x in results.rps[v.name])
-
-        def ratio(table: dict, base: str, inverse: bool = False) -> str:
-            if base not in table:
-                return "-"
-            value = table[base] / table[v.name] if inverse else table[v.name] / table[base]
-            return f"{value:.3f}"
-
         lines.append(
-            f"| {v.stack} | {v.label} | {rps[v.name]:,.0f} | {rounds} | {ratio(rps, bare)} | {ratio(rps, empty)} "
-            f"| {cpu[v.name]:.1f} | {ratio(cpu, bare, True)} | {ratio(cpu, empty, True)} "
-            f"| {results.recorded.get(v.name, '-')} |"
+            f"| {v.stack} | {v.label} | {rps[v.name]:,.0f} | {rounds} "
+            f"| {fmt(_ratio(results.rps, v.name, bare))} | {fmt(_ratio(results.rps, v.name, empty))} "
+            f"| {cpu[v.name]:.1f} | {fmt(_ratio(results.cpu_us, v.name, bare, True))} "
+            f"| {fmt(_ratio(results.cpu_us, v.name, empty, True))} | {results.recorded.get(v.name, '-')} |"
         )
     return "\n".join(lines)
 
 
 def verdicts(results: Results) -> list[str]:
-    m = {name: statistics.median(values) for name, values in results.rps.items()}
-    c = {name: statistics.median(values) for name, values in results.cpu_us.items()}
     out = []
 
     def check(what: str, a: str, b: str, target: float | None = None) -> None:
-        if not {a, b} <= m.keys():
+        r = _ratio(results.rps, a, b)
+        rc = _ratio(results.cpu_us, a, b, True)
+        if r is None:
             return
-        r, rc = m[a] / m[b], c[b] / c[a]
         ok = r >= target if target is not None else r > 1
         goal = f">= {target:.2f}x" if target is not None else "ahead of"
         out.append(f"- {'PASS' if ok else 'MISS'}: {what} ({goal}): {r:.3f} by req/s, {rc:.3f} by CPU per request")
@@ -411,12 +417,92 @@ def verdicts(results: Results) -> list[str]:
     return out
 
 
+# --- in process: the middleware alone ---------------------------------------------------
+
+
+async def _micro_aiohttp(name: str, calls: int, repeats: int) -> float:
+    """Best per-call time (µs) of the app's middleware chain around the handler, no sockets."""
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    app = aiohttp_app(name)
+    app.freeze()
+    headers = {"X-API-Key": API_KEY}
+    if BY_NAME[name].traced:
+        headers["traceparent"] = TRACEPARENT
+    writer = mock.Mock()
+    writer.output_size = 0
+    request = make_mocked_request("GET", PATH, headers=headers, app=app, writer=writer)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            # What Application._handle does per request: resolve, then run the middleware chain.
+            match_info = await app.router.resolve(request)
+            match_info.add_app(app)
+            match_info.freeze()
+            request._match_info = match_info
+            await app._handle(request)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e6
+
+
+async def _micro_asgi(name: str, calls: int, repeats: int) -> float:
+    app = asgi_app(name)
+    headers = [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"), (b"x-api-key", API_KEY.encode())]
+    if BY_NAME[name].traced:
+        headers.append((b"traceparent", TRACEPARENT.encode()))
+    template = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"", "root_path": "",
+        "headers": headers, "client": (LOOPBACK, 50000), "server": (LOOPBACK, 80), "state": {},
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            await app(dict(template), receive, send)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e6
+
+
+def micro(selected: list[Variant], calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
+    """Per-request cost of each variant's app in process (best of ``repeats``), in µs."""
+    import asyncio
+
+    out = {}
+    for v in selected:
+        runner = _micro_aiohttp if v.stack == "aiohttp" else _micro_asgi
+        out[v.name] = asyncio.run(runner(v.name, calls, repeats))
+        print(f"in process {v.name:30s} {out[v.name]:8.2f} µs/request", flush=True)
+    return out
+
+
+def micro_table(selected: list[Variant], costs: dict[str, float]) -> str:
+    lines = ["| stack | variant | µs per request | µs over empty middleware |", "|---|---|---:|---:|"]
+    for v in selected:
+        _, empty = _baselines(v)
+        over = f"{costs[v.name] - costs[empty]:+.2f}" if empty in costs else "-"
+        lines.append(f"| {v.stack} | {v.label} | {costs[v.name]:.2f} | {over} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--micro-calls", type=int, default=20_000,
+                        help="in-process calls per repeat for the per-request cost table (0: skip it)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -437,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("not installed, skipped: " + ", ".join(v.name for v in missing), file=sys.stderr)
         selected = [v for v in selected if v not in missing]
+    costs = micro(selected, args.micro_calls) if args.micro_calls else {}
     results = run(selected, args.duration, args.rounds)
     body = table(selected, results)
     checks = verdicts(results)
@@ -445,12 +532,20 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m benchmarks.middleware_overhead --duration {args.duration:g} --rounds {args.rounds}`, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs ({platform.machine()}), "
         f"Python {platform.python_version()}; servers pinned to one CPU, `wrk -t1 -c32` to another, "
-        f"loopback, `GET {PATH}` with an `X-API-Key` header, median of {args.rounds} rounds of "
-        f"{args.duration:g} s, variants interleaved. \"CPU µs/req\" is the server process's user+system "
-        f"CPU time per request served (from /proc), which other load on the machine disturbs less "
-        f"than requests/s.\n\n{versions()}.\n\n"
+        f"loopback, `GET {PATH}` with an `X-API-Key` header, {args.rounds} rounds of {args.duration:g} s, "
+        f"variants interleaved in each round. Ratios are the median over rounds of each round's ratio "
+        f"(variants of one round ran close together in time). \"CPU µs/req\" is the server process's "
+        f"user+system CPU time per request served (from /proc).\n\n{versions()}.\n\n"
     )
     text = header + body + "\n\n" + "\n".join(checks) + "\n"
+    if costs:
+        text += (
+            "\n## In process: what the middleware itself costs\n\n"
+            f"The same apps called in process, no sockets: aiohttp's router and middleware chain around "
+            f"the handler (mocked request), or the whole ASGI app with a fixed scope; best of 7 × "
+            f"{args.micro_calls:,} calls, so other load on the machine hardly shows.\n\n"
+            + micro_table(selected, costs) + "\n"
+        )
     print()
     print(body)
     print("\n".join(checks))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from time import perf_counter
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -40,6 +41,7 @@ from exporter.httpmetrics import (
     RequestMetrics,
     Resolver,
     error_body_bytes,
+    lookup,
     record_unhandled,
 )
 from exporter.recorder import Recorder
@@ -198,11 +200,12 @@ class MetricsMiddleware:
         self.app = app
         self.recorder = recorder
         self.resolver = resolver
+        self._resolve = lookup(resolver)
         self.excluded = frozenset(excluded)
         self._routes: dict[int, _RouteInfo] = {}
         metrics = RequestMetrics.of(recorder)
-        self._started = metrics.started
-        self._finished = metrics.finished
+        self._enter = metrics.enter
+        self._leave = metrics.leave
 
     def route_template(self, scope: Scope) -> str:
         """The template of the route Starlette matched for ``scope`` (after routing)."""
@@ -235,16 +238,17 @@ class MetricsMiddleware:
                 api_key = value.decode("latin-1")
             elif name == _TRACEPARENT:
                 traceparent = value.decode("latin-1")
-        identity = self.resolver(api_key)
+        identity = self._resolve(api_key, ANONYMOUS)
         scope[IDENTITY_SCOPE_KEY] = identity
         if scope["path"] in self.excluded:
             await self.app(scope, receive, send)
             return
-        finished = self._finished
+        leave = self._leave
         status = 0
         state = _NOT_STARTED
         send_failed = False
-        start = self._started()
+        table = self._enter()
+        start = perf_counter()
 
         async def send_and_count(message: Message) -> None:
             nonlocal status, state, send_failed
@@ -259,14 +263,14 @@ class MetricsMiddleware:
                 raise
             if kind == _BODY and state == _STARTED and not message.get("more_body", False):
                 state = _ENDED
-                finished(identity, scope["method"], self.route_template(scope), status, start, traceparent)
+                leave(table, identity, scope["method"], self.route_template(scope), status, start, traceparent)
 
         try:
             await self.app(scope, receive, send_and_count)
         except Exception as exc:
             if send_failed:
                 if state != _ENDED:
-                    finished(identity, scope["method"], self.route_template(scope), CLIENT_CLOSED,
+                    leave(table, identity, scope["method"], self.route_template(scope), CLIENT_CLOSED,
                              start, traceparent)
                 raise
             method = scope["method"]
@@ -277,7 +281,7 @@ class MetricsMiddleware:
             error_id = record_unhandled(self.recorder, log, exc, template, method, identity.tier, secrets)
             if state == _ENDED:
                 return  # the response was complete (a background task failed): nothing more to send
-            finished(identity, method, template, 500, start, traceparent)
+            leave(table, identity, method, template, 500, start, traceparent)
             if state == _STARTED:
                 # Headers (and maybe part of the body) are out: no second response may
                 # follow. Propagate, so that the server drops the connection.
@@ -293,11 +297,11 @@ class MetricsMiddleware:
         except BaseException:
             # Cancelled (the client went away, or shutdown) before the response ended.
             if state != _ENDED:
-                finished(identity, scope["method"], self.route_template(scope), CLIENT_CLOSED,
+                leave(table, identity, scope["method"], self.route_template(scope), CLIENT_CLOSED,
                          start, traceparent)
             raise
         if state != _ENDED:
             # Returned without ending the response: a stream abandoned because the
             # client disconnected (or, with no response at all, a broken application).
-            finished(identity, scope["method"], self.route_template(scope),
+            leave(table, identity, scope["method"], self.route_template(scope),
                      CLIENT_CLOSED if state == _STARTED else 500, start, traceparent)

@@ -64,13 +64,24 @@ def key_table_resolver(table: Mapping[str, object]) -> Resolver:
     Identities are built once, so a resolved request costs one dict lookup;
     a missing or unknown key is :data:`ANONYMOUS` (tier ``unknown``).
     """
-    identities = {key: Identity(entry.tier, entry.user) for key, entry in table.items()}
+    identities = {key: Identity(entry.tier, entry.user) for key, entry in table.items() if key}
     get = identities.get
 
     def resolve(api_key: str | None) -> Identity:
         return get(api_key, ANONYMOUS) if api_key else ANONYMOUS
 
+    # The middlewares look keys up in this dict directly (one C call per request);
+    # it has no empty key, so a missing or empty header is ANONYMOUS either way.
+    resolve.identities = identities  # type: ignore[attr-defined]
     return resolve
+
+
+def lookup(resolver: Resolver) -> Callable[[str | None, Identity], Identity]:
+    """``resolver`` as ``get(api_key, ANONYMOUS)``: a dict's ``get`` for key-table resolvers."""
+    identities = getattr(resolver, "identities", None)
+    if isinstance(identities, dict) and "" not in identities and None not in identities:
+        return identities.get
+    return lambda api_key, default: resolver(api_key)
 
 
 # --- trace ids for exemplars -------------------------------------------------
@@ -261,8 +272,8 @@ _SHARED_LOCK = threading.Lock()
 class RequestMetrics:
     """The hot path both middlewares share; one per recorder (:meth:`of`).
 
-    ``started()`` counts a request in flight and returns its start time;
-    ``finished()`` records it. Counting goes into plain per-thread lists (no
+    ``enter()`` counts a request in flight; ``leave(...)`` records it (the
+    middlewares call these; ``started()``/``finished()`` wrap them). Counting goes into plain per-thread lists (no
     locks, no ``labels()``, no method calls on metric objects): request
     count, duration sum and the duration's bucket per label combination,
     and the in-flight level. Scrapes fold those into the catalog's metric
@@ -293,10 +304,25 @@ class RequestMetrics:
                               registry=None)
             if hasattr(probe, "_sum") and len(getattr(probe, "_buckets", ())) == len(probe._upper_bounds):
                 bounds = probe._upper_bounds
-        self.deferred = bool(bounds)
         self._bounds = tuple(bounds or ())
-        if self.deferred:
+        self._deferred = bool(bounds)
+        if self._deferred:
             metrics.add_collect_hook(self.flush, _HTTP_FAMILIES)
+        self._build_hot_path()
+
+    @property
+    def deferred(self) -> bool:
+        """Whether requests are counted in accumulators (False: straight into the metric objects)."""
+        return self._deferred
+
+    @deferred.setter
+    def deferred(self, value: bool) -> None:
+        if value and not self._bounds:
+            raise ValueError("deferred counting needs prometheus_client's in-memory histogram layout")
+        if value and not self._deferred:
+            self._recorder.metrics.add_collect_hook(self.flush, _HTTP_FAMILIES)
+        self._deferred = bool(value)
+        self._build_hot_path()
 
     @classmethod
     def of(cls, recorder: Recorder) -> RequestMetrics:
@@ -316,66 +342,102 @@ class RequestMetrics:
             self._tables.append(table)
         return table
 
-    def started(self) -> float:
-        """Count a request in flight; returns its start time (``perf_counter``)."""
-        if self.deferred:
-            try:
-                table = self._local.table
-            except AttributeError:
-                table = self._table()
-            table.in_flight += 1
-        else:
-            self._in_flight_gauge.inc()
-        return time.perf_counter()
+    def _build_hot_path(self) -> None:
+        """``enter`` and ``leave`` as closures: locals instead of attribute lookups per request."""
+        deferred = self._deferred
+        local = self._local
+        new_table = self._table
+        new_series = self._new_series
+        bounds = self._bounds
+        first_bound = bounds[0] if bounds else 0.0
+        epoch = self._epoch
+        user_seen = self._recorder.user_seen
+        perf_counter = time.perf_counter
+        otel = _otel_trace
+        otel_provider_known = otel is not None and hasattr(otel, "_TRACER_PROVIDER")
+        gauge = self._in_flight_gauge
+        record_direct = self._record_direct
 
-    def finished(
-        self,
-        identity: Identity,
-        method: str,
-        route: str,
-        code: int,
-        start: float,
-        traceparent: str | None = None,
-    ) -> None:
-        """Record a finished request (``start`` from :meth:`started`)."""
-        end = time.perf_counter()
-        duration = end - start
-        trace = trace_id(traceparent) if (traceparent or _otel_enabled()) else None
-        tier = identity.tier
-        if not self.deferred:
-            self._in_flight_gauge.dec()
-            self._record_direct(tier, method, route, code, duration, trace)
-        else:
-            try:
-                table = self._local.table
-            except AttributeError:
-                table = self._table()
+        def enter() -> _Table | None:
+            """Count a request in flight; pass the result to ``leave``."""
+            if deferred:
+                try:
+                    table = local.table
+                except AttributeError:
+                    table = new_table()
+                table.in_flight += 1
+                return table
+            gauge.inc()
+            return None
+
+        def leave(
+            table: _Table | None,
+            identity: Identity,
+            method: str,
+            route: str,
+            code: int,
+            start: float,
+            traceparent: str | None = None,
+        ) -> None:
+            """Record a finished request (``table`` from ``enter``, ``start`` from ``perf_counter``)."""
+            end = perf_counter()
+            duration = end - start
+            if traceparent or (otel is not None and (not otel_provider_known or otel._TRACER_PROVIDER is not None)):
+                trace = trace_id(traceparent)
+            else:
+                trace = None
+            tier = identity.tier
+            user = identity.user
+            if table is None:
+                gauge.dec()
+                record_direct(tier, method, route, code, duration, trace)
+                if user:
+                    user_seen(tier, user)
+                return
             table.in_flight -= 1
             key = (tier, method, route, code)
             counts = table.series.get(key)
             if counts is None:
-                counts = self._new_series(table, key)
+                counts = new_series(table, key)
             counts[0] += 1
             if trace is None:
                 counts[1] += duration
-                counts[2 + bisect_left(self._bounds, duration)] += 1
+                if duration <= first_bound:  # most requests: no search
+                    counts[2] += 1
+                else:
+                    counts[2 + bisect_left(bounds, duration)] += 1
             else:
                 table.children[key][1].observe(duration, {"trace_id": trace})
-        user = identity.user
-        if user:
-            table = self._local.table if self.deferred else None
-            if table is None:
-                self._recorder.user_seen(tier, user)
-                return
-            if end >= table.users_until:
-                table.users.clear()
-                slot_end = ((end + self._epoch) // _ACTIVE_SLOT_SECONDS + 1) * _ACTIVE_SLOT_SECONDS
-                table.users_until = slot_end - self._epoch
-            if table.users.get(user) != tier:
-                if len(table.users) >= USERS_PER_MINUTE_LIMIT:
+            if user:
+                if end >= table.users_until:
                     table.users.clear()
-                table.users[user] = tier
-                self._recorder.user_seen(tier, user)
+                    table.users_until = ((end + epoch) // _ACTIVE_SLOT_SECONDS + 1) * _ACTIVE_SLOT_SECONDS - epoch
+                users = table.users
+                if users.get(user) != tier:
+                    if len(users) >= USERS_PER_MINUTE_LIMIT:
+                        users.clear()
+                    users[user] = tier
+                    user_seen(tier, user)
+
+        self.enter = enter
+        self.leave = leave
+
+    def started(self) -> tuple[_Table | None, float]:
+        """Count a request in flight; returns what :meth:`finished` needs."""
+        return self.enter(), time.perf_counter()
+
+    def finished(
+        self,
+        started: tuple[_Table | None, float],
+        identity: Identity,
+        method: str,
+        route: str,
+        code: int,
+        traceparent: str | None = None,
+    ) -> None:
+        """Record a finished request (``started`` from :meth:`started`)."""
+        table, start = started
+        self.leave(table, identity, method, route, code, start, traceparent)
 
     def _record_direct(self, tier, method, route, code, duration, trace) -> None:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -33,6 +34,7 @@ from exporter.httpmetrics import (
     Resolver,
     error_body,
     key_table_resolver,
+    lookup,
     record_unhandled,
 )
 from exporter.recorder import Recorder
@@ -97,9 +99,11 @@ def metrics_middleware(
     excluded = frozenset(excluded)
     templates: dict[AbstractRoute, object] = {}
     get_template = templates.get
+    resolve = lookup(resolver)
     request_metrics = RequestMetrics.of(recorder)
-    started = request_metrics.started
-    finished = request_metrics.finished
+    enter = request_metrics.enter
+    leave = request_metrics.leave
+    perf_counter = time.perf_counter
 
     def template_of(request: web.Request, route: AbstractRoute) -> object:
         """Template of a matched route (cached), or of an unmatched request.
@@ -130,14 +134,15 @@ def metrics_middleware(
         if template is None:
             template = template_of(request, route)
         headers = request.headers
-        identity = resolver(headers.get(_API_KEY))
+        identity = resolve(headers.get(_API_KEY), ANONYMOUS)
         request[IDENTITY] = identity
         if template.__class__ is not str:
             if template is _EXCLUDED or request.path in excluded:
                 return await handler(request)
             template = template[0]
         code = 500
-        start = started()
+        table = enter()
+        start = perf_counter()
         try:
             response = await handler(request)
             code = response.status
@@ -157,7 +162,7 @@ def metrics_middleware(
                 raise ConnectionResetError("handler failed after its response started") from exc
             return web.json_response(error_body(error_id), status=500)
         finally:
-            finished(identity, request.method, template, code, start, headers.get(_TRACEPARENT))
+            leave(table, identity, request.method, template, code, start, headers.get(_TRACEPARENT))
 
     return middleware
 

@@ -440,7 +440,7 @@ async def test_threads_writing_while_a_scrape_folds_lose_nothing(rec, registry):
 
     def work():
         for _ in range(n):
-            metrics.finished(ANONYMOUS, "GET", "/t", 200, metrics.started())
+            metrics.finished(metrics.started(), ANONYMOUS, "GET", "/t", 200)
 
     def scrape():
         while not stop.is_set():
@@ -467,7 +467,7 @@ async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
     metrics = RequestMetrics.of(rec)
     for deferred in (True, False):
         metrics.deferred = deferred
-        metrics.finished(ANONYMOUS, "GET", "/odd", 999, metrics.started())
+        metrics.finished(metrics.started(), ANONYMOUS, "GET", "/odd", 999)
     assert requests(registry) == {("unknown", "GET", "/odd", "500"): 2}
 
 
@@ -501,13 +501,12 @@ async def test_excluded_path_under_a_dynamic_route_and_the_route_cache(aiohttp_c
     }
 
 
-async def test_known_callers_enter_the_active_user_sketch_once_per_minute(client, rec, registry, monkeypatch):
+async def test_known_callers_enter_the_active_user_sketch_once_per_minute(aiohttp_client, rec, registry, handlers,
+                                                                          monkeypatch):
     seen = []
     original = rec.user_seen
     monkeypatch.setattr(rec, "user_seen", lambda tier, user: (seen.append((tier, user)), original(tier, user)))
-    from exporter.httpmetrics import RequestMetrics
-
-    RequestMetrics.of(rec)._seen = rec.user_seen  # the shared instance was bound before the patch
+    client = await aiohttp_client(build_app(rec, handlers))
     for _ in range(5):
         await client.get("/items/1", headers={"X-API-Key": "key-pro-77d2e0"})
         await client.get("/items/1", headers={"X-API-Key": "key-lite-3f9a1c"})

@@ -172,10 +172,9 @@ class ApiError(Exception):
         return web.json_response(body, status=self.status, headers=self.headers)
 
 
-def _invalid(exc: ValidationError, where: str = "") -> ApiError:
+def _invalid(exc: ValidationError) -> ApiError:
     first = exc.errors(include_url=False)[0]
-    loc = ".".join(str(part) for part in first["loc"])
-    field = f"{where}.{loc}" if where and loc else (loc or where or "body")
+    field = ".".join(str(part) for part in first["loc"]) or "body"
     if first["type"] == "json_invalid":
         return ApiError(400, "malformed_json", "body", first["msg"])
     return ApiError(400, "invalid_field", field, first["msg"])
@@ -249,7 +248,9 @@ class UserActivity:
         return pending
 
     def forget(self, hashed: str) -> None:
+        """Drop a user's buffered activity and cached digest (deletion, opt-out)."""
         self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
+        self._digests = {user: digest for user, digest in self._digests.items() if digest != hashed}
 
 
 # --- the API ------------------------------------------------------------------------------

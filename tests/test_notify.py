@@ -101,7 +101,7 @@ async def test_a_slow_or_dead_webhook_never_delays_the_request(aiohttp_client, t
             resp = await client.post(URL, json={"type": "bug", "rating": 1, "text": "x"}, headers=BOB)
             timings.append(time.perf_counter() - started)
             assert resp.status == 201
-        assert max(timings) < 0.5, timings
+        assert max(timings) < 2.0, timings  # the hung receiver would hold a request for 10 s (client timeout)
     finally:
         release.set()
         await runner.cleanup()

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:25279
 
-.PHONY: run test stack bench bench-scrape bench-dashboards deps system-deps dashboards check clean
+.PHONY: run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware deps system-deps dashboards check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv </dev/null \
@@ -42,13 +42,19 @@ test: deps system-deps
 stack: deps system-deps
 	$(PY) -m exporter.stack
 
-bench: bench-scrape bench-dashboards
+bench: bench-scrape bench-dashboards bench-ingest bench-middleware
 
 bench-scrape: deps
 	$(PY) -m benchmarks.scrape_stall --seconds 6 --rounds 3
 
 bench-dashboards: deps
 	$(PY) -m benchmarks.dashboards_build
+
+bench-ingest: deps
+	$(PY) -m benchmarks.ingest_throughput
+
+bench-middleware: deps
+	$(PY) -m benchmarks.middleware_overhead
 
 dashboards: deps
 	$(VENV)/bin/clary-dashboards build

@@ -40,7 +40,7 @@ BATCH = 100
 TOKEN = "bench-ingest-token-0123456789"
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest_throughput.md"
 
-# One of each event type (as in docs/api.md); a batch cycles through them.
+# One of each event type (as in README: Ingestion, feedback and privacy API); a batch cycles through them.
 EVENTS = [
     {"type": "document_processed", "tier": "standard", "doc_type": "pdf", "outcome": "success",
      "duration_seconds": 1.2, "features": ["ocr", "table_extraction"]},

@@ -3,7 +3,7 @@
 ``setup_api(app, config, recorder)`` mounts everything on the exporter app
 (one call from ``create_app``) and ties the background tasks (store thread,
 webhook notifier, activity flush, periodic retention purge) to the app's
-lifetime. Endpoints (see docs/api.md and ``/api/v1/openapi.json``):
+lifetime. Endpoints (see README: Ingestion, feedback and privacy API and ``/api/v1/openapi.json``):
 
 - ``POST /api/v1/events`` (ingest bearer token): a batch of typed events,
   recorded per item; duplicates by ``id`` skipped.

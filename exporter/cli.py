@@ -30,7 +30,7 @@ Every option can also be set with a {ENV_PREFIX}* environment variable
 > config file > default.
 
 Endpoints: /metrics (Prometheus text or OpenMetrics, gzip), /healthz, /readyz, /,
-and the event, feedback and privacy API under /api/v1/ (docs/api.md, /api/v1/openapi.json).
+and the event, feedback and privacy API under /api/v1/ (README: Ingestion, feedback and privacy API, /api/v1/openapi.json).
 
 `clary-exporter purge [--config FILE] [--data-dir DIR] [--retention-days N]` deletes
 stored feedback and per-user activity older than the retention (as the running
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="where stored state lives (default ./data)")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic auth, in the Prometheus exporter-toolkit format "
-                   f"(env {WEB_CONFIG_ENV}; see docs/deployment.md)")
+                   f"(env {WEB_CONFIG_ENV}; see README: Deployment and scaling)")
     p.add_argument("--retention-days", type=int, metavar="DAYS",
                    help="keep stored feedback and per-user activity this long (default 365)")
     for name in ("system", "gpu"):

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.catalog import TIERS, configurable_labels
+from exporter.yamlfile import read_mapping
 
 DEFAULT_PORT = 25279  # "CLARY" on a phone keypad; outside the crowded 9100-9999 exporter range
 DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
@@ -144,17 +144,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return data
+    return read_mapping(path, "config file", ConfigError)
 
 
 def _one_line(exc: ValidationError, source: str) -> str:

@@ -41,11 +41,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.config import ConfigError
+from exporter.yamlfile import read_mapping
 
 ENV = "CLARY_WEB_CONFIG_FILE"
 REALM = "clary-exporter"
@@ -128,16 +128,7 @@ def _resolve(base: Path, path: Path | None) -> Path | None:
 def load(path: str | Path) -> WebConfig:
     """Read and validate the file; paths inside become absolute (relative to it)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise WebConfigError(f"web config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise WebConfigError(f"web config file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise WebConfigError(f"web config file {path}: expected a mapping at the top level")
+    data = read_mapping(path, "web config file", WebConfigError)
     try:
         config = WebConfig.model_validate(data)
     except ValidationError as exc:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,23 +23,22 @@ from pathlib import Path
 
 import yaml
 
+from exporter import stack
+
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    return stack.free_port(LOOPBACK)
 
 
 def binary(*names: str) -> str:
     """Path of the first binary found; fails (not skips) when none is installed."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise AssertionError(f"none of {names} on PATH: run `make test`, which installs them")
+    try:
+        return stack.find_binary(*names)
+    except stack.StackError as exc:
+        raise AssertionError(f"{exc}; `make test` installs them") from None
 
 
 def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import re
 import shutil
 import socket
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -256,21 +257,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(server: subprocess.Popen, port: int, duration: float, traced: bool, cpu: int | None) -> tuple[float, float]:
-    """One wrk run: (requests/s, server CPU microseconds per request)."""
+def _wrk_cmd(port: int, duration: float, traced: bool, cpu: int | None) -> list[str]:
     cmd = ["wrk", "-t1", "-c32", f"-d{duration:g}s", "-H", f"X-API-Key: {API_KEY}"]
-    if traced:
-        cmd += ["-H", f"traceparent: {TRACEPARENT}"]
+    # Every variant gets the same number of header bytes: a pure-Python HTTP parser (uvicorn's h11)
+    # spends microseconds per header, which is not the middleware's cost.
+    cmd += ["-H", f"traceparent: {TRACEPARENT}" if traced else f"x-padding: {'0' * len(TRACEPARENT)}"]
     cmd.append(f"http://{LOOPBACK}:{port}{PATH}")
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    cpu_before = cpu_seconds(server.pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
-    cpu_used = cpu_seconds(server.pid) - cpu_before
+    return cmd
+
+
+def _parse_wrk(out: str) -> tuple[int, float]:
+    """(requests, requests/s) from wrk's report; errors are fatal."""
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk reported errors:\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu_used / requests * 1e6
+    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def wrk(server: subprocess.Popen, port: int, duration: float, traced: bool, cpu: int | None) -> tuple[float, float]:
+    """One wrk run: (requests/s, server CPU microseconds per request)."""
+    cpu_before = cpu_seconds(server.pid)
+    out = subprocess.run(_wrk_cmd(port, duration, traced, cpu), capture_output=True, text=True,
+                         timeout=duration + 30, check=True).stdout
+    cpu_used = cpu_seconds(server.pid) - cpu_before
+    requests, rps = _parse_wrk(out)
+    return rps, cpu_used / requests * 1e6
+
+
+def paired(a: tuple[subprocess.Popen, int, bool], b: tuple[subprocess.Popen, int, bool], duration: float,
+           cpu: int | None) -> tuple[float, float]:
+    """Load two servers at the same time (both pinned to the same CPU): their CPU µs per request.
+
+    Whatever else the machine does in those seconds, it does to both: the ratio of the two costs
+    is what one variant costs against the other, with the noise cancelled out.
+    """
+    before = [cpu_seconds(a[0].pid), cpu_seconds(b[0].pid)]
+    runs = [subprocess.Popen(_wrk_cmd(port, duration, traced, cpu), stdout=subprocess.PIPE, text=True)
+            for _, port, traced in (a, b)]
+    outs = [run.communicate(timeout=duration + 30)[0] for run in runs]
+    used = [cpu_seconds(a[0].pid) - before[0], cpu_seconds(b[0].pid) - before[1]]
+    requests = [_parse_wrk(out)[0] for out in outs]
+    return used[0] / requests[0] * 1e6, used[1] / requests[1] * 1e6
 
 
 # Per variant: (sample name, labels the /items/{id} GET series must carry).
@@ -322,27 +350,93 @@ class Results:
     rps: dict[str, list[float]]
     cpu_us: dict[str, list[float]]  # server CPU microseconds per request
     recorded: dict[str, str]
+    busy_runs: int = 0  # measurements started although the machine was not quiet
+    # (variant, baseline) -> per round: baseline's CPU per request / variant's, measured concurrently
+    paired: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    measurements: int = 0
 
 
-def run(selected: list[Variant], duration: float, rounds: int) -> Results:
+def _cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of the machine's CPU time spent busy over ``seconds`` (Linux /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return idle, sum(fields[:8])
+
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(max_busy: float, timeout: float) -> bool:
+    """Wait until other load on the machine (our servers idle) is below ``max_busy``; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if _cpu_busy() <= max_busy:
+                return True
+        except OSError:  # pragma: no cover - not Linux
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+# Head-to-head pairs measured besides every variant against its stack's bare and empty baselines.
+PEER_PAIRS = (
+    ("aiohttp-ours", "aiohttp-naive"),
+    ("aiohttp-ours", "aiohttp-prometheus-exporter"),
+    ("starlette-ours", "starlette-exporter"),
+    ("starlette-ours", "instrumentator"),
+)
+
+
+def run(selected: list[Variant], duration: float, rounds: int, quiet: float | None = None,
+        quiet_timeout: float = 120) -> Results:
     cpus = _cpus()
     server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     results: dict[str, list[float]] = {v.name: [] for v in selected}
     cpu_per_request: dict[str, list[float]] = {v.name: [] for v in selected}
     recorded: dict[str, str] = {}
+    busy_runs = 0
+    rng = random.Random(1)
     try:
         for v in selected:
             servers[v.name] = start_server(v.name, server_cpu)
         for v in selected:  # warm-up: caches, first-request paths, page faults
             wrk(*servers[v.name], 1, v.traced, load_cpu)
+        names = {v.name for v in selected}
+        pairs = [(v.name, base) for v in selected for base in _baselines(v) if base in names and base != v.name]
+        pairs += [(a, b) for a, b in PEER_PAIRS if a in names and b in names]
+        by_name = {v.name: v for v in selected}
+        paired_costs: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+        measurements = 0
         for r in range(rounds):
-            for v in selected:
-                rps, cpu_us = wrk(*servers[v.name], duration, v.traced, load_cpu)
-                results[v.name].append(rps)
-                cpu_per_request[v.name].append(cpu_us)
+            order = list(selected)
+            rng.shuffle(order)  # no variant always runs first or right after another
+            measured = {}
+            for v in order:
+                if quiet is not None and not wait_quiet(quiet, quiet_timeout):
+                    busy_runs += 1
+                measurements += 1
+                measured[v.name] = wrk(*servers[v.name], duration, v.traced, load_cpu)
+                rps, cpu_us = measured[v.name]
                 print(f"round {r + 1}/{rounds} {v.name:30s} {rps:10.0f} req/s {cpu_us:8.1f} us CPU/req",
                       flush=True)
+            for v in selected:
+                results[v.name].append(measured[v.name][0])
+                cpu_per_request[v.name].append(measured[v.name][1])
+            rng.shuffle(pairs)
+            for name, base in pairs:
+                if quiet is not None and not wait_quiet(quiet, quiet_timeout):
+                    busy_runs += 1
+                measurements += 1
+                cost, base_cost = paired((*servers[name], by_name[name].traced),
+                                         (*servers[base], by_name[base].traced), duration, load_cpu)
+                paired_costs[name, base].append(base_cost / cost)
+                print(f"round {r + 1}/{rounds} {name:30s} vs {base:28s} {base_cost / cost:6.3f}", flush=True)
         for v in selected:
             recorded[v.name] = check_recorded(v.name, servers[v.name][1])
     finally:
@@ -353,7 +447,7 @@ def run(selected: list[Variant], duration: float, rounds: int) -> Results:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    return Results(results, cpu_per_request, recorded)
+    return Results(results, cpu_per_request, recorded, busy_runs, paired_costs, measurements)
 
 
 def _baselines(v: Variant) -> tuple[str, str]:
@@ -370,13 +464,19 @@ def _ratio(values: dict[str, list[float]], name: str, base: str, inverse: bool =
     return statistics.median((b / a) if inverse else (a / b) for a, b in pairs)
 
 
+def _paired(results: Results, name: str, base: str) -> float | None:
+    if name == base:
+        return 1.0
+    values = results.paired.get((name, base))
+    return statistics.median(values) if values else None
+
+
 def table(selected: list[Variant], results: Results) -> str:
-    rps = {name: statistics.median(values) for name, values in results.rps.items()}
-    cpu = {name: statistics.median(values) for name, values in results.cpu_us.items()}
+    rps = results.rps
     lines = [
-        "| stack | variant | req/s (median) | rounds | **vs bare** | **vs empty** "
-        "| CPU µs/req | CPU-based vs bare | CPU-based vs empty | requests recorded |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| stack | variant | **vs bare** | **vs empty** | req/s alone (median) | alone: vs bare / vs empty "
+        "| CPU µs/req alone (median) | requests recorded |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
 
     def fmt(value: float | None) -> str:
@@ -384,12 +484,11 @@ def table(selected: list[Variant], results: Results) -> str:
 
     for v in selected:
         bare, empty = _baselines(v)
-        rounds = " / ".join(f"{x:,.0f}" for x in results.rps[v.name])
+        alone = f"{fmt(_ratio(rps, v.name, bare))} / {fmt(_ratio(rps, v.name, empty))}"
         lines.append(
-            f"| {v.stack} | {v.label} | {rps[v.name]:,.0f} | {rounds} "
-            f"| {fmt(_ratio(results.rps, v.name, bare))} | {fmt(_ratio(results.rps, v.name, empty))} "
-            f"| {cpu[v.name]:.1f} | {fmt(_ratio(results.cpu_us, v.name, bare, True))} "
-            f"| {fmt(_ratio(results.cpu_us, v.name, empty, True))} | {results.recorded.get(v.name, '-')} |"
+            f"| {v.stack} | {v.label} | {fmt(_paired(results, v.name, bare))} | {fmt(_paired(results, v.name, empty))} "
+            f"| {statistics.median(rps[v.name]):,.0f} | {alone} | {statistics.median(results.cpu_us[v.name]):.1f} "
+            f"| {results.recorded.get(v.name, '-')} |"
         )
     return "\n".join(lines)
 
@@ -398,13 +497,14 @@ def verdicts(results: Results) -> list[str]:
     out = []
 
     def check(what: str, a: str, b: str, target: float | None = None) -> None:
-        r = _ratio(results.rps, a, b)
-        rc = _ratio(results.cpu_us, a, b, True)
+        r = _paired(results, a, b)
         if r is None:
             return
+        values = results.paired.get((a, b), [])
         ok = r >= target if target is not None else r > 1
         goal = f">= {target:.2f}x" if target is not None else "ahead of"
-        out.append(f"- {'PASS' if ok else 'MISS'}: {what} ({goal}): {r:.3f} by req/s, {rc:.3f} by CPU per request")
+        spread = f" (rounds: {', '.join(f'{x:.3f}' for x in values)})" if values else ""
+        out.append(f"- {'PASS' if ok else 'MISS'}: {what} ({goal}): {r:.3f}{spread}")
 
     check("aiohttp ours vs bare aiohttp", "aiohttp-ours", "aiohttp-bare", 0.90)
     check("aiohttp ours vs empty middleware (performance.md)", "aiohttp-ours", "aiohttp-empty", 0.95)
@@ -486,6 +586,59 @@ def micro(selected: list[Variant], calls: int = 20_000, repeats: int = 7) -> dic
     return out
 
 
+def breakdown(repeats: int = 5, number: int = 100_000) -> str:
+    """Where our aiohttp middleware's time goes: each step of its per-request work, timed alone."""
+    import asyncio
+    import timeit
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import istr
+
+    from exporter.httpmetrics import ANONYMOUS, RequestMetrics, lookup
+    from exporter.middleware import IDENTITY
+
+    async def prepared():
+        _, recorder, resolver = _our_recorder()
+        app = aiohttp_app("aiohttp-bare")
+        app.freeze()
+        request = make_mocked_request("GET", PATH, headers={"X-API-Key": API_KEY}, app=app, writer=mock.Mock())
+        match_info = await app.router.resolve(request)
+        match_info.add_app(app)
+        request._match_info = match_info
+        return recorder, resolver, request
+
+    recorder, resolver, request = asyncio.run(prepared())
+    metrics = RequestMetrics(recorder)
+    env = {
+        "request": request, "key": istr("X-API-Key"), "tp": istr("traceparent"), "resolve": lookup(resolver),
+        "ANONYMOUS": ANONYMOUS, "IDENTITY": IDENTITY, "identity": resolver(API_KEY), "enter": metrics.enter,
+        "leave": metrics.leave, "perf_counter": time.perf_counter, "templates": {request.match_info.route: "/i"},
+        "response": __import__("aiohttp").web.Response(text="x"),
+    }
+    steps = [
+        ("route object and cached template", "templates.get(request.match_info.route)"),
+        ("identity: `X-API-Key` header, key-table lookup", "resolve(request.headers.get(key), ANONYMOUS)"),
+        ("`request[IDENTITY] = identity` (for handlers)", "request[IDENTITY] = identity"),
+        ("in flight + start time", "enter(); perf_counter()"),
+        ("`response.status`, `request.method`, `traceparent` header",
+         "response.status; request.method; request.headers.get(tp)"),
+        ("count + duration bucket + active-user check (`leave`; the aiohttp middleware inlines these steps)",
+         "leave(enter(), identity, 'GET', '/i', 200, perf_counter(), None) "),
+        ("the same with a `traceparent` (exemplar: at most one per bucket per 0.1 s)",
+         "leave(enter(), identity, 'GET', '/i', 200, perf_counter(), "
+         "'00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')"),
+    ]
+    base = min(timeit.repeat("enter(); perf_counter()", globals=env, number=number, repeat=repeats)) / number
+    lines = ["| step | ns |", "|---|---:|"]
+    for label, stmt in steps:
+        t = min(timeit.repeat(stmt, globals=env, number=number, repeat=repeats)) / number
+        if stmt.startswith("leave("):
+            t -= base  # the enter() + perf_counter() inside the statement are the row above
+        lines.append(f"| {label} | {t * 1e9:.0f} |")
+    return "\n".join(lines)
+
+
 def micro_table(selected: list[Variant], costs: dict[str, float]) -> str:
     lines = ["| stack | variant | µs per request | µs over empty middleware |", "|---|---|---:|---:|"]
     for v in selected:
@@ -501,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--quiet", type=float, default=0.10,
+                        help="before each measurement, wait (up to 2 min) until the machine's other CPU load "
+                             "is below this fraction; negative: do not wait")
     parser.add_argument("--micro-calls", type=int, default=20_000,
                         help="in-process calls per repeat for the per-request cost table (0: skip it)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -524,18 +680,30 @@ def main(argv: list[str] | None = None) -> int:
         print("not installed, skipped: " + ", ".join(v.name for v in missing), file=sys.stderr)
         selected = [v for v in selected if v not in missing]
     costs = micro(selected, args.micro_calls) if args.micro_calls else {}
-    results = run(selected, args.duration, args.rounds)
+    results = run(selected, args.duration, args.rounds, args.quiet if args.quiet >= 0 else None)
     body = table(selected, results)
     checks = verdicts(results)
+    quiet_note = (
+        f"each measurement started once the machine's other CPU load was below {args.quiet:.0%} "
+        f"({results.busy_runs} of {results.measurements} waited 2 min in vain and ran anyway)"
+        if args.quiet >= 0 else "measurements started without waiting for a quiet machine"
+    )
     header = (
         f"# HTTP middleware overhead\n\n"
         f"`python -m benchmarks.middleware_overhead --duration {args.duration:g} --rounds {args.rounds}`, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs ({platform.machine()}), "
-        f"Python {platform.python_version()}; servers pinned to one CPU, `wrk -t1 -c32` to another, "
-        f"loopback, `GET {PATH}` with an `X-API-Key` header, {args.rounds} rounds of {args.duration:g} s, "
-        f"variants interleaved in each round. Ratios are the median over rounds of each round's ratio "
-        f"(variants of one round ran close together in time). \"CPU µs/req\" is the server process's "
-        f"user+system CPU time per request served (from /proc).\n\n{versions()}.\n\n"
+        f"Python {platform.python_version()}. Every variant serves the same JSON handler on `/items/{{id}}` "
+        f"from its own process, all servers pinned to one CPU, `wrk -t1 -c32` pinned to the other, "
+        f"loopback, `GET {PATH}` with an `X-API-Key` header and a `traceparent` (traced rows) or a padding "
+        f"header of the same size (all others); {args.rounds} rounds of {args.duration:g} s per "
+        f"measurement, {quiet_note}.\n\n"
+        f"**vs bare** and **vs empty** are measured head to head: the variant and the baseline are loaded "
+        f"at the same time, on the same CPU, by two wrk processes, and the ratio is the baseline's server "
+        f"CPU time per request over the variant's (equal to the ratio of requests/s each would reach "
+        f"alone), median of the rounds. Whatever else the machine does during those seconds slows both "
+        f"alike, which matters on a shared machine, where the same variant measured alone varies by "
+        f"tens of percent from one round to the next (the *alone* columns: wrk against one server, "
+        f"ratios as medians of each round's ratio).\n\n{versions()}.\n\n"
     )
     text = header + body + "\n\n" + "\n".join(checks) + "\n"
     if costs:
@@ -545,6 +713,12 @@ def main(argv: list[str] | None = None) -> int:
             f"the handler (mocked request), or the whole ASGI app with a fixed scope; best of 7 × "
             f"{args.micro_calls:,} calls, so other load on the machine hardly shows.\n\n"
             + micro_table(selected, costs) + "\n"
+        )
+    if costs and "aiohttp-ours" in costs:
+        text += (
+            "\n### Where our aiohttp middleware's time goes\n\n"
+            "Each step of its per-request work timed alone (best of 5 × 100,000, `timeit`), after the "
+            "first request of a route and label combination:\n\n" + breakdown() + "\n"
         )
     print()
     print(body)

@@ -65,6 +65,9 @@ _TRACEPARENT = b"traceparent"
 _START = "http.response.start"
 _NOT_STARTED, _STARTED, _ENDED = 0, 1, 2
 _BODY = "http.response.body"
+# The last message of a response: a body without more_body (also the zero-copy extension's), or a pathsend.
+_BODIES = frozenset({_BODY, "http.response.zerocopysend"})
+_PATHSEND = "http.response.pathsend"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 # Routes remembered per middleware; an application has a fixed, small set of them.
 ROUTE_CACHE_LIMIT = 10_000
@@ -261,7 +264,9 @@ class MetricsMiddleware:
             except BaseException:
                 send_failed = True  # the connection is gone: the client went away
                 raise
-            if kind == _BODY and state == _STARTED and not message.get("more_body", False):
+            if state == _STARTED and (
+                (kind in _BODIES and not message.get("more_body", False)) or kind == _PATHSEND
+            ):
                 state = _ENDED
                 leave(table, identity, scope["method"], self.route_template(scope), status, start, traceparent)
 
@@ -271,7 +276,7 @@ class MetricsMiddleware:
             if send_failed:
                 if state != _ENDED:
                     leave(table, identity, scope["method"], self.route_template(scope), CLIENT_CLOSED,
-                             start, traceparent)
+                          start, traceparent)
                 raise
             method = scope["method"]
             template = self.route_template(scope)
@@ -298,10 +303,10 @@ class MetricsMiddleware:
             # Cancelled (the client went away, or shutdown) before the response ended.
             if state != _ENDED:
                 leave(table, identity, scope["method"], self.route_template(scope), CLIENT_CLOSED,
-                         start, traceparent)
+                      start, traceparent)
             raise
         if state != _ENDED:
             # Returned without ending the response: a stream abandoned because the
             # client disconnected (or, with no response at all, a broken application).
             leave(table, identity, scope["method"], self.route_template(scope),
-                     CLIENT_CLOSED if state == _STARTED else 500, start, traceparent)
+                  CLIENT_CLOSED if state == _STARTED else 500, start, traceparent)

@@ -3,7 +3,8 @@
 Both middlewares take their labels from bounded sources only (the tier from
 the API-key resolver, the route from the router's template, the method from
 a fixed set) and report through :class:`RequestMetrics`, whose per-request
-path is a handful of dict lookups and lock-protected additions.
+path is a handful of dict lookups and integer additions into per-thread
+lists that scrapes fold into the metric objects.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Histogram
 from prometheus_client import values as prometheus_values
+from prometheus_client.samples import Exemplar
 
 from exporter.catalog import METHODS as _METHODS
 from exporter.catalog import TIER as _TIER_LABEL
@@ -32,6 +34,9 @@ try:  # optional: an active OpenTelemetry span supplies the exemplar's trace id
     from opentelemetry import trace as _otel_trace
 except ImportError:  # pragma: no cover - depends on the environment
     _otel_trace = None
+# Without a configured tracer provider every span is invalid: the hot path checks this global
+# (where this OpenTelemetry version has it) before it looks for a span.
+_OTEL_UNCHECKABLE = _otel_trace is not None and not hasattr(_otel_trace, "_TRACER_PROVIDER")
 
 API_KEY_HEADER = "X-API-Key"
 TRACEPARENT_HEADER = "traceparent"
@@ -110,15 +115,9 @@ def parse_traceparent(value: str | None) -> str | None:
     return trace_id
 
 
-def _otel_enabled() -> bool:
-    """Whether an OpenTelemetry SDK may have an active span (cheap, checked per request).
-
-    Without a configured tracer provider every span is invalid, so the
-    context lookup is skipped.
-    """
-    if _otel_trace is None:
-        return False
-    return getattr(_otel_trace, "_TRACER_PROVIDER", True) is not None
+def otel_module():
+    """``opentelemetry.trace`` when installed, else None."""
+    return _otel_trace
 
 
 def otel_trace_id() -> str | None:
@@ -248,13 +247,15 @@ _HTTP_FAMILIES = (
 # Distinct (tier, method, route, code) keys and users per minute kept per thread.
 SERIES_LIMIT = 10_000
 USERS_PER_MINUTE_LIMIT = 10_000
+# A bucket's exemplar is replaced at most this often (seconds); the first one at once.
+EXEMPLAR_INTERVAL = 0.1
 _ACTIVE_SLOT_SECONDS = 60.0  # the active-user sketches' smallest bucket
 
 
 class _Table:
     """One thread's accumulators; only that thread writes them."""
 
-    __slots__ = ("in_flight", "series", "children", "flushed", "users", "users_until")
+    __slots__ = ("in_flight", "series", "children", "flushed", "users", "users_until", "exemplar_at")
 
     def __init__(self):
         self.in_flight = 0
@@ -264,6 +265,7 @@ class _Table:
         self.flushed: dict[tuple, list] = {}  # what the last flush already folded in
         self.users: dict[str, str] = {}  # user id -> tier, recorded in the current minute
         self.users_until = 0.0
+        self.exemplar_at: dict[tuple, list[float]] = {}  # same key -> when each bucket last got one
 
 
 _SHARED_LOCK = threading.Lock()
@@ -273,14 +275,16 @@ class RequestMetrics:
     """The hot path both middlewares share; one per recorder (:meth:`of`).
 
     ``enter()`` counts a request in flight; ``leave(...)`` records it (the
-    middlewares call these; ``started()``/``finished()`` wrap them). Counting goes into plain per-thread lists (no
-    locks, no ``labels()``, no method calls on metric objects): request
+    middlewares call these; ``started()``/``finished()`` wrap them).
+    Counting goes into plain per-thread lists (no locks, no ``labels()``,
+    no method calls on metric objects): request
     count, duration sum and the duration's bucket per label combination,
     and the in-flight level. Scrapes fold those into the catalog's metric
     objects (a collect hook, run before the HTTP families are collected),
-    so the exposition is always up to date. A request with a trace id
-    observes its duration directly, with the exemplar. A known caller
-    enters the active-user sketches once per minute.
+    so the exposition is always up to date. A traced request also sets its
+    bucket's exemplar (at most every ``EXEMPLAR_INTERVAL`` per bucket: a
+    scrape only sees the latest). A known caller enters the active-user
+    sketches once per minute.
 
     Under prometheus_client's multiprocess mode, where values live in
     files written at increment time, it records directly instead.
@@ -306,9 +310,15 @@ class RequestMetrics:
                 bounds = probe._upper_bounds
         self._bounds = tuple(bounds or ())
         self._deferred = bool(bounds)
+        self._hooked = False
         if self._deferred:
-            metrics.add_collect_hook(self.flush, _HTTP_FAMILIES)
+            self._hook()
         self._build_hot_path()
+
+    def _hook(self) -> None:
+        if not self._hooked:
+            self._recorder.metrics.add_collect_hook(self.flush, _HTTP_FAMILIES)
+            self._hooked = True
 
     @property
     def deferred(self) -> bool:
@@ -319,10 +329,29 @@ class RequestMetrics:
     def deferred(self, value: bool) -> None:
         if value and not self._bounds:
             raise ValueError("deferred counting needs prometheus_client's in-memory histogram layout")
-        if value and not self._deferred:
-            self._recorder.metrics.add_collect_hook(self.flush, _HTTP_FAMILIES)
+        if value:
+            self._hook()
         self._deferred = bool(value)
         self._build_hot_path()
+
+    # What a middleware that inlines the hot path needs (see exporter.middleware).
+    @property
+    def local(self) -> threading.local:
+        """Per-thread holder of the accumulator table (``.table``)."""
+        return self._local
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The duration histogram's bucket bounds, ``+Inf`` last."""
+        return self._bounds
+
+    def new_table(self) -> _Table:
+        """This thread's accumulator table, on its first request."""
+        return self._table()
+
+    def new_series(self, table: _Table, key: tuple) -> list:
+        """The accumulator for a label combination this thread sees for the first time."""
+        return self._new_series(table, key)
 
     @classmethod
     def of(cls, recorder: Recorder) -> RequestMetrics:
@@ -343,18 +372,23 @@ class RequestMetrics:
         return table
 
     def _build_hot_path(self) -> None:
-        """``enter`` and ``leave`` as closures: locals instead of attribute lookups per request."""
+        """``enter`` and ``leave`` as closures: locals instead of attribute lookups per request.
+
+        The aiohttp middleware inlines the same steps (see ``exporter.middleware``);
+        the rare branches (a new label combination, a trace id, a caller's first
+        request in a minute) are the methods both call.
+        """
         deferred = self._deferred
         local = self._local
         new_table = self._table
         new_series = self._new_series
         bounds = self._bounds
         first_bound = bounds[0] if bounds else 0.0
-        epoch = self._epoch
         user_seen = self._recorder.user_seen
+        saw_user = self.saw_user
+        exemplar = self.exemplar
         perf_counter = time.perf_counter
         otel = _otel_trace
-        otel_provider_known = otel is not None and hasattr(otel, "_TRACER_PROVIDER")
         gauge = self._in_flight_gauge
         record_direct = self._record_direct
 
@@ -382,15 +416,12 @@ class RequestMetrics:
             """Record a finished request (``table`` from ``enter``, ``start`` from ``perf_counter``)."""
             end = perf_counter()
             duration = end - start
-            if traceparent or (otel is not None and (not otel_provider_known or otel._TRACER_PROVIDER is not None)):
-                trace = trace_id(traceparent)
-            else:
-                trace = None
+            traced = traceparent or (otel is not None and (_OTEL_UNCHECKABLE or otel._TRACER_PROVIDER is not None))
             tier = identity.tier
             user = identity.user
             if table is None:
                 gauge.dec()
-                record_direct(tier, method, route, code, duration, trace)
+                record_direct(tier, method, route, code, duration, trace_id(traceparent) if traced else None)
                 if user:
                     user_seen(tier, user)
                 return
@@ -400,27 +431,49 @@ class RequestMetrics:
             if counts is None:
                 counts = new_series(table, key)
             counts[0] += 1
-            if trace is None:
-                counts[1] += duration
-                if duration <= first_bound:  # most requests: no search
-                    counts[2] += 1
-                else:
-                    counts[2 + bisect_left(bounds, duration)] += 1
+            counts[1] += duration
+            if duration <= first_bound:  # most requests: no search
+                counts[2] += 1
             else:
-                table.children[key][1].observe(duration, {"trace_id": trace})
-            if user:
-                if end >= table.users_until:
-                    table.users.clear()
-                    table.users_until = ((end + epoch) // _ACTIVE_SLOT_SECONDS + 1) * _ACTIVE_SLOT_SECONDS - epoch
-                users = table.users
-                if users.get(user) != tier:
-                    if len(users) >= USERS_PER_MINUTE_LIMIT:
-                        users.clear()
-                    users[user] = tier
-                    user_seen(tier, user)
+                counts[2 + bisect_left(bounds, duration)] += 1
+            if traced:
+                exemplar(table, key, duration, end, traceparent)
+            if user and (end >= table.users_until or table.users.get(user) != tier):
+                saw_user(table, tier, user, end)
 
         self.enter = enter
         self.leave = leave
+
+    def exemplar(self, table: _Table, key: tuple, duration: float, end: float, traceparent: str | None) -> None:
+        """Give the request's bucket its trace id as exemplar, at most every ``EXEMPLAR_INTERVAL``.
+
+        A bucket keeps one exemplar and a scrape sees the latest: replacing it
+        more often would only cost time.
+        """
+        bounds = self._bounds
+        bucket = bisect_left(bounds, duration)
+        stamps = table.exemplar_at.get(key)
+        if stamps is None:
+            stamps = table.exemplar_at[key] = [-EXEMPLAR_INTERVAL] * len(bounds)
+        if end - stamps[bucket] >= EXEMPLAR_INTERVAL:
+            trace = trace_id(traceparent)
+            if trace is not None:
+                stamps[bucket] = end
+                table.children[key][1]._buckets[bucket].set_exemplar(
+                    Exemplar({"trace_id": trace}, duration, time.time()))
+
+    def saw_user(self, table: _Table, tier: str, user: str, end: float) -> None:
+        """A known caller's first request in this minute (or in this tier): into the sketches."""
+        if end >= table.users_until:
+            table.users.clear()
+            epoch = self._epoch
+            table.users_until = ((end + epoch) // _ACTIVE_SLOT_SECONDS + 1) * _ACTIVE_SLOT_SECONDS - epoch
+        users = table.users
+        if users.get(user) != tier:
+            if len(users) >= USERS_PER_MINUTE_LIMIT:
+                users.clear()
+            users[user] = tier
+            self._recorder.user_seen(tier, user)
 
     def started(self) -> tuple[_Table | None, float]:
         """Count a request in flight; returns what :meth:`finished` needs."""
@@ -461,6 +514,7 @@ class RequestMetrics:
                 table.series = {}
                 table.children = {}
                 table.flushed = {}
+                table.exemplar_at = {}
         counts = [0, 0.0] + [0] * len(self._bounds)
         table.children[key] = (counter, histogram)  # before series: a flush looks it up
         table.series[key] = counts

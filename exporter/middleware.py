@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -35,6 +36,7 @@ from exporter.httpmetrics import (
     error_body,
     key_table_resolver,
     lookup,
+    otel_module,
     record_unhandled,
 )
 from exporter.recorder import Recorder
@@ -127,6 +129,61 @@ def metrics_middleware(
             templates[route] = found
         return found
 
+    def unhandled(request: web.Request, exc: Exception, template: str, identity: Identity) -> web.Response:
+        error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier,
+                                    (request.headers.get(_API_KEY), identity.user, *_raw_paths(request, template)))
+        if request.writer.output_size > 0:
+            # The handler had started a (streamed) response: a second one would be
+            # written into its body. Drop the connection instead, as aiohttp does.
+            raise ConnectionResetError("handler failed after its response started") from exc
+        return web.json_response(error_body(error_id), status=500)
+
+    if not request_metrics.deferred:
+        # Multiprocess mode: straight into the metric objects, through the shared enter/leave.
+        @web.middleware
+        async def direct_middleware(request: web.Request, handler):
+            route = request.match_info.route
+            template = get_template(route)
+            if template is None:
+                template = template_of(request, route)
+            headers = request.headers
+            identity = resolve(headers.get(_API_KEY), ANONYMOUS)
+            request[IDENTITY] = identity
+            if template.__class__ is not str:
+                if template is _EXCLUDED or request.path in excluded:
+                    return await handler(request)
+                template = template[0]
+            code = 500
+            table = enter()
+            start = perf_counter()
+            try:
+                response = await handler(request)
+                code = response.status
+                return response
+            except web.HTTPException as exc:
+                code = exc.status
+                raise
+            except asyncio.CancelledError:
+                code = CLIENT_CLOSED
+                raise
+            except Exception as exc:
+                return unhandled(request, exc, template, identity)
+            finally:
+                leave(table, identity, request.method, template, code, start, headers.get(_TRACEPARENT))
+
+        return direct_middleware
+
+    # The per-request path, inlined: RequestMetrics.leave's steps without its calls.
+    local = request_metrics.local
+    new_table = request_metrics.new_table
+    new_series = request_metrics.new_series
+    bounds = request_metrics.bounds
+    first_bound = bounds[0]
+    exemplar = request_metrics.exemplar
+    saw_user = request_metrics.saw_user
+    otel = otel_module()
+    otel_uncheckable = otel is not None and not hasattr(otel, "_TRACER_PROVIDER")
+
     @web.middleware
     async def middleware(request: web.Request, handler):
         route = request.match_info.route
@@ -140,8 +197,12 @@ def metrics_middleware(
             if template is _EXCLUDED or request.path in excluded:
                 return await handler(request)
             template = template[0]
+        try:
+            table = local.table
+        except AttributeError:
+            table = new_table()
+        table.in_flight += 1
         code = 500
-        table = enter()
         start = perf_counter()
         try:
             response = await handler(request)
@@ -154,15 +215,28 @@ def metrics_middleware(
             code = CLIENT_CLOSED
             raise
         except Exception as exc:
-            error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier,
-                                        (headers.get(_API_KEY), identity.user, *_raw_paths(request, template)))
-            if request.writer.output_size > 0:
-                # The handler had started a (streamed) response: a second one would be
-                # written into its body. Drop the connection instead, as aiohttp does.
-                raise ConnectionResetError("handler failed after its response started") from exc
-            return web.json_response(error_body(error_id), status=500)
+            return unhandled(request, exc, template, identity)
         finally:
-            leave(table, identity, request.method, template, code, start, headers.get(_TRACEPARENT))
+            end = perf_counter()
+            duration = end - start
+            table.in_flight -= 1
+            tier = identity.tier
+            key = (tier, request.method, template, code)
+            counts = table.series.get(key)
+            if counts is None:
+                counts = new_series(table, key)
+            counts[0] += 1
+            counts[1] += duration
+            if duration <= first_bound:  # most requests: no search
+                counts[2] += 1
+            else:
+                counts[2 + bisect_left(bounds, duration)] += 1
+            traceparent = headers.get(_TRACEPARENT)
+            if traceparent or (otel is not None and (otel_uncheckable or otel._TRACER_PROVIDER is not None)):
+                exemplar(table, key, duration, end, traceparent)
+            user = identity.user
+            if user and (end >= table.users_until or table.users.get(user) != tier):
+                saw_user(table, tier, user, end)
 
     return middleware
 

@@ -605,3 +605,23 @@ async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_l
         assert "[redacted]" in rendered and "KeyError" in rendered
         for secret in ("key-pro-77d2e0", RAW_ID):
             assert secret not in rendered
+
+
+async def test_pathsend_and_zero_copy_responses_end_the_request(rec, registry):
+    async def pathsend(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+
+    async def zerocopy(scope, receive, send):
+        await send({"type": "http.response.start", "status": 206, "headers": []})
+        await send({"type": "http.response.zerocopysend", "file": 0, "more_body": True})
+        await send({"type": "http.response.zerocopysend", "file": 0})
+
+    app = Starlette(routes=[Mount("/files", app=pathsend), Mount("/zc", app=zerocopy)])
+    app.add_middleware(MetricsMiddleware, recorder=rec, resolver=key_table_resolver(KEYS))
+    for path in ("/files/a", "/zc/b"):
+        await call(app, "GET", path, LITE)
+    assert requests(registry) == {
+        ("lite", "GET", "/files/{path}", "200"): 1,
+        ("lite", "GET", "/zc/{path}", "206"): 1,
+    }

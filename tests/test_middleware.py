@@ -553,3 +553,28 @@ async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_l
     assert "KeyError: '[redacted]'" in json_stack and "RuntimeError: lookup failed for user [redacted]" in json_stack
     assert registry.get_sample_value(
         "clary_errors_total", {"tier": "lite", "error_type": "KeyError", "route": "/docs/{id}"}) == 1
+
+
+async def test_a_bucket_exemplar_is_replaced_at_most_every_interval(rec, registry, monkeypatch):
+    import time
+
+    from exporter import httpmetrics
+    from exporter.httpmetrics import ANONYMOUS, RequestMetrics
+
+    metrics = RequestMetrics.of(rec)
+    other = "0af7651916cd43dd8448eb211c80319c"
+
+    def traced(trace: str) -> None:  # ~30 ms: the 0.05 bucket, far from its edges
+        metrics.leave(metrics.enter(), ANONYMOUS, "GET", "/x", 200, time.perf_counter() - 0.03,
+                      f"00-{trace}-00f067aa0ba902b7-01")
+
+    traced(TRACE_ID)
+    traced(other)
+    text = openmetrics(registry)
+    assert text.count(f'trace_id="{TRACE_ID}"') == 1 and other not in text  # within the interval: kept
+    assert 'le="0.05"' in next(line for line in text.splitlines() if TRACE_ID in line)
+    monkeypatch.setattr(httpmetrics, "EXEMPLAR_INTERVAL", 0.0)
+    traced(other)
+    text = openmetrics(registry)
+    assert text.count(f'trace_id="{other}"') == 1 and TRACE_ID not in text  # replaced by the latest
+    assert requests(registry) == {("unknown", "GET", "/x", "200"): 3}

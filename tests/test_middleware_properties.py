@@ -306,3 +306,40 @@ def test_recorder_any_input_yields_allowed_labels_or_a_clear_rejection(call_name
                                                                   "documents", "unknown", "standard"):
             # user ids and license keys become HMACs; free text never becomes a label
             assert f'"user-{raw}"' not in text and f"LIC-{raw}" not in text
+
+
+# --- floods ---------------------------------------------------------------------------------------
+
+
+def _http_series(registry: CollectorRegistry) -> list[dict[str, str]]:
+    return [s.labels for f in registry.collect() for s in f.samples if s.name == "clary_http_requests_total"]
+
+
+def test_a_flood_of_random_paths_methods_and_keys_adds_no_series():
+    """20,000 requests with distinct raw paths, keys and methods: the series stay few and bounded."""
+    import random
+
+    rng = random.Random(5)
+    aio, asgi = AiohttpTarget(), AsgiTarget()
+
+    async def flood():
+        for i in range(10_000):
+            method = rng.choice([*METHODS, "BREW", f"X{i % 50}"])
+            key = rng.choice([*KEYS, f"sk_random_{rng.getrandbits(64):x}", None])
+            headers = {"X-API-Key": key} if key else {}
+            path = rng.choice([f"/items/{rng.getrandbits(40):x}", f"/raw/{rng.getrandbits(64):x}/x",
+                               f"/sub/docs/{i}", f"/status/{rng.choice([200, 404, 503])}"])
+            await aio.request(method, path, headers)
+            await call(asgi.app, method, path, headers)
+
+    asyncio.run(flood())
+    for target, templates in ((aio, AIOHTTP_TEMPLATES), (asgi, ASGI_TEMPLATES)):
+        series = _http_series(target.registry)
+        assert sum(target.registry.get_sample_value("clary_http_requests_total", s) for s in series) == 10_000
+        assert {s["route"] for s in series} <= templates | {"unmatched"}
+        assert {s["tier"] for s in series} <= ALLOWED["tier"]
+        assert {s["method"] for s in series} <= ALLOWED["method"]
+        # tiers x methods x routes x a handful of codes, whatever the input
+        assert len(series) <= 4 * 8 * (len(templates) + 1) * 6
+        assert not target.registry.get_sample_value(
+            "clary_exporter_label_overflow_total", {"metric": "clary_http_requests_total", "label": "route"})

@@ -54,7 +54,9 @@ bench-ingest: deps
 	$(PY) -m benchmarks.ingest_throughput
 
 bench-middleware: deps
-	$(PY) -m benchmarks.middleware_overhead
+	command -v wrk >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk </dev/null
+	$(PY) -m pip install --quiet aiohttp-prometheus-exporter starlette-exporter prometheus-fastapi-instrumentator
+	$(PY) -m benchmarks.middleware_overhead --duration 5 --rounds 3
 
 dashboards: deps
 	$(VENV)/bin/clary-dashboards build

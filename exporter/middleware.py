@@ -132,9 +132,9 @@ class _HotPath:
             leave = request_metrics.leave
 
             async def measure(handler: Handler, template: str, request: web.Request):
-                headers = request.headers
+                headers = request._headers  # not .headers/.method: those run a Python getter once per request
                 identity = resolve(headers.get(_API_KEY), ANONYMOUS)
-                request[IDENTITY] = identity
+                request._state[IDENTITY] = identity  # request[IDENTITY] = identity, minus its key-type check
                 code = 500
                 table = enter()
                 start = perf_counter()
@@ -151,7 +151,7 @@ class _HotPath:
                 except Exception as exc:
                     return unhandled(request, exc, template, identity)
                 finally:
-                    leave(table, identity, request.method, template, code, start, headers.get(_TRACEPARENT))
+                    leave(table, identity, request._method, template, code, start, headers.get(_TRACEPARENT))
 
         else:
             # The per-request path, inlined: RequestMetrics.leave's steps without its calls.
@@ -166,9 +166,9 @@ class _HotPath:
             otel_uncheckable = otel is not None and not hasattr(otel, "_TRACER_PROVIDER")
 
             async def measure(handler: Handler, template: str, request: web.Request):
-                headers = request.headers
+                headers = request._headers  # not .headers/.method: those run a Python getter once per request
                 identity = resolve(headers.get(_API_KEY), ANONYMOUS)
-                request[IDENTITY] = identity
+                request._state[IDENTITY] = identity  # request[IDENTITY] = identity, minus its key-type check
                 try:
                     table = local.table
                 except AttributeError:
@@ -193,7 +193,7 @@ class _HotPath:
                     duration = end - start
                     table.in_flight -= 1
                     tier = identity.tier
-                    key = (tier, request.method, template, code)
+                    key = (tier, request._method, template, code)
                     counts = table.series.get(key)
                     if counts is None:
                         counts = new_series(table, key)

@@ -334,16 +334,6 @@ class _UnmatchedHook:
         return match_info, set()
 
 
-def _sub_apps(router: UrlDispatcher) -> list[web.Application]:
-    return [resource.get_info()["app"] for resource in router.resources()
-            if isinstance(resource, PrefixedSubAppResource)]
-
-
-def _has_middlewares(app: web.Application) -> bool:
-    """Whether aiohttp will run its middleware chain for this application's requests."""
-    return bool(app.middlewares) or any(_has_middlewares(sub) for sub in _sub_apps(app.router))
-
-
 def _wrap_routes(router: UrlDispatcher, hot: _HotPath) -> None:
     """Wrap every route's handler (sub-applications' too) and hook each router's 404/405."""
     for resource in router.resources():
@@ -365,31 +355,24 @@ def instrument(
     resolver: Resolver,
     excluded: Iterable[str] = DEFAULT_EXCLUDED,
 ) -> None:
-    """Measure every request ``app`` (and its sub-applications) serves; the recommended way.
+    """Measure every request ``app`` (and its sub-applications) routes to a handler; the
+    recommended way. Arguments as for :func:`metrics_middleware`.
 
-    Records exactly what :func:`metrics_middleware` records, without being a
-    middleware: at startup (routes and sub-applications in place) each route's
-    handler is wrapped with its template, so aiohttp runs no middleware chain.
-    Call it before mounting ``app`` as a sub-application.
+    Records what :func:`metrics_middleware` records, without being a middleware:
+    at startup (routes and sub-applications in place) each route's handler is
+    wrapped with its template baked in, so an application without middlewares
+    runs no middleware chain at all. Call it before mounting ``app`` as a
+    sub-application (its startup hooks freeze then).
 
-    When the application has middlewares of its own (or gets them before
-    startup), aiohttp runs its chain for every request anyway, and requests a
-    middleware answers by itself (a 401 from an auth middleware) must count
-    too: then :func:`metrics_middleware` goes first in ``app.middlewares``
-    instead. Arguments as for :func:`metrics_middleware`.
+    Where the application has middlewares, they run outside the measurement,
+    as if ours were the last one: an OpenTelemetry middleware's span is seen
+    (exemplars), but a request that a middleware answers by itself (a 401 from
+    an auth middleware) is not counted. To count those, put
+    :func:`metrics_middleware` first in ``middlewares`` instead.
     """
     excluded = tuple(excluded)
-    if _has_middlewares(app):
-        app.middlewares.insert(0, metrics_middleware(recorder, resolver, excluded))
-        return
 
-    async def install(app: web.Application) -> None:
-        if not _has_middlewares(app):
-            _wrap_routes(app.router, _HotPath(recorder, resolver, excluded))
-        elif app.middlewares.frozen:
-            raise RuntimeError("instrument(): middlewares were added to a sub-application after it was "
-                               "instrumented; add metrics_middleware first in its middlewares instead")
-        else:
-            app.middlewares.insert(0, metrics_middleware(recorder, resolver, excluded))
+    async def wrap_handlers(app: web.Application) -> None:
+        _wrap_routes(app.router, _HotPath(recorder, resolver, excluded))
 
-    app.on_startup.append(install)
+    app.on_startup.append(wrap_handlers)

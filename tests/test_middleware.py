@@ -1,4 +1,5 @@
-"""The metrics middleware on a small aiohttp app: labels, errors, in-flight, streaming, cancels."""
+"""Both aiohttp integrations (``instrument`` and ``metrics_middleware``) on a small app:
+labels, errors, in-flight, streaming, cancels. Tests that build an app run once per integration."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import ApiKey
 from exporter.logs import JsonFormatter, TextFormatter
-from exporter.middleware import IDENTITY, key_table_resolver, metrics_middleware
+from exporter.httpmetrics import DEFAULT_EXCLUDED
+from exporter.middleware import IDENTITY, instrument, key_table_resolver, metrics_middleware
 from exporter.privacy import Hasher
 from exporter.recorder import Recorder
 
@@ -79,8 +81,28 @@ class Handlers:
         return response
 
 
-def build_app(rec: Recorder, handlers: Handlers) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS))])
+INTEGRATIONS = ("instrument", "middleware")
+
+
+def measured_app(integration: str, rec: Recorder, resolver=None, excluded=DEFAULT_EXCLUDED,
+                 middlewares=()) -> web.Application:
+    """An empty application measured by ``integration``; routes added afterwards count too
+    (``instrument`` wraps them at startup)."""
+    resolver = resolver or key_table_resolver(KEYS)
+    if integration == "middleware":
+        return web.Application(middlewares=[*middlewares, metrics_middleware(rec, resolver, excluded)])
+    app = web.Application(middlewares=middlewares)
+    instrument(app, rec, resolver, excluded)
+    return app
+
+
+class ItemView(web.View):
+    async def get(self):
+        return web.json_response({"view": self.request.match_info["id"], "tier": self.request[IDENTITY].tier})
+
+
+def build_app(rec: Recorder, handlers: Handlers, integration: str) -> web.Application:
+    app = measured_app(integration, rec)
     app.router.add_get("/items/{id}", handlers.item)
     app.router.add_post("/items/{id}/fail", handlers.fail)
     app.router.add_get("/forbidden", handlers.forbidden)
@@ -90,6 +112,7 @@ def build_app(rec: Recorder, handlers: Handlers) -> web.Application:
     app.router.add_get("/blocked", handlers.blocked)
     app.router.add_get("/stream", handlers.stream)
     app.router.add_get("/broken-stream", handlers.broken_stream)
+    app.router.add_view("/views/{id}", ItemView)
     sub = web.Application()
     sub.router.add_get("/items/{id}", handlers.item)
     app.add_subapp("/sub/", sub)
@@ -111,9 +134,14 @@ def handlers():
     return Handlers()
 
 
+@pytest.fixture(params=INTEGRATIONS)
+def integration(request):
+    return request.param
+
+
 @pytest.fixture
-async def client(aiohttp_client, rec, handlers):
-    return await aiohttp_client(build_app(rec, handlers))
+async def client(aiohttp_client, rec, handlers, integration):
+    return await aiohttp_client(build_app(rec, handlers, integration))
 
 
 def requests(registry) -> dict[tuple[str, str, str, str], float]:
@@ -154,23 +182,38 @@ async def test_route_template_inside_a_sub_application(client, registry):
     assert requests(registry) == {("professional", "GET", "/sub/items/{id}", "200"): 1}
 
 
-async def test_middleware_on_the_sub_application_only(aiohttp_client, rec, registry, handlers):
-    """The demo layout: the parent app has no metrics middleware, the mounted one has."""
-    sub = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS))])
+async def test_class_based_view(client, registry):
+    resp = await client.get("/views/5", headers={"X-API-Key": "key-lite-3f9a1c"})
+    assert await resp.json() == {"view": "5", "tier": "lite"}
+    assert requests(registry) == {("lite", "GET", "/views/{id}", "200"): 1}
+
+
+async def test_measured_on_the_sub_application_only(aiohttp_client, rec, registry, handlers, integration):
+    """The demo layout: the parent app is not measured, the mounted one is."""
+    sub = measured_app(integration, rec)
     sub.router.add_get("/items/{id}", handlers.item)
     parent = web.Application()
+    parent.router.add_get("/outside", handlers.teapot)
     parent.add_subapp("/demo/", sub)
     client = await aiohttp_client(parent)
     assert (await client.get("/demo/items/9")).status == 200
-    assert requests(registry) == {("unknown", "GET", "/demo/items/{id}", "200"): 1}
+    assert (await client.get("/demo/nothing")).status == 404
+    assert (await client.get("/outside")).status == 418
+    assert (await client.get("/nothing")).status == 404
+    assert requests(registry) == {
+        ("unknown", "GET", "/demo/items/{id}", "200"): 1,
+        ("unknown", "GET", "unmatched", "404"): 1,  # /demo/nothing; the parent's own are not measured
+    }
 
 
 async def test_unknown_path_and_wrong_method_are_unmatched(client, registry):
     assert (await client.get(f"/nothing/here/{RAW_ID}")).status == 404
+    assert (await client.get("/sub/nothing")).status == 404  # in the sub-application's router
+    assert (await client.get("/")).status == 404
     assert (await client.post("/items/1")).status == 405
     assert (await client.request("PROPFIND", "/items/1")).status == 405
     assert requests(registry) == {
-        ("unknown", "GET", "unmatched", "404"): 1,
+        ("unknown", "GET", "unmatched", "404"): 3,
         ("unknown", "POST", "unmatched", "405"): 1,
         ("unknown", "other", "unmatched", "405"): 1,
     }
@@ -306,20 +349,18 @@ async def test_client_disconnect_counts_499(client, registry, handlers):
     assert in_flight(registry) == 0
 
 
-async def test_cancelled_handler_counts_499_directly(rec, registry):
+async def test_cancelled_handler_counts_499_directly(rec, registry, integration):
     async def cancelled(request):
         raise asyncio.CancelledError
 
-    app = web.Application()
+    app = measured_app(integration, rec)
     app.router.add_get("/items/{id}", cancelled)
-    headers = {"X-API-Key": "key-pro-77d2e0"}
-    request = make_mocked_request("GET", "/items/5", headers=headers, app=app)
-    match_info = await app.router.resolve(request)
-    match_info.add_app(app)
-    request._match_info = match_info  # what aiohttp's own dispatch does before the middlewares run
-    middleware = metrics_middleware(rec, key_table_resolver(KEYS))
+    app.on_startup.freeze()
+    await app.startup()  # what a runner does before serving
+    app.freeze()
+    request = make_mocked_request("GET", "/items/5", headers={"X-API-Key": "key-pro-77d2e0"}, app=app)
     with pytest.raises(asyncio.CancelledError):
-        await middleware(request, cancelled)
+        await app._handle(request)  # aiohttp's dispatch: resolve, middlewares, handler
     assert requests(registry) == {("professional", "GET", "/items/{id}", "499"): 1}
     assert in_flight(registry) == 0
 
@@ -336,8 +377,8 @@ def openmetrics(registry) -> str:
     return om_latest(registry).decode()
 
 
-async def test_head_and_options(aiohttp_client, rec, registry, handlers):
-    app = build_app(rec, handlers)
+async def test_head_and_options(aiohttp_client, rec, registry, handlers, integration):
+    app = build_app(rec, handlers, integration)
 
     async def options(request):
         return web.Response(headers={"Allow": "GET, OPTIONS"})
@@ -374,7 +415,8 @@ async def test_traceparent_becomes_an_exemplar_in_openmetrics(client, registry):
         "clary_http_request_duration_seconds_count", {"tier": "unknown", "method": "GET", "route": "/items/{id}"}) == 2
 
 
-async def test_active_opentelemetry_span_becomes_an_exemplar(aiohttp_client, rec, registry, monkeypatch):
+async def test_active_opentelemetry_span_becomes_an_exemplar(aiohttp_client, rec, registry, monkeypatch,
+                                                             integration):
     from opentelemetry import trace
 
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", trace.NoOpTracerProvider())
@@ -386,7 +428,7 @@ async def test_active_opentelemetry_span_becomes_an_exemplar(aiohttp_client, rec
         with trace.use_span(trace.NonRecordingSpan(context)):
             return await handler(request)
 
-    app = web.Application(middlewares=[tracing, metrics_middleware(rec, key_table_resolver(KEYS))])
+    app = measured_app(integration, rec, middlewares=[tracing])  # instrument(): inside every middleware
     app.router.add_get("/items/{id}", Handlers().item)
     client = await aiohttp_client(app)
     assert (await client.get("/items/1")).status == 200
@@ -403,7 +445,7 @@ async def test_counts_are_folded_in_at_every_scrape(client, registry):
         "clary_http_request_duration_seconds_count", {"tier": "lite", "method": "GET", "route": "/items/{id}"}) == 5
 
 
-async def test_direct_path_matches_the_deferred_one(aiohttp_client, handlers):
+async def test_direct_path_matches_the_deferred_one(aiohttp_client, handlers, integration):
     """Multiprocess mode records directly (values live in files); both paths expose the same samples."""
     from exporter.httpmetrics import RequestMetrics
 
@@ -413,7 +455,7 @@ async def test_direct_path_matches_the_deferred_one(aiohttp_client, handlers):
         rec = Recorder(registry, Hasher("middleware-test-secret"))
         metrics = RequestMetrics.of(rec)
         metrics.deferred = deferred
-        client = await aiohttp_client(build_app(rec, handlers))
+        client = await aiohttp_client(build_app(rec, handlers, integration))
         for path, key in (("/items/1", "key-lite-3f9a1c"), ("/teapot", "key-pro-77d2e0"), ("/nope", "")):
             await client.get(path, headers={"X-API-Key": key})
         await client.post("/items/1/fail")
@@ -471,13 +513,13 @@ async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
     assert requests(registry) == {("unknown", "GET", "/odd", "500"): 2}
 
 
-async def test_custom_resolver_values_are_bounded(aiohttp_client, rec, registry, handlers):
+async def test_custom_resolver_values_are_bounded(aiohttp_client, rec, registry, handlers, integration):
     from exporter.httpmetrics import Identity
 
     def resolver(key):
         return Identity(tier=f"gold-{key}", user=None) if key else Identity("PROFESSIONAL", "u-1")
 
-    app = web.Application(middlewares=[metrics_middleware(rec, resolver)])
+    app = measured_app(integration, rec, resolver)
     app.router.add_get("/items/{id}", handlers.item)
     client = await aiohttp_client(app)
     await client.get("/items/1", headers={"X-API-Key": "whatever"})
@@ -488,25 +530,35 @@ async def test_custom_resolver_values_are_bounded(aiohttp_client, rec, registry,
     }
 
 
-async def test_excluded_path_under_a_dynamic_route_and_the_route_cache(aiohttp_client, rec, registry, handlers):
-    app = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS), excluded=["/healthz"])])
+async def test_excluded_path_under_a_dynamic_route_and_the_route_cache(aiohttp_client, rec, registry, handlers,
+                                                                        integration):
+    async def whoami(request):
+        return web.Response(text=request[IDENTITY].tier)
+
+    app = measured_app(integration, rec, excluded=["/healthz", "/gone", "/static/who"])
     app.router.add_get("/{name}", handlers.teapot)  # also serves /healthz
     app.router.add_get("/static/page", handlers.teapot)
+    app.router.add_get("/static/who", whoami)
     client = await aiohttp_client(app)
     for path in ("/healthz", "/other", "/healthz", "/static/page", "/static/page"):
         assert (await client.get(path)).status == 418
+    # Excluded: not counted, but the handler still finds the caller.
+    assert await (await client.get("/static/who", headers={"X-API-Key": "key-lite-3f9a1c"})).text() == "lite"
+    assert (await client.get("/gone/for/good")).status == 404
+    assert (await client.get("/gone")).status == 418  # excluded, served by /{name}
     assert requests(registry) == {
         ("unknown", "GET", "/{name}", "418"): 1,
         ("unknown", "GET", "/static/page", "418"): 2,
+        ("unknown", "GET", "unmatched", "404"): 1,
     }
 
 
 async def test_known_callers_enter_the_active_user_sketch_once_per_minute(aiohttp_client, rec, registry, handlers,
-                                                                          monkeypatch):
+                                                                          monkeypatch, integration):
     seen = []
     original = rec.user_seen
     monkeypatch.setattr(rec, "user_seen", lambda tier, user: (seen.append((tier, user)), original(tier, user)))
-    client = await aiohttp_client(build_app(rec, handlers))
+    client = await aiohttp_client(build_app(rec, handlers, integration))
     for _ in range(5):
         await client.get("/items/1", headers={"X-API-Key": "key-pro-77d2e0"})
         await client.get("/items/1", headers={"X-API-Key": "key-lite-3f9a1c"})
@@ -515,7 +567,7 @@ async def test_known_callers_enter_the_active_user_sketch_once_per_minute(aiohtt
 
 
 async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_log(aiohttp_client, rec, registry,
-                                                                                    caplog):
+                                                                                    caplog, integration):
     """``keys[api_key]`` raises KeyError(api_key): the log record must still not carry the key or the raw path."""
     caplog.set_level(logging.ERROR, logger="exporter.middleware")
 
@@ -531,7 +583,7 @@ async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_l
         except KeyError as exc:
             raise RuntimeError(f"lookup failed for user {request[IDENTITY].user} on {request.path}") from exc
 
-    app = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS))])
+    app = measured_app(integration, rec)
     app.router.add_get("/docs/{id}", lookup)
     app.router.add_get("/chained/{id}", chained)
     client = await aiohttp_client(app)
@@ -578,3 +630,92 @@ async def test_a_bucket_exemplar_is_replaced_at_most_every_interval(rec, registr
     text = openmetrics(registry)
     assert text.count(f'trace_id="{other}"') == 1 and TRACE_ID not in text  # replaced by the latest
     assert requests(registry) == {("unknown", "GET", "/x", "200"): 3}
+
+
+# --- instrument() specifics -----------------------------------------------------------------------
+
+
+async def test_instrument_adds_no_middleware_and_wraps_each_handler_once(aiohttp_client, rec, registry, handlers):
+    app = web.Application()
+    instrument(app, rec, key_table_resolver(KEYS))
+    instrument(app, rec, key_table_resolver(KEYS))  # a second call must not count twice
+    app.router.add_get("/items/{id}", handlers.item)
+    client = await aiohttp_client(app)
+    assert (await client.get("/items/1")).status == 200
+    assert (await client.get("/nothing")).status == 404
+    assert list(app.middlewares) == []  # so aiohttp runs no middleware chain at all
+    assert requests(registry) == {("unknown", "GET", "/items/{id}", "200"): 1,
+                                  ("unknown", "GET", "unmatched", "404"): 1}
+
+
+async def test_only_unmatched_requests_reach_the_unmatched_hook(aiohttp_client, rec, registry, handlers,
+                                                                monkeypatch):
+    from exporter import middleware
+
+    seen = []
+    original = middleware._UnmatchedHook.resolve
+
+    async def counting(self, request):
+        seen.append(request.path)
+        return await original(self, request)
+
+    monkeypatch.setattr(middleware._UnmatchedHook, "resolve", counting)
+    client = await aiohttp_client(build_app(rec, handlers, "instrument"))
+    for path in ("/items/1", "/teapot", "/sub/items/2", "/views/3", "/metrics"):
+        assert (await client.get(path)).status in (200, 418)
+    assert seen == []
+    assert (await client.get("/sub/nope")).status == 404
+    assert (await client.post("/teapot")).status == 405
+    # Each once, plus once more inside its own second resolve (which yields aiohttp's answer).
+    assert seen == ["/sub/nope", "/sub/nope", "/teapot", "/teapot"]
+    assert requests(registry)[("unknown", "POST", "unmatched", "405")] == 1
+
+
+async def test_routes_at_the_root_and_the_unmatched_hook(aiohttp_client, rec, registry, handlers, integration):
+    """The hook sits in the router's "/" entry, after the root's own routes."""
+    app = measured_app(integration, rec)
+    app.router.add_get("/", handlers.teapot)
+    app.router.add_get("/{name}", handlers.teapot)
+    client = await aiohttp_client(app)
+    assert (await client.get("/")).status == 418
+    assert (await client.get("/anything")).status == 418
+    assert (await client.post("/")).status == 405
+    assert (await client.get("/a/b")).status == 404
+    assert requests(registry) == {
+        ("unknown", "GET", "/", "418"): 1,
+        ("unknown", "GET", "/{name}", "418"): 1,
+        ("unknown", "POST", "unmatched", "405"): 1,
+        ("unknown", "GET", "unmatched", "404"): 1,
+    }
+
+
+async def test_requests_a_middleware_answers_count_only_with_the_middleware_first(aiohttp_client, rec, registry,
+                                                                                 handlers, integration):
+    """instrument() measures inside the app's middlewares; metrics_middleware first sees their answers too."""
+
+    @web.middleware
+    async def auth(request, handler):
+        if "X-API-Key" not in request.headers:
+            raise web.HTTPUnauthorized()
+        return await handler(request)
+
+    if integration == "middleware":
+        app = web.Application(middlewares=[metrics_middleware(rec, key_table_resolver(KEYS)), auth])
+    else:
+        app = measured_app(integration, rec, middlewares=[auth])
+    app.router.add_get("/items/{id}", handlers.item)
+    client = await aiohttp_client(app)
+    assert (await client.get("/items/1")).status == 401
+    assert (await client.get("/items/1", headers={"X-API-Key": "key-pro-77d2e0"})).status == 200
+    expected = {("professional", "GET", "/items/{id}", "200"): 1}
+    if integration == "middleware":
+        expected[("unknown", "GET", "/items/{id}", "401")] = 1
+    assert requests(registry) == expected
+
+
+def test_instrument_a_sub_application_before_mounting_it(rec, handlers):
+    sub = web.Application()
+    sub.router.add_get("/items/{id}", handlers.item)
+    web.Application().add_subapp("/sub/", sub)
+    with pytest.raises(RuntimeError):  # its startup hooks are frozen once mounted
+        instrument(sub, rec, key_table_resolver(KEYS))

@@ -1,6 +1,7 @@
 """Property tests: whatever the request (method, path, headers) or the recorder input,
 label values come only from the allowed sets, and a raw API key or user id never
-reaches the exposition or a log record. Both middlewares, driven directly."""
+reaches the exposition or a log record. Every integration (aiohttp ``instrument`` and
+``metrics_middleware``, ASGI), driven directly."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 import io
 import logging
 from unittest import mock
+
+import pytest
 
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -26,7 +29,7 @@ from exporter.config import ApiKey
 from exporter.httpmetrics import key_table_resolver
 from exporter.labels import LabelRejected
 from exporter.logs import JsonFormatter, TextFormatter
-from exporter.middleware import metrics_middleware
+from exporter.middleware import instrument, metrics_middleware
 from exporter.privacy import Hasher
 from exporter.recorder import Recorder
 from tests.test_asgi import call
@@ -113,11 +116,15 @@ class Logs:
 
 
 class AiohttpTarget:
-    def __init__(self):
+    def __init__(self, integration: str = "middleware"):
         self.registry = CollectorRegistry()
         self.recorder = Recorder(self.registry, Hasher("property-test-secret"))
-        self.middleware = metrics_middleware(self.recorder, key_table_resolver(KEYS))
+        self.middleware = None
         self.app = web.Application()
+        if integration == "middleware":
+            self.middleware = metrics_middleware(self.recorder, key_table_resolver(KEYS))
+        else:
+            instrument(self.app, self.recorder, key_table_resolver(KEYS))
         r = self.app.router
         r.add_get("/items/{id}", self.ok)
         r.add_post("/items/{id}", self.ok)
@@ -127,6 +134,8 @@ class AiohttpTarget:
         sub = web.Application()
         sub.router.add_get("/docs/{doc}", self.ok)
         self.app.add_subapp("/sub", sub)
+        self.app.on_startup.freeze()
+        asyncio.run(self.app.startup())  # instrument() wraps the handlers here
         self.app.freeze()
         self.logs = Logs("exporter.middleware")
 
@@ -152,21 +161,27 @@ class AiohttpTarget:
         match_info.freeze()
         request._match_info = match_info
         try:
-            await self.middleware(request, match_info.handler)
+            if self.middleware is None:
+                await match_info.handler(request)
+            else:
+                await self.middleware(request, match_info.handler)
         except web.HTTPException:
             pass
 
 
-_AIOHTTP: AiohttpTarget | None = None
+_AIOHTTP: dict[str, AiohttpTarget] = {}
 
 
+@pytest.mark.parametrize("integration", ["instrument", "middleware"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(method=methods, path=paths, api_key=api_keys, traceparent=traceparents, extra=extra_headers)
 @example(method="POST", path="/items/secret-doc-77/fail", api_key="sk_live_pro_c3a9f0d1b8", traceparent=None, extra={})
 @example(method="get", path="/items/secret-doc-77/fail", api_key="sk_unknown_key_0000", traceparent=None, extra={})
-def test_aiohttp_any_request_yields_allowed_labels_and_no_secret(method, path, api_key, traceparent, extra):
-    global _AIOHTTP
-    target = _AIOHTTP = _AIOHTTP or AiohttpTarget()
+def test_aiohttp_any_request_yields_allowed_labels_and_no_secret(integration, method, path, api_key, traceparent,
+                                                                  extra):
+    if integration not in _AIOHTTP:
+        _AIOHTTP[integration] = AiohttpTarget(integration)
+    target = _AIOHTTP[integration]
     headers = dict(extra)
     if api_key is not None:
         headers["X-API-Key"] = api_key
@@ -320,7 +335,7 @@ def test_a_flood_of_random_paths_methods_and_keys_adds_no_series():
     import random
 
     rng = random.Random(5)
-    aio, asgi = AiohttpTarget(), AsgiTarget()
+    aio, asgi = [AiohttpTarget("instrument"), AiohttpTarget("middleware")], AsgiTarget()
 
     async def flood():
         for i in range(10_000):
@@ -329,11 +344,12 @@ def test_a_flood_of_random_paths_methods_and_keys_adds_no_series():
             headers = {"X-API-Key": key} if key else {}
             path = rng.choice([f"/items/{rng.getrandbits(40):x}", f"/raw/{rng.getrandbits(64):x}/x",
                                f"/sub/docs/{i}", f"/status/{rng.choice([200, 404, 503])}"])
-            await aio.request(method, path, headers)
+            for target in aio:
+                await target.request(method, path, headers)
             await call(asgi.app, method, path, headers)
 
     asyncio.run(flood())
-    for target, templates in ((aio, AIOHTTP_TEMPLATES), (asgi, ASGI_TEMPLATES)):
+    for target, templates in [*((t, AIOHTTP_TEMPLATES) for t in aio), (asgi, ASGI_TEMPLATES)]:
         series = _http_series(target.registry)
         assert sum(target.registry.get_sample_value("clary_http_requests_total", s) for s in series) == 10_000
         assert {s["route"] for s in series} <= templates | {"unmatched"}

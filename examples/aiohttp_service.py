@@ -1,9 +1,10 @@
 """A minimal aiohttp service instrumented with the Clary library.
 
-Every request is measured by the middleware (tier from ``X-API-Key``, route
-template, status, duration with trace-id exemplars, in-flight, error ids);
-handlers report what the middleware cannot see through the recorder. The
-service serves its own ``/metrics``.
+Every request is measured by ``instrument(app, ...)`` (tier from ``X-API-Key``,
+route template, status, duration with trace-id exemplars, in-flight, error
+ids), which wraps each route's handler: no middleware runs. Handlers report
+what the request alone cannot show through the recorder. The service serves
+its own ``/metrics``.
 
     CLARY_HMAC_SECRET=$(openssl rand -hex 32) python examples/aiohttp_service.py --port 8080
     curl -H 'X-API-Key: example-standard-key' localhost:8080/api/v1/documents/42
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from exporter import logs
 from exporter.config import ApiKey
 from exporter.exposition import Renderer
-from exporter.middleware import IDENTITY, key_table_resolver, metrics_middleware
+from exporter.middleware import IDENTITY, instrument, key_table_resolver
 from exporter.privacy import Hasher
 from exporter.recorder import Recorder
 
@@ -77,7 +78,8 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(secret: str) -> web.Application:
     registry = CollectorRegistry()
     recorder = Recorder(registry, Hasher(secret))
-    app = web.Application(middlewares=[metrics_middleware(recorder, key_table_resolver(API_KEYS))])
+    app = web.Application()
+    instrument(app, recorder, key_table_resolver(API_KEYS))  # takes effect at startup: routes below count
     app[RECORDER] = recorder
     app[RENDERER] = Renderer(registry)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import uuid
 
@@ -34,7 +35,7 @@ def demo_api(app) -> DemoApi:
         if sub is None:
             continue
         for route in sub.router.routes():
-            owner = getattr(route.handler, "__self__", None)
+            owner = getattr(inspect.unwrap(route.handler), "__self__", None)  # instrument() wraps it
             if isinstance(owner, DemoApi):
                 return owner
     raise AssertionError("demo API not mounted")

@@ -644,6 +644,8 @@ async def test_instrument_adds_no_middleware_and_wraps_each_handler_once(aiohttp
     assert (await client.get("/items/1")).status == 200
     assert (await client.get("/nothing")).status == 404
     assert list(app.middlewares) == []  # so aiohttp runs no middleware chain at all
+    (route,) = [r for r in app.router.routes() if r.method == "GET"]
+    assert route.handler.__wrapped__ == handlers.item and route.handler.__name__ == "item"  # introspection
     assert requests(registry) == {("unknown", "GET", "/items/{id}", "200"): 1,
                                   ("unknown", "GET", "unmatched", "404"): 1}
 

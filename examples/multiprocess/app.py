@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import multiprocess
 from exporter.config import ApiKey
-from exporter.middleware import IDENTITY, key_table_resolver, metrics_middleware
+from exporter.middleware import IDENTITY, instrument, key_table_resolver
 from exporter.privacy import DEMO_SECRET, Hasher
 from exporter.recorder import Recorder
 
@@ -62,7 +62,8 @@ async def create_app() -> web.Application:
     # Private registry: its objects write to the multiprocess files; it is never served.
     recorder = Recorder(CollectorRegistry(), Hasher(secret))
     recorder.model_loaded("layout-base", duration=1.0, memory_bytes=100_000_000)
-    app = web.Application(middlewares=[metrics_middleware(recorder, key_table_resolver(API_KEYS))])
+    app = web.Application()
+    instrument(app, recorder, key_table_resolver(API_KEYS))
     app[RECORDER] = recorder
     app.router.add_post("/api/v1/documents/{doc_type}", process_document)
     app.router.add_get("/api/v1/wait", wait)

@@ -2,7 +2,7 @@
 
 It simulates what Clary does per tier (feature gates, quotas, local models,
 cloud LLMs for Professional, license checks, feedback, sessions) and reports
-through the middleware and the recording API, so every dashboard has data.
+through ``instrument`` and the recording API, so every dashboard has data.
 Durations are simulated; handlers only sleep a few milliseconds.
 """
 
@@ -17,7 +17,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from exporter.middleware import IDENTITY, Identity, Resolver, metrics_middleware
+from exporter.middleware import IDENTITY, Identity, Resolver, instrument
 from exporter.recorder import Recorder
 
 LOCAL_MODELS = ("layout-small", "layout-base", "ocr-fast", "ocr-accurate", "classifier-v2", "ner-base")
@@ -278,7 +278,8 @@ class DemoApi:
 
 def create_demo_app(recorder: Recorder, resolver: Resolver, rng: random.Random | None = None) -> web.Application:
     api = DemoApi(recorder, rng)
-    app = web.Application(middlewares=[metrics_middleware(recorder, resolver)])
+    app = web.Application()
+    instrument(app, recorder, resolver)  # before it is mounted: wraps the routes below at startup
     app.router.add_post("/api/v1/documents", api.documents)
     app.router.add_get("/api/v1/documents/{id}", api.get_document)
     app.router.add_post("/api/v1/inference", api.inference)

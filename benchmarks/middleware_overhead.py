@@ -530,8 +530,8 @@ def verdicts(results: Results) -> list[str]:
 # --- in process: the middleware alone ---------------------------------------------------
 
 
-async def _micro_aiohttp(name: str, calls: int, repeats: int) -> float:
-    """Best per-call time (µs) of the app's dispatch (router, middlewares, handler), no sockets."""
+async def _micro_aiohttp(name: str):
+    """One request through the app's dispatch (router, middlewares, handler), no sockets."""
     from unittest import mock
 
     from aiohttp.test_utils import make_mocked_request
@@ -546,16 +546,11 @@ async def _micro_aiohttp(name: str, calls: int, repeats: int) -> float:
     writer = mock.Mock()
     writer.output_size = 0
     request = make_mocked_request("GET", PATH, headers=headers, app=app, writer=writer)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            await app._handle(request)  # what the server calls per request: resolve, middlewares, handler
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e6
+    return lambda: app._handle(request)  # what the server calls per request
 
 
-async def _micro_asgi(name: str, calls: int, repeats: int) -> float:
+async def _micro_asgi(name: str):
+    """One request through the whole ASGI app, with a fixed scope."""
     app = asgi_app(name)
     headers = [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"), (b"x-api-key", API_KEY.encode())]
     if BY_NAME[name].traced:
@@ -572,23 +567,30 @@ async def _micro_asgi(name: str, calls: int, repeats: int) -> float:
     async def send(message):
         pass
 
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            await app(dict(template), receive, send)
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e6
+    return lambda: app(dict(template), receive, send)
 
 
 def micro(selected: list[Variant], calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
-    """Per-request cost of each variant's app in process (best of ``repeats``), in µs."""
+    """Per-request cost of each variant's app in process, in µs: the best of ``repeats`` timings of
+    ``calls`` requests. Every variant is warmed up first (the first one timed was up to 1.6x slower
+    otherwise), and the repeats go round-robin over the variants so a burst of load hits all alike."""
     import asyncio
 
-    out = {}
+    async def measure() -> dict[str, float]:
+        requests = {v.name: await (_micro_aiohttp if v.stack == "aiohttp" else _micro_asgi)(v.name)
+                    for v in selected}
+        best = dict.fromkeys(requests, float("inf"))
+        for repeat in range(repeats + 1):  # the first pass warms up
+            for name, one in requests.items():
+                start = time.perf_counter()
+                for _ in range(calls):
+                    await one()
+                if repeat:
+                    best[name] = min(best[name], (time.perf_counter() - start) / calls * 1e6)
+        return best
+
+    out = asyncio.run(measure())
     for v in selected:
-        runner = _micro_aiohttp if v.stack == "aiohttp" else _micro_asgi
-        out[v.name] = asyncio.run(runner(v.name, calls, repeats))
         print(f"in process {v.name:30s} {out[v.name]:8.2f} µs/request", flush=True)
     return out
 
@@ -719,8 +721,9 @@ def main(argv: list[str] | None = None) -> int:
             "\n## In process: what the middleware itself costs\n\n"
             f"The same apps called in process, no sockets: aiohttp's dispatch (`Application._handle`: "
             f"router, middleware chain if any, handler) on a mocked request after the app's startup, or the "
-            f"whole ASGI app with a fixed scope; best of 7 × "
-            f"{args.micro_calls:,} calls, so other load on the machine hardly shows.\n\n"
+            f"whole ASGI app with a fixed scope; after a warm-up pass, best of 7 × "
+            f"{args.micro_calls:,} calls, taken round-robin over the variants, so other load on the machine "
+            f"hardly shows.\n\n"
             + micro_table(selected, costs) + "\n"
         )
     if costs and "aiohttp-ours" in costs:

@@ -374,7 +374,7 @@ class RequestMetrics:
     def _build_hot_path(self) -> None:
         """``enter`` and ``leave`` as closures: locals instead of attribute lookups per request.
 
-        The aiohttp middleware inlines the same steps (see ``exporter.middleware``);
+        The aiohttp integrations inline the same steps (see ``exporter.middleware``);
         the rare branches (a new label combination, a trace id, a caller's first
         request in a minute) are the methods both call.
         """

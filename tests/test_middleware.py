@@ -721,3 +721,22 @@ def test_instrument_a_sub_application_before_mounting_it(rec, handlers):
     web.Application().add_subapp("/sub/", sub)
     with pytest.raises(RuntimeError):  # its startup hooks are frozen once mounted
         instrument(sub, rec, key_table_resolver(KEYS))
+
+
+async def test_domain_sub_application(aiohttp_client, rec, registry, handlers, integration):
+    """add_domain() sub-apps are matched before the path index; unmatched inside them still counts."""
+    app = measured_app(integration, rec)
+    app.router.add_get("/teapot", handlers.teapot)
+    sub = web.Application()
+    sub.router.add_get("/items/{id}", handlers.item)
+    app.add_domain("api.example.com", sub)
+    client = await aiohttp_client(app)
+    host = {"Host": "api.example.com"}
+    assert (await client.get("/items/1", headers=host)).status == 200
+    assert (await client.get("/nothing", headers=host)).status == 404
+    assert (await client.get("/teapot")).status == 418
+    assert requests(registry) == {
+        ("unknown", "GET", "/items/{id}", "200"): 1,
+        ("unknown", "GET", "unmatched", "404"): 1,
+        ("unknown", "GET", "/teapot", "418"): 1,
+    }

@@ -13,7 +13,7 @@ lifetime. Endpoints (see README: Ingestion, feedback and privacy API and ``/api/
   filtered, JSON or CSV.
 - ``DELETE /api/v1/users/{user_id}``, ``POST .../opt-out`` and ``.../opt-in``
   (admin token): privacy operations.
-- ``GET /api/v1/openapi.json``: generated from the same pydantic models.
+- ``GET /api/v1/openapi.json``: generated from the same schemas (msgspec events, pydantic models).
 
 Every 4xx is JSON ``{"error", "field", "message"}`` naming the offending
 field (a body field, a query parameter, a header or ``body``).
@@ -28,13 +28,15 @@ import hmac
 import io
 import json
 import logging
+import operator
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-import pydantic_core
+import msgspec
 from aiohttp import web
 from pydantic import (BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError,
                       field_validator)
@@ -43,9 +45,8 @@ from pydantic.json_schema import models_json_schema
 from exporter import __version__
 from exporter.catalog import ACTION, TIER, TIERS
 from exporter.config import DEMO_API_KEYS, Config
-from exporter.events import (DAY, DedupeWindow, EventBatch, EventBatchResult, ItemError, UserId,
-                             validate_items)
-from exporter.labels import LabelRejected
+from exporter.events import (DAY, DedupeWindow, EventBacklog, EventBatch, EventBatchResult, InvalidBatch, TooManyEvents,
+                             decode_batch)
 from exporter.notify import Notifier, summary
 from exporter.recorder import URGENT_RATING, Recorder
 from exporter.store import FeedbackRecord, Store, new_feedback_id
@@ -153,7 +154,7 @@ class OptOutState(BaseModel):
 
 class _UserPath(BaseModel):
     model_config = ConfigDict(strict=True)
-    user_id: UserId
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -192,6 +193,10 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_ENCODE = msgspec.json.Encoder().encode
+_EVENT_TYPE = operator.attrgetter("type")
+
+
 # --- per-user activity ----------------------------------------------------------------
 
 class UserActivity:
@@ -216,8 +221,8 @@ class UserActivity:
     def is_opted_out(self, hashed_user: str) -> bool:
         return hashed_user in self.opted_out
 
-    def track(self, tier: str, user_id: str, kind: str) -> bool:
-        """Count activity of a raw user id; False (nothing kept) when the user opted out."""
+    def track(self, tier: str, user_id: str, kind: str, count: int = 1) -> bool:
+        """Count ``count`` activities of a raw user id; False (nothing kept) when the user opted out."""
         hashed = self._digests.get(user_id)
         if hashed is None:
             hashed = self.hasher.digest(user_id)
@@ -226,10 +231,10 @@ class UserActivity:
             self._digests[user_id] = hashed
         if hashed in self.opted_out:
             return False
-        self.add(hashed, tier, kind)
+        self.add(hashed, tier, kind, count)
         return True
 
-    def add(self, hashed: str, tier: str, kind: str) -> None:
+    def add(self, hashed: str, tier: str, kind: str, count: int = 1) -> None:
         labels = self._labels.get((tier, kind))
         if labels is None:
             # Bounded like the labels: allow-listed values or "other".
@@ -238,7 +243,7 @@ class UserActivity:
             if len(self._labels) < DIGEST_CACHE_LIMIT:
                 self._labels[tier, kind] = labels
         key = (hashed, int(self._clock() // DAY), *labels)
-        self.pending[key] = self.pending.get(key, 0) + 1
+        self.pending[key] = self.pending.get(key, 0) + count
         if len(self.pending) >= self.max_pending:
             self.full.set()
 
@@ -266,6 +271,7 @@ class IngestApi:
         self.notifier = notifier or Notifier(self.store, config.webhooks)
         self.dedupe = dedupe or DedupeWindow()
         self.activity = UserActivity(recorder, clock)
+        self.backlog = EventBacklog(recorder, self.activity)
         self.config_opted_out = {recorder.hasher.digest(user) for user in config.opted_out_users}
         self.activity.opted_out |= self.config_opted_out
         tokens = list(config.ingest_tokens) + ([DEMO_INGEST_TOKEN] if config.demo else [])
@@ -329,57 +335,40 @@ class IngestApi:
 
     # --- events ---------------------------------------------------------------------------
 
-    def _parse_events(self, body: bytes) -> tuple[list, list[ItemError]]:
-        try:
-            events = EventBatch.model_validate_json(body).events
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for error in errors:
-                if error["type"] == "json_invalid":
-                    raise ApiError(400, "malformed_json", "body", error["msg"]) from None
-            for error in errors:
-                loc = error["loc"]
-                if not (len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int)):
-                    field = ".".join(str(p) for p in loc) or "body"
-                    raise ApiError(400, "invalid_field", field, error["msg"]) from None
-            items = pydantic_core.from_json(body)["events"]
-            if len(items) > self.config.max_batch_items:
-                raise self._too_many(len(items)) from None
-            return validate_items(items)
-        if len(events) > self.config.max_batch_items:
-            raise self._too_many(len(events))
-        return list(enumerate(events)), []
-
     async def post_events(self, request: web.Request) -> web.Response:
         self._bearer(request, self._ingest_tokens, "ingest")
-        valid, errors = self._parse_events(await self._body(request))
-        # Limits and envelope checked: from here on every valid item is applied.
-        rec, dedupe, users = self.recorder, self.dedupe, self.activity
-        dedupe.tick()
-        record_event = rec.event
-        accepted = duplicates = 0
-        for index, event in valid:
-            event_id = event.id
-            if event_id is not None:
-                if event_id in dedupe:
-                    duplicates += 1
-                    continue
+        result = self.ingest(await self._body(request))
+        return web.Response(body=_ENCODE(result), content_type="application/json")
+
+    def ingest(self, body: bytes) -> EventBatchResult:
+        """Validate and record one batch body; raises ApiError when the body as a whole is refused.
+
+        Every valid item is accepted, unless its ``id`` was accepted recently,
+        and recorded in bulk with other accepted events of its type
+        (:class:`EventBacklog`): every scrape includes it.
+        """
+        try:
+            valid, errors = decode_batch(body, self.config.max_batch_items)
+        except InvalidBatch as exc:
+            raise ApiError(400, exc.error, exc.field, exc.reason) from None
+        except TooManyEvents as exc:
+            raise self._too_many(exc.count) from None
+        self.dedupe.tick()
+        fresh, duplicates = self.dedupe.admit(valid)
+        by_type: dict[type, list] = {}
+        for _, event in fresh:
             try:
-                event.apply(rec, users)
-            except LabelRejected as exc:  # schemas exclude these; kept as a guard, never a 500
-                errors.append(ItemError(index=index, type=event.type, field=exc.label, reason=str(exc)))
-                continue
-            if event_id is not None:
-                dedupe.add(event_id)
-            record_event(event.type, "accepted")
-            accepted += 1
-        for error in errors:
-            rec.event(error.type, "rejected")
-        if users.full.is_set():
+                by_type[type(event)].append(event)
+            except KeyError:
+                by_type[type(event)] = [event]
+        self.backlog.add(by_type)
+        if errors:
+            batch = self.recorder.batch()
+            for event_type, count in Counter(map(_EVENT_TYPE, errors)).items():
+                batch.event(event_type, "rejected", count)
+        if self.activity.full.is_set():
             self._flush_soon()
-        errors.sort(key=lambda e: e.index)
-        result = EventBatchResult(accepted=accepted, rejected=len(errors), duplicates=duplicates, errors=errors)
-        return web.json_response(text=result.model_dump_json())
+        return EventBatchResult(accepted=len(fresh), rejected=len(errors), duplicates=duplicates, errors=errors)
 
     # --- feedback -------------------------------------------------------------------------
 
@@ -611,11 +600,13 @@ def _json(ref: str, description: str) -> dict:
 
 def openapi_document(config: Config) -> dict:
     """OpenAPI 3.1 for every endpoint, from the models the handlers validate with."""
-    models = [(EventBatch, "validation"), (EventBatchResult, "serialization"), (FeedbackIn, "validation"),
-              (FeedbackCreated, "serialization"), (FeedbackPage, "serialization"), (ErrorBody, "serialization"),
-              (UserRemoved, "serialization"), (OptOutState, "serialization")]
+    models = [(FeedbackIn, "validation"), (FeedbackCreated, "serialization"), (FeedbackPage, "serialization"),
+              (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization")]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top["$defs"]
+    # The event schemas are msgspec structs (exporter.events).
+    schemas.update(msgspec.json.schema_components((EventBatch, EventBatchResult),
+                                                  ref_template="#/components/schemas/{name}")[1])
     schemas["EventBatch"]["properties"]["events"]["maxItems"] = config.max_batch_items
     query = FeedbackQuery.model_json_schema()
     parameters = [{"name": name, "in": "query", "required": False, "schema": prop,

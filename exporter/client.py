@@ -5,8 +5,7 @@ server) report events with it::
 
     async with EventClient("http://exporter:25279", token) as client:
         await client.send({"type": "queue_length", "queue": "ocr", "length": 12})
-        await client.send(events.Inference(type="inference", tier="lite", model="ocr-fast",
-                                           duration_seconds=0.2))
+        await client.send(events.Inference(tier="lite", model="ocr-fast", duration_seconds=0.2))
 
 Events are queued and sent in batches (``batch_size`` items, or after
 ``flush_interval`` seconds), each event with an ``id`` so a batch retried
@@ -28,7 +27,7 @@ from collections import deque
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel
+import msgspec
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +116,9 @@ class EventClient:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def send(self, event: dict | BaseModel) -> None:
-        """Queue one event; sends a batch when ``batch_size`` are queued."""
-        item = event.model_dump(mode="json", exclude_none=True) if isinstance(event, BaseModel) else dict(event)
+    async def send(self, event: dict | msgspec.Struct) -> None:
+        """Queue one event (a dict, or a struct from ``exporter.events``); sends a batch when ``batch_size`` are queued."""
+        item = msgspec.to_builtins(event) if isinstance(event, msgspec.Struct) else dict(event)
         item.setdefault("id", str(uuid.uuid4()))
         self._queue.append(item)
         while len(self._queue) > self.max_queue:

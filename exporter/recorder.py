@@ -31,6 +31,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.activity import ActiveLicenses, ActiveUsers
 from exporter.catalog import TIER
+from exporter.deferred import DeferredUpdates, count_elements
+from exporter.deferred import available as deferred_available
 from exporter.metrics import CatalogMetrics
 from exporter.privacy import Hasher
 
@@ -136,6 +138,8 @@ class Recorder:
         max_sessions: int = MAX_SESSIONS,
     ):
         self.metrics = CatalogMetrics(registry, allow_lists)
+        # Where batches sum counters and histograms; None where they must record directly (multiprocess).
+        self._deferred = DeferredUpdates(self.metrics) if deferred_available() else None
         self.hasher = hasher
         self.active_users = ActiveUsers()
         self.active_licenses = ActiveLicenses()
@@ -149,6 +153,7 @@ class Recorder:
         self._sessions_lock = threading.Lock()
         self._http: dict[tuple, tuple] = {}
         self._digests: dict[str, str] = {}
+        self._license_ids: dict[str, str] = {}
         self._tiers: dict[object, str] = {}
         self._request_metrics = None  # the middlewares' shared exporter.httpmetrics.RequestMetrics
 
@@ -158,6 +163,84 @@ class Recorder:
             found = self.metrics.guard.value(TIER, tier)
             if len(self._tiers) < 1000:
                 self._tiers[tier] = found
+        return found
+
+    # The three ways a method touches a metric: through here, so a batch can sum them.
+    def _inc(self, name: str, labels: tuple, amount: float = 1) -> None:
+        self._child(name, *labels).inc(amount)
+
+    def _observe(self, name: str, labels: tuple, value: float) -> None:
+        self._child(name, *labels).observe(value)
+
+    def _set(self, name: str, labels: tuple, value: float) -> None:
+        self._child(name, *labels).set(value)
+
+    def count_each(self, name: str, labels: Iterable[tuple]) -> None:
+        """Increment counter ``name`` once per label tuple of ``labels`` (raw values, as the methods take).
+
+        The bulk form the ingestion API records whole event batches with;
+        one update per distinct tuple.
+        """
+        counts: dict[tuple, int] = {}
+        count_elements(counts, labels)
+        for key, count in counts.items():
+            self._inc(name, key, count)
+
+    def add_each(self, name: str, labels: Iterable[tuple], amounts: Iterable[float]) -> None:
+        """Add each amount to counter ``name`` under the label tuple beside it (summed per tuple first)."""
+        sums: dict[tuple, float] = {}
+        for key, amount in zip(labels, amounts):
+            if amount:
+                sums[key] = sums.get(key, 0) + amount
+        for key, amount in sums.items():
+            self._inc(name, key, amount)
+
+    def set_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
+        """Set gauge ``name`` under each label tuple to the last value beside it; None is skipped."""
+        last: dict[tuple, float] = {}
+        for key, value in zip(labels, values):
+            if value is not None:
+                last.pop(key, None)  # re-inserted: the order of the sets is the order of the last values
+                last[key] = value
+        for key, value in last.items():
+            self._set(name, key, value)
+
+    def observe_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
+        """Observe each value in histogram ``name`` under the label tuple beside it; None is skipped."""
+        for key, value in zip(labels, values):
+            if value is not None:
+                self._observe(name, key, value)
+
+    def before_collect(self, source: Callable[[], None]) -> bool:
+        """Run ``source`` before any catalog family is collected, to record what it held back.
+
+        Returns False, registering nothing, where no code runs before a
+        scrape (prometheus_client's multiprocess mode): record at once there.
+        """
+        if self._deferred is None:
+            return False
+        self._deferred.add_source(source)
+        return True
+
+    def batch(self) -> RecorderBatch:
+        """This recorder for many calls in a row from one thread, at a fraction of the cost per call.
+
+        Same methods, same label checks at call time (``LabelRejected`` is
+        raised by the call, as here); counters and histograms are summed in
+        plain per-thread totals that scrapes fold in (:mod:`exporter.deferred`),
+        gauges are set at ``commit()``. The ingestion API records each event
+        batch this way. Everything else (user sketches, sessions, caches) is
+        this recorder's own state.
+        """
+        return RecorderBatch(self)
+
+    def _license_id(self, license_key: str) -> str:
+        found = self._license_ids.get(license_key)
+        if found is None:
+            found = self.hasher.license_id(license_key)
+            if len(self._license_ids) >= DIGEST_CACHE_LIMIT:
+                self._license_ids.clear()
+            self._license_ids[license_key] = found
         return found
 
     def opted_out(self, user_id: str) -> bool:
@@ -213,7 +296,7 @@ class Recorder:
 
     def error(self, tier: str, error_type: str, route: str) -> None:
         """An unhandled exception of type ``error_type`` (allow-list; else ``other``) on ``route``."""
-        self._child("clary_errors_total", tier, error_type, route).inc()
+        self._inc("clary_errors_total", (tier, error_type, route))
 
     # --- documents and features -------------------------------------------
 
@@ -234,14 +317,15 @@ class Recorder:
             duration: processing wall time in seconds, when known.
             features: features applied to the document (each counted as used).
         """
-        features = list(features)
-        self._child("clary_documents_processed_total", tier, doc_type, outcome).inc()
+        if not isinstance(features, (list, tuple)):
+            features = list(features)
+        self._inc("clary_documents_processed_total", (tier, doc_type, outcome))
         if duration is not None:
-            self._child("clary_document_processing_duration_seconds", tier, doc_type).observe(duration)
+            self._observe("clary_document_processing_duration_seconds", (tier, doc_type), duration)
         if features:
-            self._child("clary_features_per_document", tier).observe(len(features))
-        for feature in features:
-            self.feature_used(tier, feature, outcome)
+            self._observe("clary_features_per_document", (tier,), len(features))
+            for feature in features:
+                self._inc("clary_feature_uses_total", (tier, feature, outcome))
 
     def time_document(self, tier: str, doc_type: str, features: Iterable[str] = ()) -> Timed:
         """Time processing one document; records it like :meth:`document_processed`.
@@ -254,26 +338,26 @@ class Recorder:
 
     def feature_used(self, tier: str, feature: str, outcome: str = "success") -> None:
         """A feature ran (``ocr``, ``redaction``...), successfully or not."""
-        self._child("clary_feature_uses_total", tier, feature, outcome).inc()
+        self._inc("clary_feature_uses_total", (tier, feature, outcome))
 
     def feature_blocked(self, tier: str, feature: str) -> None:
         """A feature was refused because the caller's tier lacks it (upgrade potential)."""
-        self._child("clary_feature_blocked_total", tier, feature).inc()
+        self._inc("clary_feature_blocked_total", (tier, feature))
 
     def quota_exceeded(self, tier: str, limit: str) -> None:
         """A request was refused because the tier's ``limit`` (documents, features, api_calls) ran out."""
-        self._child("clary_quota_exceeded_total", tier, limit).inc()
+        self._inc("clary_quota_exceeded_total", (tier, limit))
 
     def template_used(self, tier: str, kind: str) -> None:
         """An extraction template was used; ``kind`` is ``builtin`` or ``custom``."""
-        self._child("clary_template_uses_total", tier, kind).inc()
+        self._inc("clary_template_uses_total", (tier, kind))
 
     # --- models and inference ---------------------------------------------
 
     def inference(self, tier: str, model: str, outcome: str, duration: float) -> None:
         """One model inference: outcome (``success``/``failure``) and latency in seconds."""
-        self._child("clary_inference_requests_total", tier, model, outcome).inc()
-        self._child("clary_inference_duration_seconds", tier, model).observe(duration)
+        self._inc("clary_inference_requests_total", (tier, model, outcome))
+        self._observe("clary_inference_duration_seconds", (tier, model), duration)
 
     def time_inference(self, tier: str, model: str) -> Timed:
         """Time an inference; an exception (re-raised) or ``.fail()`` makes it a failure.
@@ -285,13 +369,13 @@ class Recorder:
 
     def model_loaded(self, model: str, duration: float, memory_bytes: float | None = None) -> None:
         """A model finished loading: load time and, when known, its memory in bytes."""
-        self._child("clary_model_load_duration_seconds", model).observe(duration)
+        self._observe("clary_model_load_duration_seconds", (model,), duration)
         if memory_bytes is not None:
-            self._child("clary_model_memory_bytes", model).set(memory_bytes)
+            self._set("clary_model_memory_bytes", (model,), memory_bytes)
 
     def queue_length(self, queue: str, length: float) -> None:
         """Jobs currently waiting in ``queue`` (a gauge: set, not added)."""
-        self._child("clary_queue_length", queue).set(length)
+        self._set("clary_queue_length", (queue,), length)
 
     # --- cloud LLM ----------------------------------------------------------
 
@@ -317,13 +401,13 @@ class Recorder:
             time_to_first_token: seconds to the first streamed token, when streaming.
             input_tokens: prompt tokens; output_tokens: completion tokens.
         """
-        self._child("clary_llm_requests_total", tier, provider, model, outcome).inc()
-        self._child("clary_llm_request_duration_seconds", provider, model).observe(duration)
+        self._inc("clary_llm_requests_total", (tier, provider, model, outcome))
+        self._observe("clary_llm_request_duration_seconds", (provider, model), duration)
         if time_to_first_token is not None:
-            self._child("clary_llm_time_to_first_token_seconds", provider, model).observe(time_to_first_token)
+            self._observe("clary_llm_time_to_first_token_seconds", (provider, model), time_to_first_token)
         for direction, tokens in (("input", input_tokens), ("output", output_tokens)):
             if tokens:
-                self._child("clary_llm_tokens_total", tier, provider, model, direction).inc(tokens)
+                self._inc("clary_llm_tokens_total", (tier, provider, model, direction), tokens)
 
     # --- license -----------------------------------------------------------
 
@@ -335,11 +419,15 @@ class Recorder:
         With ``license_key`` the license counts as active (24 h); only its
         HMAC id is kept, never the key.
         """
-        self._child("clary_license_validations_total", tier, result).inc()
+        self._inc("clary_license_validations_total", (tier, result))
         if duration is not None:
-            self._child("clary_license_validation_duration_seconds").observe(duration)
+            self._observe("clary_license_validation_duration_seconds", (), duration)
         if license_key:
-            self.active_licenses.seen(self._tier(tier), self.hasher.license_id(license_key))
+            self.license_active(tier, license_key)
+
+    def license_active(self, tier: str, license_key: str) -> None:
+        """Count a license as active (24 h) by its HMAC id; the key itself is never kept."""
+        self.active_licenses.seen(self._tier(tier), self._license_id(license_key))
 
     def license_status(
         self,
@@ -358,12 +446,12 @@ class Recorder:
             usage: current usage per limit name (``documents``, ...).
             limits: the limit granted per limit name.
         """
-        license_id = self.hasher.license_id(license_key)
+        license_id = self._license_id(license_key)
         if expires_at is not None:
-            self._child("clary_license_expiry_timestamp_seconds", license_id, tier).set(expires_at)
+            self._set("clary_license_expiry_timestamp_seconds", (license_id, tier), expires_at)
         for name, values in (("clary_license_usage", usage), ("clary_license_limit", limits)):
             for limit, value in (values or {}).items():
-                self._child(name, license_id, tier, limit).set(value)
+                self._set(name, (license_id, tier, limit), value)
         return license_id
 
     # --- feedback ----------------------------------------------------------
@@ -372,12 +460,12 @@ class Recorder:
         """Count a submission; returns True when it is urgent (a bug rated <= 2)."""
         if rating is not None and not 1 <= rating <= 5:
             raise ValueError(f"rating must be 1..5, got {rating!r}")
-        self._child("clary_feedback_submissions_total", tier, feedback_type).inc()
+        self._inc("clary_feedback_submissions_total", (tier, feedback_type))
         if rating is not None:
-            self._child("clary_feedback_rating", tier, feedback_type).observe(rating)
+            self._observe("clary_feedback_rating", (tier, feedback_type), rating)
         urgent = feedback_type == "bug" and rating is not None and rating <= URGENT_RATING
         if urgent:
-            self._child("clary_feedback_urgent_total", tier).inc()
+            self._inc("clary_feedback_urgent_total", (tier,))
         return urgent
 
     # --- users and sessions ----------------------------------------------
@@ -409,7 +497,7 @@ class Recorder:
 
     def user_action(self, tier: str, action: str, user_id: str | None = None) -> None:
         """A user did something (``login``, ``upload``...); with a user id it also counts as active."""
-        self._child("clary_user_actions_total", tier, action).inc()
+        self._inc("clary_user_actions_total", (tier, action))
         if user_id:
             self.user_seen(tier, user_id)
 
@@ -460,7 +548,7 @@ class Recorder:
         elsewhere (a session that spans processes) and returns it.
         """
         if duration is not None:
-            self._child("clary_session_duration_seconds", tier_or_token).observe(duration)
+            self._observe("clary_session_duration_seconds", (tier_or_token,), duration)
             return duration
         now = self._clock()
         with self._sessions_lock:
@@ -470,11 +558,54 @@ class Recorder:
             return None
         tier, started = found
         elapsed = max(0.0, now - started)
-        self._child("clary_session_duration_seconds", tier).observe(elapsed)
+        self._observe("clary_session_duration_seconds", (tier,), elapsed)
         return elapsed
 
     # --- the exporter itself ---------------------------------------------
 
-    def event(self, event_type: str, outcome: str) -> None:
-        """An ingested event was accepted or rejected (the exporter's own health)."""
-        self._child("clary_exporter_events_total", event_type, outcome).inc()
+    def event(self, event_type: str, outcome: str, count: int = 1) -> None:
+        """``count`` ingested events of one type were accepted or rejected (the exporter's own health)."""
+        self._inc("clary_exporter_events_total", (event_type, outcome), count)
+
+
+class RecorderBatch(Recorder):
+    """What :meth:`Recorder.batch` returns: the recorder's methods, with cheaper metric updates.
+
+    Counters and histograms go into this thread's running totals
+    (:mod:`exporter.deferred`), folded into the metric objects when they are
+    scraped; gauges are set once per series at ``commit()`` (the last value).
+    Shares every other piece of state with its recorder (a shallow copy of
+    it), so a user seen or a session started through the batch is seen by
+    both. Use a batch from the thread that made it; commit it once.
+    """
+
+    def __init__(self, recorder: Recorder):  # shares the recorder's state, builds nothing
+        self.__dict__.update(recorder.__dict__)
+        if recorder._deferred is not None:  # else (multiprocess mode) counters and histograms go straight in
+            table = recorder._deferred.table()
+            self._inc = table.inc
+            self._observe = table.observe
+            self.observe_each = table.observe_each
+        self._gauges: dict[tuple, list] = {}  # (name, labels) -> [child, last value]
+
+    def _set(self, name: str, labels: tuple, value: float) -> None:
+        # Re-inserted on every set: raw labels that fold into one series (``other``) are
+        # set at commit in the order of their last values, so the last value wins there too.
+        slot = self._gauges.pop((name, labels), None)
+        self._gauges[name, labels] = [self._child(name, *labels) if slot is None else slot[0], value]
+
+    def http_request(
+        self, tier: str, method: str, route: str, code: int, duration: float, trace_id: str | None = None
+    ) -> None:
+        """As :meth:`Recorder.http_request`, summed; a traced request goes straight in (exemplar)."""
+        if trace_id is not None:
+            Recorder.http_request(self, tier, method, route, code, duration, trace_id)
+            return
+        self._inc("clary_http_requests_total", (tier, method, route, code))
+        self._observe("clary_http_request_duration_seconds", (tier, method, route), duration)
+
+    def commit(self) -> None:
+        """Set the gauges (counters and histograms need nothing: scrapes fold them in)."""
+        gauges, self._gauges = self._gauges, {}
+        for child, value in gauges.values():
+            child.set(value)

@@ -105,7 +105,7 @@ async def test_a_partial_batch_goes_out_after_the_flush_interval(front, registry
 
 async def test_models_are_sent_as_json(front, registry):
     async with EventClient(front.url, INGEST_TOKEN) as client:
-        await client.send(QueueLength(type="queue_length", queue="export", length=4))
+        await client.send(QueueLength(queue="export", length=4))
         await client.send(EXAMPLES["llm_call"][0])
     assert value(registry, "clary_queue_length", queue="export") == 4
     assert accepted(registry, "llm_call") == 1

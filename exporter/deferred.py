@@ -1,0 +1,209 @@
+"""Counter and histogram updates summed in plain per-thread tables, folded in at scrape time.
+
+prometheus_client takes a lock and runs checks on every ``inc`` and
+``observe``; for the ingestion API, which records tens of updates per event
+batch, that is most of its cost. :class:`DeferredUpdates` keeps, per thread
+and per series, a running total (counters) or a running sum and bucket
+counts (histograms) in lists that only that thread writes; a collect hook
+folds what changed since the last fold into the metric objects just before
+the family is collected, so every scrape sees every update made before it.
+The same idea as the HTTP middlewares' accumulators (``exporter.httpmetrics``),
+for any counter or histogram of the catalog.
+
+Gauges are not deferred: a direct ``set`` after a deferred one would be
+overwritten by the older value at the next fold. In prometheus_client's
+multiprocess mode values live in files written at update time and no
+collect hook runs, so there :func:`available` is False and callers record
+directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from prometheus_client import Histogram
+from prometheus_client import values as prometheus_values
+
+from exporter.catalog import CATALOG
+from exporter.metrics import CatalogMetrics
+
+try:  # the C loop behind collections.Counter(iterable); Counter() itself costs microseconds to set up
+    from collections import _count_elements as count_elements
+except ImportError:  # pragma: no cover - other Python implementations
+    def count_elements(mapping: dict, iterable: Iterable) -> None:
+        for element in iterable:
+            mapping[element] = mapping.get(element, 0) + 1
+
+
+# Distinct raw label tuples one thread keeps before it folds and starts over.
+SERIES_LIMIT = 20_000
+
+
+def available() -> bool:
+    """Whether this prometheus_client keeps values in memory with the histogram layout folded into."""
+    if getattr(prometheus_values.ValueClass, "_multiprocess", True):
+        return False
+    probe = Histogram("probe", "Probe.", buckets=(1.0,), registry=None)
+    return hasattr(probe, "_sum") and len(getattr(probe, "_buckets", ())) == len(getattr(probe, "_upper_bounds", ()))
+
+
+class _Table:
+    """One thread's running totals; only that thread writes them (the fold only reads).
+
+    ``inc`` and ``observe`` validate labels the first time the thread sees a
+    series (``LabelRejected`` is raised then, as a direct update would) and
+    afterwards cost a dict lookup and an addition or two.
+    """
+
+    __slots__ = ("owner", "thread", "counters", "histograms")
+
+    def __init__(self, owner: DeferredUpdates):
+        self.owner = owner
+        self.thread = threading.current_thread()
+        # (family, labels) -> [total, total already folded in, the child's inc]
+        self.counters: dict[tuple, list] = {}
+        # (family, labels) -> [bounds, [sum, bucket counts...], the same already folded in, histogram child]
+        self.histograms: dict[tuple, list] = {}
+
+    def inc(self, name: str, labels: tuple, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        try:
+            self.counters[name, labels][0] += amount
+        except KeyError:
+            self.owner.new_series(self, name, labels)
+            self.counters[name, labels][0] += amount
+
+    def observe(self, name: str, labels: tuple, value: float) -> None:
+        try:
+            slot = self.histograms[name, labels]
+        except KeyError:
+            slot = self.owner.new_series(self, name, labels)
+        sums = slot[1]
+        sums[0] += value
+        sums[1 + bisect_left(slot[0], value)] += 1
+
+    def observe_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
+        """``observe(name, x, v)`` for each pair of ``labels`` and ``values``; a None value is skipped.
+
+        Values are grouped per series first, so a series is looked up once
+        and its buckets are counted in C.
+        """
+        grouped: dict[tuple, list[float]] = {}
+        for key, value in zip(labels, values):
+            if value is not None:
+                try:
+                    grouped[key].append(value)
+                except KeyError:
+                    grouped[key] = [value]
+        for key, values in grouped.items():
+            try:  # self.histograms afresh each time: a new series may restart the table
+                bounds, sums = self.histograms[name, key][:2]
+            except KeyError:
+                bounds, sums = self.owner.new_series(self, name, key)[:2]
+            sums[0] += sum(values)
+            buckets: dict[int, int] = {}
+            count_elements(buckets, map(partial(bisect_left, bounds), values))
+            for index, count in buckets.items():
+                sums[1 + index] += count
+
+
+class DeferredUpdates:
+    """Per-thread running totals for the catalog's counters and histograms; one per :class:`CatalogMetrics`.
+
+    Also runs *sources* before every family is collected: callables that
+    record work they held back (``exporter.events.EventBacklog``), so what
+    they record is folded in by the same scrape.
+    """
+
+    def __init__(self, metrics: CatalogMetrics):
+        self._metrics = metrics
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sources: list[Callable[[], None]] = []
+        # Per family, the series any thread deferred: what its collect hook folds in.
+        self._series: dict[str, list[tuple[_Table, tuple]]] = {}
+        for s in CATALOG:
+            if not s.collected:
+                self._series[s.name] = []
+                metrics.add_collect_hook(lambda name=s.name: self.fold(name), [s.name])
+
+    def add_source(self, source: Callable[[], None]) -> None:
+        """Run ``source`` (thread-safe, cheap when idle) before any catalog family is collected."""
+        self._sources.append(source)
+
+    def table(self) -> _Table:
+        """This thread's table."""
+        try:
+            return self._local.table
+        except AttributeError:
+            with self._lock:
+                self._release_finished_locked()
+            table = self._local.table = _Table(self)
+            return table
+
+    def _release_finished_locked(self) -> None:
+        """Fold in and forget the tables of threads that have ended (checked when a thread starts one)."""
+        for table in {entry[0] for series in self._series.values() for entry in series}:
+            if not table.thread.is_alive():
+                self._restart_locked(table)
+
+    def new_series(self, table: _Table, name: str, labels: tuple) -> list:
+        """A series ``table`` updates for the first time: its child (labels checked now) and slot."""
+        child = self._metrics.child(name, *labels)
+        histogram = isinstance(child, Histogram)
+        if histogram:
+            bounds = tuple(child._upper_bounds)
+            zero = [0.0] + [0] * len(bounds)
+            slot = [bounds, zero, zero[:], child]
+        else:
+            slot = [0, 0, getattr(getattr(child, "_value", None), "inc", None) or child.inc]
+        with self._lock:
+            if len(table.counters) + len(table.histograms) >= SERIES_LIMIT:
+                self._restart_locked(table)
+            (table.histograms if histogram else table.counters)[name, labels] = slot
+            self._series[name].append((table, labels))
+        return slot
+
+    def _restart_locked(self, table: _Table) -> None:
+        """Fold and forget everything ``table`` holds: raw label tuples are bounded only here.
+
+        Many raw values fold into one label value (``other``); without this a
+        flood of distinct raw values would grow the table without end.
+        """
+        for name, series in self._series.items():
+            self._fold_locked(name)
+            series[:] = [entry for entry in series if entry[0] is not table]
+        table.counters = {}
+        table.histograms = {}
+
+    def fold(self, name: str) -> None:
+        """Fold what family ``name`` gained since the last fold into its metric objects (sources first)."""
+        for source in self._sources:
+            source()
+        with self._lock:
+            self._fold_locked(name)
+
+    def _fold_locked(self, name: str) -> None:
+        for table, labels in self._series[name]:
+            counter = table.counters.get((name, labels))
+            if counter is not None:
+                total = counter[0]
+                if total != counter[1]:
+                    counter[2](total - counter[1])
+                    counter[1] = total
+                continue
+            _, sums, folded, child = table.histograms[name, labels]
+            now = sums[:]  # one consistent copy (no GIL release while copying)
+            if now == folded:
+                continue
+            if now[0] != folded[0]:
+                child._sum.inc(now[0] - folded[0])
+            for i, bucket in enumerate(child._buckets):
+                delta = now[1 + i] - folded[1 + i]
+                if delta:
+                    bucket.inc(delta)
+            folded[:] = now

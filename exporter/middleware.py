@@ -264,8 +264,9 @@ def metrics_middleware(
 ):
     """Build the middleware; one instance per application.
 
-    :func:`instrument` records the same and costs less; use the middleware
-    where the application needs one (or sits behind other middlewares).
+    :func:`instrument` records the same and costs less; the middleware, first
+    in ``middlewares``, also counts requests that other middlewares answer
+    by themselves (a 401 from an auth middleware).
 
     Args:
         recorder: where the metrics go.

@@ -42,6 +42,22 @@ except ImportError:  # pragma: no cover - other Python implementations
 SERIES_LIMIT = 20_000
 
 
+def fold_histogram(histogram: Histogram, now: list, before: list, first_bucket: int) -> None:
+    """Add to a prometheus_client histogram what a running ``[..., sum, bucket counts...]`` gained.
+
+    ``now`` and ``before`` are two copies of the running list; the sum sits
+    just before ``first_bucket``. Bucket counts are per bucket, not
+    cumulative, as prometheus_client keeps them.
+    """
+    at = first_bucket - 1
+    if now[at] != before[at]:
+        histogram._sum.inc(now[at] - before[at])
+    for i, bucket in enumerate(histogram._buckets):
+        delta = now[first_bucket + i] - before[first_bucket + i]
+        if delta:
+            bucket.inc(delta)
+
+
 def available() -> bool:
     """Whether this prometheus_client keeps values in memory with the histogram layout folded into."""
     if getattr(prometheus_values.ValueClass, "_multiprocess", True):
@@ -198,12 +214,6 @@ class DeferredUpdates:
                 continue
             _, sums, folded, child = table.histograms[name, labels]
             now = sums[:]  # one consistent copy (no GIL release while copying)
-            if now == folded:
-                continue
-            if now[0] != folded[0]:
-                child._sum.inc(now[0] - folded[0])
-            for i, bucket in enumerate(child._buckets):
-                delta = now[1 + i] - folded[1 + i]
-                if delta:
-                    bucket.inc(delta)
-            folded[:] = now
+            if now != folded:
+                fold_histogram(child, now, folded, 1)
+                folded[:] = now

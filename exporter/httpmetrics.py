@@ -27,6 +27,7 @@ from prometheus_client.samples import Exemplar
 from exporter.catalog import METHODS as _METHODS
 from exporter.catalog import TIER as _TIER_LABEL
 from exporter.catalog import spec
+from exporter.deferred import fold_histogram
 from exporter.labels import LabelRejected
 from exporter.recorder import Recorder
 
@@ -541,12 +542,7 @@ class RequestMetrics:
                 counter, histogram = table.children[key]
                 if now[0] != before[0]:
                     counter.inc(now[0] - before[0])
-                if now[1] != before[1]:
-                    histogram._sum.inc(now[1] - before[1])
-                for i, bucket in enumerate(histogram._buckets):
-                    delta = now[2 + i] - before[2 + i]
-                    if delta:
-                        bucket.inc(delta)
+                fold_histogram(histogram, now, before, 2)
                 table.flushed[key] = now
         if in_flight != self._flushed_in_flight:
             self._in_flight_gauge.inc(in_flight - self._flushed_in_flight)

@@ -100,7 +100,8 @@ class _Table:
             slot = self.owner.new_series(self, name, labels)
         sums = slot[1]
         sums[0] += value
-        sums[1 + bisect_left(slot[0], value)] += 1
+        if value == value:  # NaN: in the sum but in no bucket, as Histogram.observe does
+            sums[1 + bisect_left(slot[0], value)] += 1
 
     def observe_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
         """``observe(name, x, v)`` for each pair of ``labels`` and ``values``; a None value is skipped.
@@ -120,9 +121,12 @@ class _Table:
                 bounds, sums = self.histograms[name, key][:2]
             except KeyError:
                 bounds, sums = self.owner.new_series(self, name, key)[:2]
-            sums[0] += sum(values)
+            total = sum(values)
+            sums[0] += total
             buckets: dict[int, int] = {}
             count_elements(buckets, map(partial(bisect_left, bounds), values))
+            if total != total:  # NaN among them: bisect put each in bucket 0; Histogram.observe in none
+                buckets[0] -= sum(1 for value in values if value != value)
             for index, count in buckets.items():
                 sums[1 + index] += count
 

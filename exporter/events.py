@@ -360,21 +360,12 @@ class LicenseStatus(_Event, tag="license_status", kw_only=True):
 
     @classmethod
     def settle(cls, events, rec, users):
-        # What each license's events say, later events overriding earlier ones; a limit name
-        # is re-inserted when it recurs, so names that fold into "other" keep the last value too.
-        merged: dict[tuple[str, str], tuple[list, dict, dict]] = {}
+        # One by one through a batch: each gauge series set once, to its last value, even
+        # where licenses past the series budget share the series license="other".
+        batch = rec.batch()
         for event in events:
-            state = merged.get((event.tier, event.license_key))
-            if state is None:
-                state = merged[event.tier, event.license_key] = ([None], {}, {})
-            if event.expires_at is not None:
-                state[0][0] = event.expires_at
-            for values, latest in ((state[1], event.usage), (state[2], event.limits)):
-                for name, value in latest.items():
-                    values.pop(name, None)
-                    values[name] = value
-        for (tier, license_key), ([expires_at], usage, limits) in merged.items():
-            rec.license_status(tier, license_key, expires_at, usage, limits)
+            batch.license_status(event.tier, event.license_key, event.expires_at, event.usage, event.limits)
+        batch.commit()
 
 
 class UserAction(_Event, tag="user_action", kw_only=True):
@@ -709,7 +700,8 @@ class EventBacklog:
         self._recorder = recorder
         self._users = users
         self.fold_at = fold_at
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue
+        self._folding = threading.Lock()  # held from taking the queue until it is recorded
         self._pending: dict[type[_Event], list[_Event]] = {}
         self._count = 0
         self.deferring = recorder.before_collect(self.fold)
@@ -739,9 +731,14 @@ class EventBacklog:
             self.fold()
 
     def fold(self) -> None:
-        """Record everything queued (thread-safe; cheap when nothing is)."""
-        if not self._count:
-            return
-        with self._lock:
-            pending, self._pending, self._count = self._pending, {}, 0
-        record_events(pending, self._recorder, self._users)
+        """Record everything queued (thread-safe; cheap when nothing is).
+
+        Returns only once everything queued before the call is recorded, even
+        when another thread is recording it: a scrape waits for a fold in
+        progress rather than miss what it records.
+        """
+        with self._folding:
+            with self._lock:
+                pending, self._pending, self._count = self._pending, {}, 0
+            if pending:
+                record_events(pending, self._recorder, self._users)

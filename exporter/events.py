@@ -49,6 +49,8 @@ Secret = Annotated[str, Meta(min_length=1, max_length=256)]
 # A route template such as /api/v1/documents/{id}: never a raw path with ids or a query.
 # (?!\n) because Python's "$" also matches before a trailing newline.
 ROUTE_PATTERN = r"^/[^\s?#\x00-\x1f\x7f]*(?!\n)$"
+ROUTE_REASON = ("expected a route template such as /api/v1/documents/{id}: a leading /, no query string, "
+                "no whitespace or control characters")
 Route = Annotated[str, Meta(min_length=1, max_length=200, pattern=ROUTE_PATTERN,
                             description="route template, e.g. /api/v1/documents/{id}; never the raw path")]
 Seconds = Annotated[float, Meta(ge=0, le=MAX_SECONDS, description="seconds")]
@@ -508,6 +510,8 @@ def item_error(index: int, item: Any, exc: msgspec.ValidationError) -> ItemError
         reason = FEEDBACK_EVENT_REASON if tag == "feedback" else (
             f"unknown event type; expected one of: {', '.join(EVENT_TYPES)}" if "type" in item
             else "missing event type")
+    elif parts == ["route"] and "matching regex" in reason:
+        reason = ROUTE_REASON
     return ItemError(index=index, type=kind, field=".".join(parts) or "event", reason=reason)
 
 
@@ -528,7 +532,6 @@ def _name_dict_key(item: dict, parts: list[str]) -> list[str]:
     return parts[:cut]
 
 
-_ITEM = msgspec.convert
 _BATCH = msgspec.json.Decoder(EventBatch)
 
 
@@ -555,7 +558,7 @@ def decode_batch(body: bytes, max_items: int) -> tuple[list[tuple[int, _Event]],
     errors: list[ItemError] = []
     for index, item in enumerate(items):
         try:
-            valid.append((index, _ITEM(item, Event)))
+            valid.append((index, msgspec.convert(item, Event)))
         except msgspec.ValidationError as exc:
             errors.append(item_error(index, item, exc))
     return valid, errors

@@ -126,6 +126,7 @@ async def test_mixed_batch_keeps_valid_items_and_names_each_rejected_field(clien
     ]
     assert all(e["reason"] for e in body["errors"])
     assert "POST /api/v1/feedback" in body["errors"][4]["reason"]
+    assert "route template" in next(e["reason"] for e in body["errors"] if e["index"] == 11)
     # Valid items recorded, invalid ones not at all.
     assert value(registry, "clary_documents_processed_total", tier="lite", doc_type="pdf", outcome="success") == 1
     assert value(registry, "clary_queue_length", queue="ocr") == 17

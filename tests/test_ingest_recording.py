@@ -576,40 +576,34 @@ def test_repeated_scrapes_with_direct_updates_mixed_in_stay_exact():
         assert value(registry, "clary_inference_duration_seconds_bucket", le="1.0", **count) == 1
 
 
-def test_two_writer_threads_and_a_scraping_thread_give_exact_totals():
-    """Two threads record through batches while a third scrapes: every scrape monotonic, final totals exact."""
-    registry, rec = new_recorder()
-    rounds = 2000
-    start = threading.Barrier(3)
+def race_with_scraper(registry: CollectorRegistry, writers: list) -> list[dict]:
+    """Run ``writers`` in threads while another thread scrapes ``registry`` back to back; the scrapes.
+
+    A tiny switch interval makes the threads interleave often; errors in any
+    thread fail the test; at least three scrapes are taken.
+    """
+    start = threading.Barrier(len(writers) + 1)
     done = threading.Event()
     scraped: list[dict] = []
     errors: list[BaseException] = []
 
-    def writer(tier: str) -> None:
+    def guarded(work) -> None:
         try:
-            start.wait()
-            for i in range(rounds):
-                batch = rec.batch()
-                batch.feature_used(tier, "ocr")
-                batch.inference(tier, "ocr-fast", "success", 0.25 if i % 2 else 1.0)
-                batch.count_each("clary_template_uses_total", [(tier, "custom")] * 2)
+            start.wait(10)
+            work()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    def scraper() -> None:
-        try:
-            start.wait()
-            while not done.is_set() or len(scraped) < 3:
-                scraped.append(samples(registry))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+    def scrape() -> None:
+        while not done.is_set() or len(scraped) < 3:
+            scraped.append(samples(registry))
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     try:
-        threads = [threading.Thread(target=writer, args=(tier,)) for tier in ("lite", "standard")]
-        reader = threading.Thread(target=scraper)
-        for thread in (*threads, reader):
+        threads = [threading.Thread(target=guarded, args=(work,)) for work in writers]
+        reader = threading.Thread(target=guarded, args=(scrape,))
+        for thread in (reader, *threads):
             thread.start()
         for thread in threads:
             thread.join(60)
@@ -618,6 +612,22 @@ def test_two_writer_threads_and_a_scraping_thread_give_exact_totals():
     finally:
         sys.setswitchinterval(interval)
     assert not errors
+    return scraped
+
+
+def test_two_writer_threads_and_a_scraping_thread_give_exact_totals():
+    """Two threads record through batches while a third scrapes: every scrape monotonic, final totals exact."""
+    registry, rec = new_recorder()
+    rounds = 2000
+
+    def writer(tier: str) -> None:
+        for i in range(rounds):
+            batch = rec.batch()
+            batch.feature_used(tier, "ocr")
+            batch.inference(tier, "ocr-fast", "success", 0.25 if i % 2 else 1.0)
+            batch.count_each("clary_template_uses_total", [(tier, "custom")] * 2)
+
+    scraped = race_with_scraper(registry, [lambda: writer("lite"), lambda: writer("standard")])
     final = samples(registry)
     for tier in ("lite", "standard"):
         uses = ("clary_feature_uses_total", (("feature", "ocr"), ("outcome", "success"), ("tier", tier)))
@@ -985,42 +995,14 @@ def test_ingest_while_another_thread_scrapes_gives_exact_totals(ingest_api):
     api, registry = ingest_api
     api.backlog.fold_at = 37
     batches = 150
-    done = threading.Event()
-    scraped: list[dict] = []
-    errors: list[BaseException] = []
-
-    scraping = threading.Event()
 
     def ingest() -> None:
-        try:
-            scraping.wait(10)
-            for i in range(batches):
-                api.ingest(body(FEATURE_USED, FEATURE_USED, FEATURE_USED, INFERENCE, INFERENCE,
-                                {"type": "user_action", "tier": "lite", "action": "login", "user_id": "u1"},
-                                {"type": "queue_length", "queue": "ocr", "length": i}))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(batches):
+            api.ingest(body(FEATURE_USED, FEATURE_USED, FEATURE_USED, INFERENCE, INFERENCE,
+                            {"type": "user_action", "tier": "lite", "action": "login", "user_id": "u1"},
+                            {"type": "queue_length", "queue": "ocr", "length": i}))
 
-    def scrape() -> None:
-        try:
-            scraping.set()
-            while not done.is_set() or len(scraped) < 3:
-                scraped.append(samples(registry))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        writer, reader = threading.Thread(target=ingest), threading.Thread(target=scrape)
-        reader.start()
-        writer.start()
-        writer.join(60)
-        done.set()
-        reader.join(60)
-    finally:
-        sys.setswitchinterval(interval)
-    assert not errors
+    scraped = race_with_scraper(registry, [ingest])
     assert value(registry, "clary_feature_uses_total", **USES) == 3 * batches
     assert value(registry, "clary_inference_duration_seconds_count", tier="lite", model="ocr-fast") == 2 * batches
     assert value(registry, "clary_inference_duration_seconds_sum", tier="lite", model="ocr-fast") == batches

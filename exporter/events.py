@@ -637,16 +637,13 @@ class DedupeWindow:
             return items, 0
         fresh: list[tuple[int, _Event]] = []
         duplicates = 0
-        for item in items:
+        for item in items:  # otherwise id by id, as add() rotates
             event_id = item[1].id
             if event_id is not None:
-                if event_id in current or event_id in previous:
+                if event_id in self:
                     duplicates += 1
                     continue
-                current.add(event_id)
-                if len(current) >= half:
-                    self._rotate()
-                    current, previous = self._current, self._previous
+                self.add(event_id)
             fresh.append(item)
         return fresh, duplicates
 

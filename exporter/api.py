@@ -30,6 +30,7 @@ import json
 import logging
 import operator
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -58,6 +59,9 @@ PREFIX = "/api/v1"
 DEMO_INGEST_TOKEN = "demo-ingest-token-not-a-secret"
 PURGE_INTERVAL_SECONDS = 3600.0
 ACTIVITY_FLUSH_SECONDS = 5.0
+# Accepted events wait in the backlog at most this long when nothing else records them
+# (no scrape, few events): per-user activity and the active-user sketches stay current.
+BACKLOG_FOLD_SECONDS = 1.0
 MAX_PENDING_ACTIVITY = 50_000
 DIGEST_CACHE_LIMIT = 10_000
 MAX_TEXT = 4000
@@ -204,6 +208,8 @@ class UserActivity:
 
     Also the one place that knows who opted out: ``track`` refuses them, and
     ``is_opted_out`` answers the recorder's hook for the active-users sketch.
+    Thread-safe: the event backlog is recorded on whichever thread folds it
+    (a scrape's, too).
     """
 
     def __init__(self, recorder: Recorder, clock: Callable[[], float] = time.time,
@@ -214,7 +220,7 @@ class UserActivity:
         self.max_pending = max_pending
         self.opted_out: set[str] = set()
         self.pending: dict[tuple[str, int, str, str], int] = {}
-        self.full = asyncio.Event()
+        self._lock = threading.Lock()  # pending
         self._digests: dict[str, str] = {}
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -243,18 +249,22 @@ class UserActivity:
             if len(self._labels) < DIGEST_CACHE_LIMIT:
                 self._labels[tier, kind] = labels
         key = (hashed, int(self._clock() // DAY), *labels)
-        self.pending[key] = self.pending.get(key, 0) + count
-        if len(self.pending) >= self.max_pending:
-            self.full.set()
+        with self._lock:
+            self.pending[key] = self.pending.get(key, 0) + count
+
+    def over_limit(self) -> bool:
+        """Whether the buffer holds ``max_pending`` rows or more: time to flush, not wait for the timer."""
+        return len(self.pending) >= self.max_pending
 
     def take(self) -> dict[tuple[str, int, str, str], int]:
-        pending, self.pending = self.pending, {}
-        self.full.clear()
+        with self._lock:
+            pending, self.pending = self.pending, {}
         return pending
 
     def forget(self, hashed: str) -> None:
         """Drop a user's buffered activity and cached digest (deletion, opt-out)."""
-        self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
+        with self._lock:
+            self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
         self._digests = {user: digest for user, digest in self._digests.items() if digest != hashed}
 
 
@@ -355,18 +365,13 @@ class IngestApi:
             raise self._too_many(exc.count) from None
         self.dedupe.tick()
         fresh, duplicates = self.dedupe.admit(valid)
-        by_type: dict[type, list] = {}
-        for _, event in fresh:
-            try:
-                by_type[type(event)].append(event)
-            except KeyError:
-                by_type[type(event)] = [event]
-        self.backlog.add(by_type)
+        if fresh:
+            self.backlog.add(fresh)
         if errors:
             batch = self.recorder.batch()
             for event_type, count in Counter(map(_EVENT_TYPE, errors)).items():
                 batch.event(event_type, "rejected", count)
-        if self.activity.full.is_set():
+        if self.activity.over_limit():
             self._flush_soon()
         return EventBatchResult(accepted=len(fresh), rejected=len(errors), duplicates=duplicates, errors=errors)
 
@@ -475,6 +480,7 @@ class IngestApi:
         self._admin(request)
         hashed = self._user_hash(request)
         await self.store.set_opt_out(hashed, True, self.clock())
+        self.backlog.fold()  # events accepted before the opt-out count as they did when they arrived
         self.activity.opted_out.add(hashed)
         self.activity.forget(hashed)
         return web.json_response(OptOutState(opted_out=True).model_dump())
@@ -486,6 +492,7 @@ class IngestApi:
             raise ApiError(409, "opted_out_by_config", "user_id",
                            "this user is opted out in the configuration (opted_out_users); change it there")
         await self.store.set_opt_out(hashed, False)
+        self.backlog.fold()  # events accepted while opted out stay untracked
         self.activity.opted_out.discard(hashed)
         return web.json_response(OptOutState(opted_out=False).model_dump())
 
@@ -497,6 +504,7 @@ class IngestApi:
     # --- background work ----------------------------------------------------------------------
 
     async def flush_activity(self) -> int:
+        self.backlog.fold()  # the activity of every accepted event
         pending = self.activity.take()
         if pending:
             try:
@@ -517,7 +525,10 @@ class IngestApi:
             log.info("retention purge", extra={"fields": {**removed, "retention_days": self.config.retention_days}})
         return removed
 
-    async def _every(self, seconds: float, job: Callable, wake: asyncio.Event | None = None) -> None:
+    async def fold_backlog(self) -> None:
+        self.backlog.fold()
+
+    async def _every(self, seconds: float, job: Callable) -> None:
         while True:
             try:
                 await job()
@@ -525,19 +536,16 @@ class IngestApi:
                 raise
             except Exception:
                 log.exception("background job failed", extra={"fields": {"job": job.__name__}})
-            if wake is None:
-                await asyncio.sleep(seconds)
-            else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), seconds)
+            await asyncio.sleep(seconds)
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         self.activity.opted_out |= await self.store.opted_out()
         await self.notifier.start()
         self._tasks += [
             asyncio.create_task(self._every(PURGE_INTERVAL_SECONDS, self.purge), name="clary-purge"),
-            asyncio.create_task(self._every(ACTIVITY_FLUSH_SECONDS, self.flush_activity, self.activity.full),
+            asyncio.create_task(self._every(ACTIVITY_FLUSH_SECONDS, self.flush_activity),
                                 name="clary-activity-flush"),
+            asyncio.create_task(self._every(BACKLOG_FOLD_SECONDS, self.fold_backlog), name="clary-backlog-fold"),
         ]
         try:
             yield

@@ -25,8 +25,8 @@ import logging
 import operator
 import re
 import threading
-from itertools import repeat
-from collections.abc import Callable
+from itertools import chain, repeat
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 import msgspec
@@ -88,6 +88,7 @@ _LENGTH = operator.attrgetter("length")
 _TIER_RESULT = operator.attrgetter("tier", "result")
 _TIER_ACTION = operator.attrgetter("tier", "action")
 _OUTPUT_TOKENS = operator.attrgetter("output_tokens")
+_LICENSE_STATUS = operator.attrgetter("tier", "license_key", "expires_at", "usage", "limits")
 
 
 class UserTracking(Protocol):
@@ -119,29 +120,18 @@ class _Event(Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, 
     )] | None = None
 
     type: ClassVar[str]
-    # Whether ``settle`` has work to do (per-user state, decided when events arrive).
-    settles: ClassVar[bool] = False
 
     def apply(self, rec: Recorder, users: UserTracking) -> None:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
     @classmethod
-    def settle(cls, events: list, rec: Recorder, users: UserTracking) -> None:
-        """The part of recording that cannot wait, done as events arrive (types with ``settles``).
+    def record_all(cls, events: list, rec: Recorder, users: UserTracking) -> None:  # pragma: no cover
+        """Record events of this type in bulk: the same as ``apply`` on each, in order.
 
-        Per-user state, because opt-out decides it on arrival, and gauges,
-        because a direct ``set`` made after the event must win over it.
-        ``settle`` then ``record_all`` (which may run later) do what ``apply``
-        on each event does.
+        ``rec`` is a recorder batch (gauges are set at its commit, last value
+        per series); labels are gathered in C and each series updated once.
         """
-
-    @classmethod
-    def record_all(cls, events: list, rec: Recorder, users: UserTracking) -> None:
-        """Record the counters and histograms of events of this type, in bulk.
-
-        Labels are gathered in C and each series updated once; the types
-        that only have gauges leave it empty.
-        """
+        raise NotImplementedError
 
 
 class DocumentProcessed(_Event, tag="document_processed", kw_only=True):
@@ -272,15 +262,10 @@ class ModelLoad(_Event, tag="model_load", kw_only=True):
     def apply(self, rec, users):
         rec.model_loaded(self.model, self.duration_seconds, self.memory_bytes)
 
-    settles = True
-
-    @classmethod
-    def settle(cls, events, rec, users):
-        rec.set_each("clary_model_memory_bytes", zip(map(_MODEL, events)), map(_MEMORY_BYTES, events))
-
     @classmethod
     def record_all(cls, events, rec, users):
         rec.observe_each("clary_model_load_duration_seconds", zip(map(_MODEL, events)), map(_DURATION, events))
+        rec.set_each("clary_model_memory_bytes", zip(map(_MODEL, events)), map(_MEMORY_BYTES, events))
 
 
 class QueueLength(_Event, tag="queue_length", kw_only=True):
@@ -292,10 +277,8 @@ class QueueLength(_Event, tag="queue_length", kw_only=True):
     def apply(self, rec, users):
         rec.queue_length(self.queue, self.length)
 
-    settles = True  # a gauge only: all of it now
-
     @classmethod
-    def settle(cls, events, rec, users):
+    def record_all(cls, events, rec, users):
         rec.set_each("clary_queue_length", zip(map(_QUEUE, events)), map(_LENGTH, events))
 
 
@@ -358,22 +341,24 @@ class LicenseStatus(_Event, tag="license_status", kw_only=True):
     def apply(self, rec, users):
         rec.license_status(self.tier, self.license_key, self.expires_at, self.usage, self.limits)
 
-    settles = True  # gauges only: all of it now
-
     @classmethod
-    def settle(cls, events, rec, users):
-        # One by one through a batch: each gauge series set once, to its last value, even
-        # where licenses past the series budget share the series license="other".
-        batch = rec.batch()
+    def record_all(cls, events, rec, users):
+        # The batch sets each gauge series once, to its last value, even where licenses past
+        # the series budget share the series license="other". An event that a later one of the
+        # same shape (license, tier, fields set) overrides series by series is skipped; the
+        # first event of each shape still goes first, so series are admitted in arrival order.
+        last = {(event.tier, event.license_key, event.expires_at is None, *event.usage, None, *event.limits): index
+                for index, event in enumerate(events)}
+        if len(last) < len(events):
+            for index in last.values():
+                rec.license_status(*_LICENSE_STATUS(events[index]))
+            events = [events[index] for index in sorted(last.values())]
         for event in events:
-            batch.license_status(event.tier, event.license_key, event.expires_at, event.usage, event.limits)
-        batch.commit()
+            rec.license_status(*_LICENSE_STATUS(event))
 
 
 class UserAction(_Event, tag="user_action", kw_only=True):
     """A user did something (login, upload...)."""
-
-    settles = True
 
     tier: Tier
     action: Name
@@ -384,18 +369,13 @@ class UserAction(_Event, tag="user_action", kw_only=True):
         rec.user_action(self.tier, self.action, user)
 
     @classmethod
-    def settle(cls, events, rec, users):
-        _track_users(rec, users, [(event.tier, event.user_id, event.action) for event in events if event.user_id])
-
-    @classmethod
     def record_all(cls, events, rec, users):
+        _track_users(rec, users, [(event.tier, event.user_id, event.action) for event in events if event.user_id])
         rec.count_each("clary_user_actions_total", map(_TIER_ACTION, events))
 
 
 class Session(_Event, tag="session", kw_only=True):
     """A finished user session."""
-
-    settles = True
 
     tier: Tier
     duration_seconds: Seconds
@@ -407,11 +387,8 @@ class Session(_Event, tag="session", kw_only=True):
             rec.user_seen(self.tier, self.user_id)
 
     @classmethod
-    def settle(cls, events, rec, users):
-        _track_users(rec, users, [(event.tier, event.user_id, "session") for event in events if event.user_id])
-
-    @classmethod
     def record_all(cls, events, rec, users):
+        _track_users(rec, users, [(event.tier, event.user_id, "session") for event in events if event.user_id])
         rec.observe_each("clary_session_duration_seconds", zip(map(_TIER, events)), map(_DURATION, events))
 
 
@@ -535,8 +512,8 @@ def _name_dict_key(item: dict, parts: list[str]) -> list[str]:
 _BATCH = msgspec.json.Decoder(EventBatch)
 
 
-def decode_batch(body: bytes, max_items: int) -> tuple[list[tuple[int, _Event]], list[ItemError]]:
-    """The valid events of a batch (with their positions) and an error per invalid one.
+def decode_batch(body: bytes, max_items: int) -> tuple[list[_Event], list[ItemError]]:
+    """The valid events of a batch, in order, and an error (with its position) per invalid one.
 
     The common case, a batch without errors, is one msgspec pass. Otherwise
     the envelope is checked (``InvalidBatch`` for what makes the whole body
@@ -550,15 +527,15 @@ def decode_batch(body: bytes, max_items: int) -> tuple[list[tuple[int, _Event]],
     else:
         if len(events) > max_items:
             raise TooManyEvents(len(events))
-        return list(enumerate(events)), []
+        return events, []
     items = _envelope(body)
     if len(items) > max_items:
         raise TooManyEvents(len(items))
-    valid: list[tuple[int, _Event]] = []
+    valid: list[_Event] = []
     errors: list[ItemError] = []
     for index, item in enumerate(items):
         try:
-            valid.append((index, msgspec.convert(item, Event)))
+            valid.append(msgspec.convert(item, Event))
         except msgspec.ValidationError as exc:
             errors.append(item_error(index, item, exc))
     return valid, errors
@@ -590,7 +567,6 @@ def _envelope(body: bytes) -> list[Any]:
 
 
 _ID = operator.attrgetter("id")
-_SECOND = operator.itemgetter(1)
 
 
 class DedupeWindow:
@@ -624,27 +600,27 @@ class DedupeWindow:
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._current or event_id in self._previous
 
-    def admit(self, items: list[tuple[int, _Event]]) -> tuple[list[tuple[int, _Event]], int]:
-        """The items whose id is new or absent (their ids remembered from now on), and how many were not.
+    def admit(self, events: list[_Event]) -> tuple[list[_Event], int]:
+        """The events whose id is new or absent (their ids remembered from now on), and how many were not.
 
         A batch in one call, in C set operations when every id is new.
         """
         current, previous, half = self._current, self._previous, self._half
-        ids = set(map(_ID, map(_SECOND, items)))
-        if (len(ids) == len(items) and None not in ids and len(current) + len(ids) < half
+        ids = set(map(_ID, events))
+        if (len(ids) == len(events) and None not in ids and len(current) + len(ids) < half
                 and ids.isdisjoint(current) and ids.isdisjoint(previous)):
             current |= ids  # the usual batch, all new ids and no rotation due: set operations only
-            return items, 0
-        fresh: list[tuple[int, _Event]] = []
+            return events, 0
+        fresh: list[_Event] = []
         duplicates = 0
-        for item in items:  # otherwise id by id, as add() rotates
-            event_id = item[1].id
+        for event in events:  # otherwise id by id, as add() rotates
+            event_id = event.id
             if event_id is not None:
                 if event_id in self:
                     duplicates += 1
                     continue
                 self.add(event_id)
-            fresh.append(item)
+            fresh.append(event)
         return fresh, duplicates
 
     def add(self, event_id: str) -> None:
@@ -670,16 +646,27 @@ class DedupeWindow:
 FOLD_AT = 4096
 
 
-def record_events(by_type: dict[type[_Event], list[_Event]], rec: Recorder, users: UserTracking) -> None:
-    """Record settled events grouped by type, and count them accepted, through one recorder batch."""
-    batch = rec.batch()
-    for event_type, events in by_type.items():
+def by_type(events: Iterable[_Event]) -> dict[type[_Event], list[_Event]]:
+    """Events grouped by type, each group in arrival order."""
+    grouped: dict[type[_Event], list[_Event]] = {}
+    for event in events:
         try:
-            event_type.record_all(events, batch, users)
+            grouped[type(event)].append(event)
+        except KeyError:
+            grouped[type(event)] = [event]
+    return grouped
+
+
+def record_events(events: Iterable[_Event], rec: Recorder, users: UserTracking) -> None:
+    """Record accepted events in bulk per type, and count them accepted, through one recorder batch."""
+    batch = rec.batch()
+    for event_type, group in by_type(events).items():
+        try:
+            event_type.record_all(group, batch, users)
         except LabelRejected as exc:  # pragma: no cover - the schemas admit no value the guard rejects
-            log.error("%d %s events not recorded: %s", len(events), event_type.type, exc)
+            log.error("%d %s events not recorded: %s", len(group), event_type.type, exc)
             continue
-        batch.event(event_type.type, "accepted", len(events))
+        batch.event(event_type.type, "accepted", len(group))
     batch.commit()
 
 
@@ -688,12 +675,14 @@ class EventBacklog:
 
     Recording costs mostly per call rather than per event: ``record_all``
     over thousands of events of one type costs a fraction of what it costs
-    over the handful one request carries. So accepted events are settled at
-    once (per-user state, which opt-out decides on arrival), then queue
-    here per type, and are recorded once ``fold_at`` have accumulated or
-    before any catalog family is collected: a scrape always includes every
-    event accepted before it. Where the recorder cannot run code before a
-    scrape (multiprocess mode) they are recorded at once.
+    over the handful one request carries. So accepted events queue here and
+    are recorded, all of them, once ``fold_at`` have accumulated, or before
+    anything that must see them: before any catalog family is collected (a
+    scrape includes every event accepted before it), before a direct gauge
+    ``set`` (which must win over older ingested values), and before
+    whatever changes per-user state (opt-out, opt-in, deletion, the activity
+    flush: ``IngestApi`` calls :meth:`fold`). Where the recorder cannot run
+    code before a scrape (multiprocess mode) events are recorded at once.
     """
 
     def __init__(self, recorder: Recorder, users: UserTracking, fold_at: int = FOLD_AT):
@@ -701,44 +690,42 @@ class EventBacklog:
         self._users = users
         self.fold_at = fold_at
         self._lock = threading.Lock()  # the queue
-        self._folding = threading.Lock()  # held from taking the queue until it is recorded
-        self._pending: dict[type[_Event], list[_Event]] = {}
+        self._folding = threading.RLock()  # held from taking the queue until it is recorded
+        self._in_progress = 0  # folds holding _folding
+        self._pending: list[list[_Event]] = []
         self._count = 0
         self.deferring = recorder.before_collect(self.fold)
 
     def __len__(self) -> int:
         return self._count
 
-    def add(self, by_type: dict[type[_Event], list[_Event]]) -> None:
-        """Take accepted events, grouped by type (the lists become the backlog's)."""
-        for event_type, events in by_type.items():
-            if event_type.settles:
-                event_type.settle(events, self._recorder, self._users)
+    def add(self, events: list[_Event]) -> None:
+        """Take accepted events, in arrival order (the list becomes the backlog's)."""
         if not self.deferring:
-            record_events(by_type, self._recorder, self._users)
+            record_events(events, self._recorder, self._users)
             return
         with self._lock:
-            pending = self._pending
-            for event_type, events in by_type.items():
-                self._count += len(events)
-                queued = pending.get(event_type)
-                if queued is None:
-                    pending[event_type] = events
-                else:
-                    queued += events
+            self._pending.append(events)
+            self._count += len(events)
             due = self._count >= self.fold_at
         if due:
             self.fold()
 
     def fold(self) -> None:
-        """Record everything queued (thread-safe; cheap when nothing is).
+        """Record everything queued (thread-safe; a few attribute reads when nothing is).
 
         Returns only once everything queued before the call is recorded, even
         when another thread is recording it: a scrape waits for a fold in
         progress rather than miss what it records.
         """
+        if not self._count and not self._in_progress:
+            return
         with self._folding:
-            with self._lock:
-                pending, self._pending, self._count = self._pending, {}, 0
-            if pending:
-                record_events(pending, self._recorder, self._users)
+            self._in_progress += 1
+            try:
+                with self._lock:
+                    pending, self._pending, self._count = self._pending, [], 0
+                if pending:
+                    record_events(chain.from_iterable(pending), self._recorder, self._users)
+            finally:
+                self._in_progress -= 1

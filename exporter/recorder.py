@@ -156,6 +156,7 @@ class Recorder:
         self._license_ids: dict[str, str] = {}
         self._tiers: dict[object, str] = {}
         self._request_metrics = None  # the middlewares' shared exporter.httpmetrics.RequestMetrics
+        self._held_back: list[Callable[[], None]] = []  # before_collect sources
 
     def _tier(self, tier: str) -> str:
         found = self._tiers.get(tier)
@@ -173,6 +174,8 @@ class Recorder:
         self._child(name, *labels).observe(value)
 
     def _set(self, name: str, labels: tuple, value: float) -> None:
+        for source in self._held_back:  # what arrived before this set is recorded first: this value wins
+            source()
         self._child(name, *labels).set(value)
 
     def count_each(self, name: str, labels: Iterable[tuple]) -> None:
@@ -214,12 +217,16 @@ class Recorder:
     def before_collect(self, source: Callable[[], None]) -> bool:
         """Run ``source`` before any catalog family is collected, to record what it held back.
 
-        Returns False, registering nothing, where no code runs before a
-        scrape (prometheus_client's multiprocess mode): record at once there.
+        Also before every direct gauge ``set`` (not a batch's), so that a
+        value set now wins over older values still held back. ``source``
+        must be cheap when it holds nothing. Returns False, registering
+        nothing, where no code runs before a scrape (prometheus_client's
+        multiprocess mode): record at once there.
         """
         if self._deferred is None:
             return False
         self._deferred.add_source(source)
+        self._held_back.append(source)
         return True
 
     def batch(self) -> RecorderBatch:

@@ -1,10 +1,11 @@
 """The fast ingestion recording path: bulk recording, deferred updates, the backlog, dedupe.
 
-``exporter.events`` records accepted events in two steps per type
-(``settle`` on arrival, ``record_all`` in bulk, maybe later) instead of
-``apply`` per event; ``exporter.deferred`` sums counters and histograms in
-per-thread tables folded in at scrape time; ``EventBacklog`` queues events
-until ``fold_at`` or the next collect; ``DedupeWindow.admit`` checks a whole
+``exporter.events`` records accepted events in bulk per type
+(``record_all``, later) instead of ``apply`` per event on arrival;
+``exporter.deferred`` sums counters and histograms in per-thread tables
+folded in at scrape time; ``EventBacklog`` queues events until ``fold_at``,
+the next collect, a direct gauge set or a change of per-user state (opt-out,
+opt-in, deletion, the activity flush); ``DedupeWindow.admit`` checks a whole
 batch of ids with set operations. Every shortcut here is checked against
 the slow path it replaces: same samples, same per-user activity, same
 dedupe decisions, exact totals under threads.
@@ -30,7 +31,8 @@ import exporter.recorder
 from exporter.api import INGEST as INGEST_KEY
 from exporter.catalog import spec
 from exporter.deferred import DeferredUpdates
-from exporter.events import EVENT_MODELS, DedupeWindow, Event, EventBatch, LicenseStatus, record_events
+from exporter.events import (EVENT_MODELS, DedupeWindow, Event, EventBatch, LicenseStatus, Session, UserAction,
+                             record_events)
 from exporter.labels import LabelRejected
 from exporter.privacy import Hasher
 from exporter.recorder import Recorder
@@ -200,13 +202,13 @@ def apply_each(events: list) -> tuple[CollectorRegistry, Recorder, Users]:
     return registry, rec, users
 
 
-# --- 1. settle + record_all == apply ---------------------------------------------------------------------
+# --- 1. record_all == apply ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.type)
 @PROPERTY
 @given(data=st.data())
 def test_bulk_recording_equals_apply_per_event(model, data):
-    """settle (on the recorder, on arrival) + record_all (on a batch) + commit == apply on each event.
+    """record_all (on a batch) + commit == apply on each event, in order.
 
     Pools are small so events share series, off-list values fold into
     ``other`` and durations often sit on bucket bounds: counts and buckets
@@ -218,7 +220,6 @@ def test_bulk_recording_equals_apply_per_event(model, data):
 
     registry, rec = new_recorder()
     users = Users()
-    model.settle(events, rec, users)
     batch = rec.batch()
     model.record_all(events, batch, users)
     batch.commit()
@@ -226,24 +227,20 @@ def test_bulk_recording_equals_apply_per_event(model, data):
     assert_same_samples(samples(registry), samples(want_registry))
     assert users.tracked == want_users.tracked
     assert users.refused == want_users.refused
-    assert (model.settles or not users.calls), "types without settles must not touch per-user state"
+    assert model in (UserAction, Session) or not users.calls, "only events with a user id touch per-user state"
 
 
 @PROPERTY
 @given(events=MIXED)
 def test_mixed_types_through_record_events_equal_apply(events):
-    """A mixed batch settled per type and recorded by ``record_events`` == apply + one accepted count per event."""
+    """A mixed batch recorded by ``record_events`` (grouped per type) == apply + one accepted count per event."""
     want_registry, want_rec, want_users = apply_each(events)
     for event_type, count in Counter(e.type for e in events).items():
         want_rec.event(event_type, "accepted", count)
 
     registry, rec = new_recorder()
     users = Users()
-    grouped = by_type(events)
-    for event_type, group in grouped.items():
-        if event_type.settles:
-            event_type.settle(group, rec, users)
-    record_events(grouped, rec, users)
+    record_events(events, rec, users)
 
     assert_same_samples(samples(registry), samples(want_registry))
     assert users.tracked == want_users.tracked and users.refused == want_users.refused
@@ -263,7 +260,7 @@ def test_bulk_recording_spot_check_by_hand():
          "duration_seconds": 0.3, "time_to_first_token_seconds": 0.1, "input_tokens": 20, "output_tokens": 5},
     ]]
     registry, rec = new_recorder()
-    record_events(by_type(events), rec, Users())
+    record_events(events, rec, Users())
     docs = "clary_documents_processed_total"
     assert value(registry, docs, tier="lite", doc_type="pdf", outcome="success") == 1
     assert value(registry, docs, tier="lite", doc_type="other", outcome="success") == 1
@@ -314,18 +311,21 @@ def test_gauges_folding_into_other_keep_the_last_value_in_bulk():
     ]]
     want_registry, _, _ = apply_each(events)
     registry, rec = new_recorder()
-    for event_type, group in by_type(events).items():
-        event_type.settle(group, rec, Users())
-    # Gauges are settled on arrival: there before anything is recorded in bulk.
-    assert value(registry, "clary_queue_length", queue="other") == 3
-    assert value(registry, "clary_model_memory_bytes", model="other") == 20
-    assert sum(v for (name, labels), v in samples(registry).items()
-               if name == "clary_license_usage" and ("limit", "other") in labels) == 3
     batch = rec.batch()
     for event_type, group in by_type(events).items():
         event_type.record_all(group, batch, Users())
     batch.commit()
+    assert value(registry, "clary_queue_length", queue="other") == 3
+    assert value(registry, "clary_model_memory_bytes", model="other") == 20
+    assert sum(v for (name, labels), v in samples(registry).items()
+               if name == "clary_license_usage" and ("limit", "other") in labels) == 3
     assert_same_samples(samples(registry), samples(want_registry))
+
+
+def record_license_status(events: list, rec: Recorder) -> None:
+    batch = rec.batch()
+    LicenseStatus.record_all(events, batch, Users())
+    batch.commit()
 
 
 def test_license_status_bulk_equals_apply_when_license_ids_fold_into_other():
@@ -347,10 +347,42 @@ def test_license_status_bulk_equals_apply_when_license_ids_fold_into_other():
     for event in events:
         event.apply(want_rec, Users())
     registry, rec = filled()
-    LicenseStatus.settle(events, rec, Users())
+    record_license_status(events, rec)
     other = {"license": "other", "tier": "lite"}
     assert want_registry.get_sample_value("clary_license_expiry_timestamp_seconds", other) == 3e9
     assert registry.get_sample_value("clary_license_expiry_timestamp_seconds", other) == 3e9
+
+
+def test_license_status_repeats_collapse_but_licenses_are_admitted_in_arrival_order():
+    """Room for one more license: L1 came first, so L1 gets its own series and L2 folds, though L1 repeats last.
+
+    The repeated L1 event is skipped as overridden by its last one; the
+    samples still equal applying every event in order.
+    """
+    budget = spec("clary_license_expiry_timestamp_seconds").budget
+    events = [msgspec.convert(d, Event) for d in [
+        {"type": "license_status", "tier": "lite", "license_key": "L1", "expires_at": 1e9, "usage": {"seats": 1}},
+        {"type": "license_status", "tier": "lite", "license_key": "L2", "expires_at": 2e9, "usage": {"seats": 2}},
+        {"type": "license_status", "tier": "lite", "license_key": "L1", "expires_at": 3e9, "usage": {"seats": 3}},
+        {"type": "license_status", "tier": "lite", "license_key": "L3", "expires_at": 4e9},
+    ]]
+
+    def filled() -> tuple[CollectorRegistry, Recorder]:
+        registry, rec = new_recorder()
+        for i in range(budget - 1):
+            rec.license_status("lite", f"fill-{i}", expires_at=1.0)
+        return registry, rec
+
+    want_registry, want_rec = filled()
+    for event in events:
+        event.apply(want_rec, Users())
+    registry, rec = filled()
+    record_license_status(events, rec)
+    assert_same_samples(samples(registry), samples(want_registry))
+    expiry = {labels: v for (name, labels), v in samples(registry).items()
+              if name == "clary_license_expiry_timestamp_seconds"}
+    assert expiry[(("license", rec._license_id("L1")), ("tier", "lite"))] == 3e9
+    assert expiry[(("license", "other"), ("tier", "lite"))] == 4e9
 
 
 # --- 2. DedupeWindow.admit == checking ids one by one ----------------------------------------------------
@@ -363,22 +395,28 @@ class FakeClock:
         return self.now
 
 
-def items_with_ids(ids: list) -> list[tuple[int, object]]:
-    return [(index, msgspec.convert({"type": "feature_used", "tier": "lite", "feature": "ocr", "id": event_id}, Event))
-            for index, event_id in enumerate(ids)]
+def items_with_ids(ids: list) -> list:
+    return [msgspec.convert({"type": "feature_used", "tier": "lite", "feature": "ocr", "id": event_id}, Event)
+            for event_id in ids]
+
+
+def positions(items: list, chosen: list) -> list[int]:
+    """Where each of ``chosen`` (the same objects) sits in ``items``."""
+    where = {id(event): index for index, event in enumerate(items)}
+    return [where[id(event)] for event in chosen]
 
 
 def admit_one_by_one(window: DedupeWindow, items: list) -> tuple[list, int]:
     """The reference: ``id in window`` then ``window.add(id)``, item by item (None ids always fresh)."""
     fresh, duplicates = [], 0
-    for item in items:
-        event_id = item[1].id
+    for event in items:
+        event_id = event.id
         if event_id is not None:
             if event_id in window:
                 duplicates += 1
                 continue
             window.add(event_id)
-        fresh.append(item)
+        fresh.append(event)
     return fresh, duplicates
 
 
@@ -406,7 +444,7 @@ def test_admit_matches_checking_ids_one_by_one(max_ids, ttl, batches):
         items = items_with_ids(ids)
         fresh, duplicates = window.admit(items)
         want_fresh, want_duplicates = admit_one_by_one(reference, items)
-        assert [index for index, _ in fresh] == [index for index, _ in want_fresh]
+        assert [id(event) for event in fresh] == [id(event) for event in want_fresh]
         assert duplicates == want_duplicates
         assert (window._current, window._previous, window._since) == \
             (reference._current, reference._previous, reference._since)
@@ -418,7 +456,7 @@ def test_admit_counts_duplicates_inside_one_batch_and_never_None():
     window = DedupeWindow(max_ids=100)
     items = items_with_ids(["a", "a", None, None, "b", "a"])
     fresh, duplicates = window.admit(items)
-    assert [index for index, _ in fresh] == [0, 2, 3, 4]
+    assert positions(items, fresh) == [0, 2, 3, 4]
     assert duplicates == 2
     assert len(window) == 2 and "a" in window and "b" in window
 
@@ -439,8 +477,9 @@ def test_admit_rotates_by_size_like_add():
     assert window._previous == {"a", "b"} and window._current == set()
     assert window.admit(items_with_ids(["a"]))[1] == 1  # still remembered
     assert window.admit(items_with_ids(["c", "d"]))[1] == 0  # rotated again: {a, b} forgotten
-    fresh, duplicates = window.admit(items_with_ids(["a", "c"]))
-    assert ([index for index, _ in fresh], duplicates) == ([0], 1)
+    items = items_with_ids(["a", "c"])
+    fresh, duplicates = window.admit(items)
+    assert (positions(items, fresh), duplicates) == ([0], 1)
     assert len(window) <= 4
 
 
@@ -855,16 +894,17 @@ def test_queued_events_are_recorded_by_the_next_collect(ingest_api):
     assert value(registry, "clary_feature_uses_total", **USES) == 3  # a second scrape adds nothing
 
 
-def test_gauges_are_set_on_arrival(ingest_api):
-    """queue_length and model memory are gauges: set by ingest itself, before any collect."""
+def test_gauges_wait_in_the_backlog_and_the_next_collect_sets_them(ingest_api):
+    """queue_length and model memory are gauges: queued like the rest, set before the next collect reads them."""
     api, registry = ingest_api
     api.ingest(body({"type": "queue_length", "queue": "ocr", "length": 3},
                     {"type": "model_load", "model": "layout-base", "duration_seconds": 2.0, "memory_bytes": 1e9}))
     rec = api.recorder
-    assert child_value(rec, "clary_queue_length", "ocr") == 3
-    assert child_value(rec, "clary_model_memory_bytes", "layout-base") == 1e9
-    assert rec.metrics.child("clary_model_load_duration_seconds", "layout-base")._sum.get() == 0  # histogram: later
-    assert len(api.backlog) == 2  # still queued, to be counted accepted and observed
+    assert child_value(rec, "clary_queue_length", "ocr") == 0
+    assert len(api.backlog) == 2
+    assert value(registry, "clary_queue_length", queue="ocr") == 3
+    assert value(registry, "clary_model_memory_bytes", model="layout-base") == 1e9
+    assert len(api.backlog) == 0
     assert value(registry, "clary_model_load_duration_seconds_sum", model="layout-base") == 2.0
     assert events_total(registry, "queue_length") == 1 and events_total(registry, "model_load") == 1
 
@@ -887,14 +927,16 @@ def test_backlog_folds_inline_at_fold_at(ingest_api):
     assert events_total(registry, "inference") == 1
 
 
-def test_per_user_activity_on_arrival_metrics_on_collect(ingest_api):
-    """user_action/session: per-user activity and the active-user sketch on arrival; counters at the next collect."""
+def test_per_user_activity_and_metrics_when_the_backlog_folds(ingest_api):
+    """user_action/session: per-user activity, the active-user sketch and the counters all wait for the fold."""
     api, registry = ingest_api
     api.ingest(body({"type": "user_action", "tier": "lite", "action": "login", "user_id": "u1"},
                     {"type": "user_action", "tier": "lite", "action": "login", "user_id": "u1"},
                     {"type": "user_action", "tier": "lite", "action": "dance", "user_id": "u1"},
                     {"type": "session", "tier": "lite", "duration_seconds": 600, "user_id": "u2"}))
     rec = api.recorder
+    assert activity(api, "u1", "login") == 0 and round(rec.active_users.estimate("lite", "5m")) == 0
+    api.backlog.fold()
     assert activity(api, "u1", "login") == 2 and activity(api, "u1", "other") == 1
     assert activity(api, "u2", "session") == 1
     assert round(rec.active_users.estimate("lite", "5m")) == 2
@@ -910,12 +952,15 @@ def test_opt_out_between_batches_is_respected(ingest_api):
     api, registry = ingest_api
     action = {"type": "user_action", "action": "login", "user_id": "u1"}
     api.ingest(body({**action, "tier": "lite"}))
+    api.backlog.fold()
     assert activity(api, "u1", "login") == 1
     hashed = api.recorder.hasher.digest("u1")
-    api.activity.opted_out.add(hashed)  # what POST /users/u1/opt-out does
+    api.backlog.fold()  # what POST /users/u1/opt-out does
+    api.activity.opted_out.add(hashed)
     api.activity.forget(hashed)
     api.ingest(body({**action, "tier": "standard"}, {"type": "session", "tier": "standard", "duration_seconds": 5,
                                                      "user_id": "u1"}))
+    api.backlog.fold()
     assert activity(api, "u1", "login", "standard") == 0 and activity(api, "u1", "session", "standard") == 0
     assert round(api.recorder.active_users.estimate("standard", "5m")) == 0
     assert value(registry, "clary_user_actions_total", tier="lite", action="login") == 1

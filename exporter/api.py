@@ -332,12 +332,12 @@ class IngestApi:
         if request.content_length is not None and request.content_length > limit:
             raise too_large
         chunks, size = [], 0
-        async for chunk in request.content.iter_any():
+        while chunk := await request.content.readany():
             size += len(chunk)
             if size > limit:
                 raise too_large
             chunks.append(chunk)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _too_many(self, count: int) -> ApiError:
         limit = self.config.max_batch_items

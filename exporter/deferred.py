@@ -20,9 +20,8 @@ directly.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
-from functools import partial
 
 from prometheus_client import Histogram
 from prometheus_client import values as prometheus_values
@@ -106,8 +105,9 @@ class _Table:
     def observe_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
         """``observe(name, x, v)`` for each pair of ``labels`` and ``values``; a None value is skipped.
 
-        Values are grouped per series first, so a series is looked up once
-        and its buckets are counted in C.
+        Values are grouped per series first, so a series is looked up once;
+        its buckets are counted by sorting the values and finding each bound
+        among them (in C), not by placing each value.
         """
         grouped: dict[tuple, list[float]] = {}
         for key, value in zip(labels, values):
@@ -123,12 +123,17 @@ class _Table:
                 bounds, sums = self.owner.new_series(self, name, key)[:2]
             total = sum(values)
             sums[0] += total
-            buckets: dict[int, int] = {}
-            count_elements(buckets, map(partial(bisect_left, bounds), values))
-            if total != total:  # NaN among them: bisect put each in bucket 0; Histogram.observe in none
-                buckets[0] -= sum(1 for value in values if value != value)
-            for index, count in buckets.items():
-                sums[1 + index] += count
+            if total != total:  # NaN among them: in the sum but in no bucket, as Histogram.observe does
+                values = [value for value in values if value == value]
+            values.sort()
+            placed = 0  # values <= the bounds so far
+            for index, bound in enumerate(bounds):
+                below = bisect_right(values, bound)
+                if below != placed:
+                    sums[1 + index] += below - placed
+                    placed = below
+                    if placed == len(values):
+                        break
 
 
 class DeferredUpdates:

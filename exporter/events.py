@@ -301,9 +301,9 @@ class LlmCall(_Event, tag="llm_call", kw_only=True):
     @classmethod
     def record_all(cls, events, rec, users):
         rec.count_each("clary_llm_requests_total", map(_TIER_PROVIDER_MODEL_OUTCOME, events))
-        rec.observe_each("clary_llm_request_duration_seconds", map(_PROVIDER_MODEL, events), map(_DURATION, events))
-        rec.observe_each("clary_llm_time_to_first_token_seconds", map(_PROVIDER_MODEL, events),
-                         map(_TIME_TO_FIRST_TOKEN, events))
+        by_model = list(map(_PROVIDER_MODEL, events))
+        rec.observe_each("clary_llm_request_duration_seconds", by_model, map(_DURATION, events))
+        rec.observe_each("clary_llm_time_to_first_token_seconds", by_model, map(_TIME_TO_FIRST_TOKEN, events))
         for direction, tokens in (("input", _INPUT_TOKENS), ("output", _OUTPUT_TOKENS)):
             rec.add_each("clary_llm_tokens_total",
                          zip(map(_TIER, events), map(_PROVIDER, events), map(_MODEL, events), repeat(direction)),

@@ -262,10 +262,11 @@ class UserActivity:
         return pending
 
     def forget(self, hashed: str) -> None:
-        """Drop a user's buffered activity and cached digest (deletion, opt-out)."""
+        """Drop a user's buffered activity and cached digest (deletion)."""
         with self._lock:
             self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
-        self._digests = {user: digest for user, digest in self._digests.items() if digest != hashed}
+            # A snapshot (one C call): a fold on another thread may be adding to the cache meanwhile.
+            self._digests = {user: digest for user, digest in list(self._digests.items()) if digest != hashed}
 
 
 # --- the API ------------------------------------------------------------------------------
@@ -481,8 +482,7 @@ class IngestApi:
         hashed = self._user_hash(request)
         await self.store.set_opt_out(hashed, True, self.clock())
         self.backlog.fold()  # events accepted before the opt-out count as they did when they arrived
-        self.activity.opted_out.add(hashed)
-        self.activity.forget(hashed)
+        self.activity.opted_out.add(hashed)  # earlier activity, buffered or stored, stays (DELETE removes it)
         return web.json_response(OptOutState(opted_out=True).model_dump())
 
     async def opt_in(self, request: web.Request) -> web.Response:

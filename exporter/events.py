@@ -642,8 +642,10 @@ class DedupeWindow:
         self._since = self._clock()
 
 
-# Accepted events held back before they are recorded in bulk.
-FOLD_AT = 4096
+# Accepted events held back before they are recorded in bulk: enough that recording costs
+# little per event, few enough that the events are still in the CPU's cache when it runs
+# (measured: 2,048 records a batch of 100 in ~20 % less time than 4,096; 512 costs more again).
+FOLD_AT = 2048
 
 
 def by_type(events: Iterable[_Event]) -> dict[type[_Event], list[_Event]]:

@@ -957,7 +957,6 @@ def test_opt_out_between_batches_is_respected(ingest_api):
     hashed = api.recorder.hasher.digest("u1")
     api.backlog.fold()  # what POST /users/u1/opt-out does
     api.activity.opted_out.add(hashed)
-    api.activity.forget(hashed)
     api.ingest(body({**action, "tier": "standard"}, {"type": "session", "tier": "standard", "duration_seconds": 5,
                                                      "user_id": "u1"}))
     api.backlog.fold()

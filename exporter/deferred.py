@@ -22,6 +22,9 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
+from functools import partial
+from itertools import compress
+from operator import is_not
 
 from prometheus_client import Histogram
 from prometheus_client import values as prometheus_values
@@ -109,14 +112,7 @@ class _Table:
         its buckets are counted by sorting the values and finding each bound
         among them (in C), not by placing each value.
         """
-        grouped: dict[tuple, list[float]] = {}
-        for key, value in zip(labels, values):
-            if value is not None:
-                try:
-                    grouped[key].append(value)
-                except KeyError:
-                    grouped[key] = [value]
-        for key, values in grouped.items():
+        for key, values in _grouped(labels, values).items():
             try:  # self.histograms afresh each time: a new series may restart the table
                 bounds, sums = self.histograms[name, key][:2]
             except KeyError:
@@ -134,6 +130,34 @@ class _Table:
                     placed = below
                     if placed == len(values):
                         break
+
+
+# Up to this many distinct label tuples, values are grouped by one C pass per tuple.
+FEW_SERIES = 4
+_IS_VALUE = partial(is_not, None)
+
+
+def _grouped(labels: Iterable[tuple], values: Iterable[float | None]) -> dict[tuple, list[float]]:
+    """The values (None left out) per label tuple, tuples in order of their first value.
+
+    Bulk recording usually sees a handful of distinct tuples (labels are
+    bounded): then each group is picked out in C (``compress``), otherwise
+    value by value.
+    """
+    labels, values = list(labels), list(values)
+    if None in values:
+        present = list(map(_IS_VALUE, values))
+        labels, values = list(compress(labels, present)), list(compress(values, present))
+    distinct = dict.fromkeys(labels)  # in order of first appearance, the order series are admitted in
+    if len(distinct) <= FEW_SERIES:
+        return {key: list(compress(values, map(key.__eq__, labels))) for key in distinct}
+    grouped: dict[tuple, list[float]] = {}
+    for key, value in zip(labels, values):
+        try:
+            grouped[key].append(value)
+        except KeyError:
+            grouped[key] = [value]
+    return grouped
 
 
 class DeferredUpdates:

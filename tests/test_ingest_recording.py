@@ -1197,3 +1197,21 @@ def test_bulk_helpers_agree_on_recorder_batch_and_batch_without_deferral(monkeyp
     for mode in MODES[1:]:
         registry, _ = run_in(mode, monkeypatch, lambda r: _bulk(r, calls))
         assert_same_samples(samples(registry), samples(want_registry))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(pairs=st.lists(st.tuples(st.sampled_from([("a",), ("b",), ("c",), ("d",), ("e",), ("f",), ()]),
+                                st.one_of(st.none(), st.floats(allow_nan=True))), max_size=40))
+def test_grouping_for_bulk_observe_equals_grouping_value_by_value(pairs):
+    """Few tuples (picked out in C) or many (value by value): same groups, same order, None left out.
+
+    The order of the tuples is the order of their first value, not of their
+    first appearance: it decides which series the label guard admits first.
+    """
+    want: dict[tuple, list] = {}
+    for key, v in pairs:
+        if v is not None:
+            want.setdefault(key, []).append(v)
+    got = exporter.deferred._grouped([key for key, _ in pairs], (v for _, v in pairs))
+    assert list(got) == list(want)
+    assert {k: [repr(v) for v in vs] for k, vs in got.items()} == {k: [repr(v) for v in vs] for k, vs in want.items()}

@@ -220,7 +220,7 @@ class UserActivity:
         self.max_pending = max_pending
         self.opted_out: set[str] = set()
         self.pending: dict[tuple[str, int, str, str], int] = {}
-        self._lock = threading.Lock()  # pending
+        self._lock = threading.Lock()  # pending and changes to _digests
         self._digests: dict[str, str] = {}
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -232,9 +232,10 @@ class UserActivity:
         hashed = self._digests.get(user_id)
         if hashed is None:
             hashed = self.hasher.digest(user_id)
-            if len(self._digests) >= DIGEST_CACHE_LIMIT:
-                self._digests.clear()  # bounded; refills with whoever is active
-            self._digests[user_id] = hashed
+            with self._lock:
+                if len(self._digests) >= DIGEST_CACHE_LIMIT:
+                    self._digests.clear()  # bounded; refills with whoever is active
+                self._digests[user_id] = hashed
         if hashed in self.opted_out:
             return False
         self.add(hashed, tier, kind, count)
@@ -265,8 +266,7 @@ class UserActivity:
         """Drop a user's buffered activity and cached digest (deletion)."""
         with self._lock:
             self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
-            # A snapshot (one C call): a fold on another thread may be adding to the cache meanwhile.
-            self._digests = {user: digest for user, digest in list(self._digests.items()) if digest != hashed}
+            self._digests = {user: digest for user, digest in self._digests.items() if digest != hashed}
 
 
 # --- the API ------------------------------------------------------------------------------

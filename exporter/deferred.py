@@ -112,7 +112,7 @@ class _Table:
         its buckets are counted by sorting the values and finding each bound
         among them (in C), not by placing each value.
         """
-        for key, values in _grouped(labels, values).items():
+        for key, values in group_values(labels, values).items():
             try:  # self.histograms afresh each time: a new series may restart the table
                 bounds, sums = self.histograms[name, key][:2]
             except KeyError:
@@ -137,17 +137,19 @@ FEW_SERIES = 4
 _IS_VALUE = partial(is_not, None)
 
 
-def _grouped(labels: Iterable[tuple], values: Iterable[float | None]) -> dict[tuple, list[float]]:
-    """The values (None left out) per label tuple, tuples in order of their first value.
+def group_values(labels: Iterable[tuple], values: Iterable, keep: Callable[[object], object] = _IS_VALUE
+                 ) -> dict[tuple, list]:
+    """The values that ``keep`` accepts (default: not None) per label tuple, tuples in order of their first one.
 
     Bulk recording usually sees a handful of distinct tuples (labels are
     bounded): then each group is picked out in C (``compress``), otherwise
-    value by value.
+    value by value. The order decides which series the label guard admits
+    first, as recording one value at a time would.
     """
     labels, values = list(labels), list(values)
-    if None in values:
-        present = list(map(_IS_VALUE, values))
-        labels, values = list(compress(labels, present)), list(compress(values, present))
+    kept = list(map(keep, values))
+    if not all(kept):
+        labels, values = list(compress(labels, kept)), list(compress(values, kept))
     distinct = dict.fromkeys(labels)  # in order of first appearance, the order series are admitted in
     if len(distinct) <= FEW_SERIES:
         return {key: list(compress(values, map(key.__eq__, labels))) for key in distinct}

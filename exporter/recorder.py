@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.activity import ActiveLicenses, ActiveUsers
 from exporter.catalog import TIER
-from exporter.deferred import DeferredUpdates, count_elements
+from exporter.deferred import DeferredUpdates, count_elements, group_values
 from exporter.deferred import available as deferred_available
 from exporter.metrics import CatalogMetrics
 from exporter.privacy import Hasher
@@ -191,12 +191,8 @@ class Recorder:
 
     def add_each(self, name: str, labels: Iterable[tuple], amounts: Iterable[float]) -> None:
         """Add each amount to counter ``name`` under the label tuple beside it (summed per tuple first)."""
-        sums: dict[tuple, float] = {}
-        for key, amount in zip(labels, amounts):
-            if amount:
-                sums[key] = sums.get(key, 0) + amount
-        for key, amount in sums.items():
-            self._inc(name, key, amount)
+        for key, group in group_values(labels, amounts, bool).items():
+            self._inc(name, key, sum(group))
 
     def set_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
         """Set gauge ``name`` under each label tuple to the last value beside it; None is skipped."""

@@ -288,8 +288,8 @@ async def test_scrapes_on_another_thread_while_requests_ingest_keep_activity_exa
 def test_forget_while_a_fold_on_another_thread_tracks_new_users(tmp_path):
     """DELETE or opt-out (forget) racing a scrape's fold (track filling the digest cache) neither fails nor mixes users.
 
-    Before the cache was rebuilt from a snapshot, this raised "dictionary
-    changed size during iteration" within a few calls.
+    Without the lock around changes to the digest cache, this raised
+    "dictionary changed size during iteration" within a few calls.
     """
     api, _ = make_api(tmp_path)
     users = api.activity

@@ -1212,6 +1212,6 @@ def test_grouping_for_bulk_observe_equals_grouping_value_by_value(pairs):
     for key, v in pairs:
         if v is not None:
             want.setdefault(key, []).append(v)
-    got = exporter.deferred._grouped([key for key, _ in pairs], (v for _, v in pairs))
+    got = exporter.deferred.group_values([key for key, _ in pairs], (v for _, v in pairs))
     assert list(got) == list(want)
     assert {k: [repr(v) for v in vs] for k, vs in got.items()} == {k: [repr(v) for v in vs] for k, vs in want.items()}

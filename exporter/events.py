@@ -34,7 +34,7 @@ import pydantic_core
 from msgspec import Meta, Struct
 
 from exporter.catalog import EVENT_TYPE, METHODS
-from exporter.deferred import count_elements
+from exporter.deferred import count_elements, group_values
 from exporter.labels import LabelRejected
 from exporter.recorder import Recorder
 
@@ -77,6 +77,7 @@ _TIER_METHOD_ROUTE_CODE = operator.attrgetter("tier", "method", "route", "code")
 _TIER_MODEL = operator.attrgetter("tier", "model")
 _TIER_MODEL_OUTCOME = operator.attrgetter("tier", "model", "outcome")
 _PROVIDER_MODEL = operator.attrgetter("provider", "model")
+_TIER_PROVIDER_MODEL = operator.attrgetter("tier", "provider", "model")
 _TIER_PROVIDER_MODEL_OUTCOME = operator.attrgetter("tier", "provider", "model", "outcome")
 _TIME_TO_FIRST_TOKEN = operator.attrgetter("time_to_first_token_seconds")
 _INPUT_TOKENS = operator.attrgetter("input_tokens")
@@ -304,10 +305,10 @@ class LlmCall(_Event, tag="llm_call", kw_only=True):
         by_model = list(map(_PROVIDER_MODEL, events))
         rec.observe_each("clary_llm_request_duration_seconds", by_model, map(_DURATION, events))
         rec.observe_each("clary_llm_time_to_first_token_seconds", by_model, map(_TIME_TO_FIRST_TOKEN, events))
+        by_call = list(map(_TIER_PROVIDER_MODEL, events))
         for direction, tokens in (("input", _INPUT_TOKENS), ("output", _OUTPUT_TOKENS)):
-            rec.add_each("clary_llm_tokens_total",
-                         zip(map(_TIER, events), map(_PROVIDER, events), map(_MODEL, events), repeat(direction)),
-                         map(tokens, events))
+            sums = {key: sum(amounts) for key, amounts in group_values(by_call, map(tokens, events), bool).items()}
+            rec.add_each("clary_llm_tokens_total", [(*key, direction) for key in sums], sums.values())
 
 
 class LicenseValidation(_Event, tag="license_validation", kw_only=True):

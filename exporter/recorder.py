@@ -25,6 +25,8 @@ import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
@@ -195,14 +197,18 @@ class Recorder:
             self._inc(name, key, sum(group))
 
     def set_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
-        """Set gauge ``name`` under each label tuple to the last value beside it; None is skipped."""
-        last: dict[tuple, float] = {}
-        for key, value in zip(labels, values):
-            if value is not None:
-                last.pop(key, None)  # re-inserted: the order of the sets is the order of the last values
-                last[key] = value
-        for key, value in last.items():
-            self._set(name, key, value)
+        """Set gauge ``name`` under each label tuple to the last value beside it; None is skipped.
+
+        Tuples are set in the order of their last values, so where several
+        fold into one series (``other``) the last value wins there too.
+        """
+        labels, values = list(labels), list(values)
+        if None in values:
+            present = list(map(is_not, values, repeat(None)))
+            labels, values = list(compress(labels, present)), list(compress(values, present))
+        last = dict(zip(labels, values))  # the last value per tuple
+        for key in reversed(dict.fromkeys(reversed(labels))):
+            self._set(name, key, last[key])
 
     def observe_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
         """Observe each value in histogram ``name`` under the label tuple beside it; None is skipped."""

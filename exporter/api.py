@@ -163,18 +163,20 @@ class _UserPath(BaseModel):
 
 # --- errors ---------------------------------------------------------------------------
 
-class ApiError(Exception):
+class ApiError(web.HTTPException):
+    """A refused request, raised by a handler: aiohttp sends it as the response (JSON naming the field).
+
+    An ``HTTPException`` rather than a middleware catching a plain exception:
+    no middleware frame on every request of the hot ingestion path.
+    """
+
     def __init__(self, status: int, error: str, field: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
+        self.status_code = status
+        super().__init__(headers=headers, content_type="application/json",
+                         text=ErrorBody(error=error, field=field, message=message).model_dump_json())
         self.error = error
         self.field = field
         self.message = message
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        body = ErrorBody(error=self.error, field=self.field, message=self.message).model_dump()
-        return web.json_response(body, status=self.status, headers=self.headers)
 
 
 def _invalid(exc: ValidationError) -> ApiError:
@@ -183,14 +185,6 @@ def _invalid(exc: ValidationError) -> ApiError:
     if first["type"] == "json_invalid":
         return ApiError(400, "malformed_json", "body", first["msg"])
     return ApiError(400, "invalid_field", field, first["msg"])
-
-
-@web.middleware
-async def _api_errors(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return exc.response()
 
 
 def _iso(ts: float) -> str:
@@ -570,22 +564,25 @@ INGEST = web.AppKey("clary.ingest", IngestApi)
 
 
 def setup_api(app: web.Application, config: Config, recorder: Recorder, **kwargs: Any) -> IngestApi:
-    """Mount the API under /api/v1/ and tie its background tasks to ``app``."""
+    """Add the API's routes under /api/v1/ to ``app`` and tie its background tasks to it.
+
+    Routes of ``app`` itself, not a sub-application: a sub-application adds a
+    middleware frame and a resolution step to every request.
+    """
     api = IngestApi(config, recorder, **kwargs)
     # The recorder's opt-out hook (active-user sketches, sessions) answers from the same set.
     previous = getattr(recorder, "is_opted_out", None)
     mine = api.activity.is_opted_out
     recorder.is_opted_out = mine if previous is None else (lambda hashed: previous(hashed) or mine(hashed))
-    sub = web.Application(middlewares=[_api_errors])
-    sub.router.add_post("/events", api.post_events)
-    sub.router.add_post("/feedback", api.post_feedback)
-    sub.router.add_get("/feedback", api.get_feedback)
-    sub.router.add_delete("/users/{user_id:[^/]+}", api.delete_user)
-    sub.router.add_post("/users/{user_id:[^/]+}/opt-out", api.opt_out)
-    sub.router.add_post("/users/{user_id:[^/]+}/opt-in", api.opt_in)
-    sub.router.add_get("/openapi.json", api.openapi)
-    sub.cleanup_ctx.append(api.lifecycle)
-    app.add_subapp(PREFIX + "/", sub)
+    routes = app.router
+    routes.add_post(PREFIX + "/events", api.post_events)
+    routes.add_post(PREFIX + "/feedback", api.post_feedback)
+    routes.add_get(PREFIX + "/feedback", api.get_feedback)
+    routes.add_delete(PREFIX + "/users/{user_id:[^/]+}", api.delete_user)
+    routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-out", api.opt_out)
+    routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-in", api.opt_in)
+    routes.add_get(PREFIX + "/openapi.json", api.openapi)
+    app.cleanup_ctx.append(api.lifecycle)
     app[INGEST] = api
     return api
 

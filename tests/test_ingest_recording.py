@@ -322,10 +322,22 @@ def test_gauges_folding_into_other_keep_the_last_value_in_bulk():
     assert_same_samples(samples(registry), samples(want_registry))
 
 
-def record_license_status(events: list, rec: Recorder) -> None:
+def license_status_both_ways(events: list, licenses_before: int) -> tuple[CollectorRegistry, CollectorRegistry, Recorder]:
+    """``apply`` one by one, and ``record_all`` in bulk, each on a recorder already holding ``licenses_before``."""
+    def filled() -> tuple[CollectorRegistry, Recorder]:
+        registry, rec = new_recorder()
+        for i in range(licenses_before):
+            rec.license_status("lite", f"fill-{i}", expires_at=1.0)
+        return registry, rec
+
+    want_registry, want_rec = filled()
+    for event in events:
+        event.apply(want_rec, Users())
+    registry, rec = filled()
     batch = rec.batch()
     LicenseStatus.record_all(events, batch, Users())
     batch.commit()
+    return want_registry, registry, rec
 
 
 def test_license_status_bulk_equals_apply_when_license_ids_fold_into_other():
@@ -336,18 +348,7 @@ def test_license_status_bulk_equals_apply_when_license_ids_fold_into_other():
         {"type": "license_status", "tier": "lite", "license_key": "L2", "expires_at": 2e9},
         {"type": "license_status", "tier": "lite", "license_key": "L1", "expires_at": 3e9},
     ]]
-
-    def filled() -> tuple[CollectorRegistry, Recorder]:
-        registry, rec = new_recorder()
-        for i in range(budget):
-            rec.license_status("lite", f"fill-{i}", expires_at=1.0)
-        return registry, rec
-
-    want_registry, want_rec = filled()
-    for event in events:
-        event.apply(want_rec, Users())
-    registry, rec = filled()
-    record_license_status(events, rec)
+    want_registry, registry, _ = license_status_both_ways(events, budget)
     other = {"license": "other", "tier": "lite"}
     assert want_registry.get_sample_value("clary_license_expiry_timestamp_seconds", other) == 3e9
     assert registry.get_sample_value("clary_license_expiry_timestamp_seconds", other) == 3e9
@@ -366,18 +367,7 @@ def test_license_status_repeats_collapse_but_licenses_are_admitted_in_arrival_or
         {"type": "license_status", "tier": "lite", "license_key": "L1", "expires_at": 3e9, "usage": {"seats": 3}},
         {"type": "license_status", "tier": "lite", "license_key": "L3", "expires_at": 4e9},
     ]]
-
-    def filled() -> tuple[CollectorRegistry, Recorder]:
-        registry, rec = new_recorder()
-        for i in range(budget - 1):
-            rec.license_status("lite", f"fill-{i}", expires_at=1.0)
-        return registry, rec
-
-    want_registry, want_rec = filled()
-    for event in events:
-        event.apply(want_rec, Users())
-    registry, rec = filled()
-    record_license_status(events, rec)
+    want_registry, registry, rec = license_status_both_ways(events, budget - 1)
     assert_same_samples(samples(registry), samples(want_registry))
     expiry = {labels: v for (name, labels), v in samples(registry).items()
               if name == "clary_license_expiry_timestamp_seconds"}

@@ -137,6 +137,16 @@ FEW_SERIES = 4
 _IS_VALUE = partial(is_not, None)
 
 
+def kept_pairs(labels: Iterable[tuple], values: Iterable, keep: Callable[[object], object] = _IS_VALUE
+               ) -> tuple[list[tuple], list]:
+    """``labels`` and ``values`` as lists, less the pairs whose value ``keep`` refuses (default: None), in C."""
+    labels, values = list(labels), list(values)
+    kept = list(map(keep, values))
+    if all(kept):
+        return labels, values
+    return list(compress(labels, kept)), list(compress(values, kept))
+
+
 def group_values(labels: Iterable[tuple], values: Iterable, keep: Callable[[object], object] = _IS_VALUE
                  ) -> dict[tuple, list]:
     """The values that ``keep`` accepts (default: not None) per label tuple, tuples in order of their first one.
@@ -146,10 +156,7 @@ def group_values(labels: Iterable[tuple], values: Iterable, keep: Callable[[obje
     value by value. The order decides which series the label guard admits
     first, as recording one value at a time would.
     """
-    labels, values = list(labels), list(values)
-    kept = list(map(keep, values))
-    if not all(kept):
-        labels, values = list(compress(labels, kept)), list(compress(values, kept))
+    labels, values = kept_pairs(labels, values, keep)
     distinct = dict.fromkeys(labels)  # in order of first appearance, the order series are admitted in
     if len(distinct) <= FEW_SERIES:
         return {key: list(compress(values, map(key.__eq__, labels))) for key in distinct}

@@ -82,7 +82,6 @@ _TIER_PROVIDER_MODEL_OUTCOME = operator.attrgetter("tier", "provider", "model", 
 _TIME_TO_FIRST_TOKEN = operator.attrgetter("time_to_first_token_seconds")
 _INPUT_TOKENS = operator.attrgetter("input_tokens")
 _MODEL = operator.attrgetter("model")
-_PROVIDER = operator.attrgetter("provider")
 _MEMORY_BYTES = operator.attrgetter("memory_bytes")
 _QUEUE = operator.attrgetter("queue")
 _LENGTH = operator.attrgetter("length")

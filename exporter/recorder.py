@@ -25,15 +25,13 @@ import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from itertools import compress, repeat
-from operator import is_not
 from typing import Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
 
 from exporter.activity import ActiveLicenses, ActiveUsers
 from exporter.catalog import TIER
-from exporter.deferred import DeferredUpdates, count_elements, group_values
+from exporter.deferred import DeferredUpdates, count_elements, group_values, kept_pairs
 from exporter.deferred import available as deferred_available
 from exporter.metrics import CatalogMetrics
 from exporter.privacy import Hasher
@@ -202,10 +200,7 @@ class Recorder:
         Tuples are set in the order of their last values, so where several
         fold into one series (``other``) the last value wins there too.
         """
-        labels, values = list(labels), list(values)
-        if None in values:
-            present = list(map(is_not, values, repeat(None)))
-            labels, values = list(compress(labels, present)), list(compress(values, present))
+        labels, values = kept_pairs(labels, values)
         last = dict(zip(labels, values))  # the last value per tuple
         for key in reversed(dict.fromkeys(reversed(labels))):
             self._set(name, key, last[key])

@@ -1,14 +1,18 @@
 """Events ingested per second over loopback: the exporter vs a bare aiohttp endpoint.
 
-Both servers run as separate processes on 127.0.0.1 and receive the same
-load: batches of 100 events (a mix of every event type, each with a unique
-``id`` as exporter.client sends them), posted back to back over
-``--connections`` keep-alive connections from ``--clients`` load-generator
-processes, for ``--seconds`` per round. Variants alternate round by round,
-in one run, and medians are reported (ratios to bare paired within a
-round): events/s, batch latency, and the
-server process's CPU time per batch (user + system, from /proc), which
-other load on a shared machine hardly moves.
+Each variant runs as its own server process on 127.0.0.1, started once
+for the whole run (and warmed up), and receives the same load: batches of
+100 events (a mix of every event type, each with a unique ``id`` as
+exporter.client sends them), posted back to back over ``--connections``
+keep-alive connections from ``--clients`` load-generator processes. A run
+is ``--rounds`` rounds; in each, every variant gets ``--seconds`` of load
+in turn (order alternating). Many short rounds rather than a few long ones,
+because this machine's speed drifts by tens of percent over minutes:
+variants measured seconds apart see the same machine, so the ratio to bare
+within a round cancels most of the drift, and the median over many rounds
+the rest. Reported: medians of events/s, batch latency and the server
+process's CPU time per batch (user + system, from /proc), and the medians
+and quartiles of the per-round ratios to bare.
 
 Variants:
   bare      aiohttp endpoint that only reads the body and parses the JSON (json.loads)
@@ -20,7 +24,7 @@ Variants:
             recorded in bulk from a backlog of accepted events (exporter.events.EventBacklog,
             exporter.deferred): counters, histograms, gauges, hashed per-user activity.
 
-Usage: python -m benchmarks.ingest_throughput [--seconds 5] [--rounds 5] [--connections 8] [--clients 1]
+Usage: python -m benchmarks.ingest_throughput [--seconds 2] [--rounds 15] [--connections 8] [--clients 1]
 Results: benchmarks/results/ingest_throughput.md (target: exporter >= 0.8x bare).
 """
 
@@ -174,33 +178,39 @@ def _wait_ready(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"server on port {port} did not come up")
 
 
-def measure(variant: str, seconds: float, connections: int, clients: int) -> dict:
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.ingest_throughput", "--serve", variant,
-                               "--port", str(port)], cwd=Path(__file__).resolve().parent.parent)
-    try:
-        _wait_ready(port)
-        ctx = multiprocessing.get_context("spawn")
-        # Warm-up (first-seen label sets, caches), not counted.
-        results = _run_clients(ctx, port, 1.0, connections, clients)
-        cpu_before = _cpu_seconds(server.pid)
-        results = _run_clients(ctx, port, seconds, connections, clients)
-        cpu = _cpu_seconds(server.pid) - cpu_before
-    finally:
-        server.terminate()
-        server.wait(10)
-    done = sum(r[0] for r in results)
-    errors = sum(r[1] for r in results)
-    latencies = sorted(lat for r in results for lat in r[2])
-    if errors:
-        raise RuntimeError(f"{variant}: {errors} batches were not fully accepted")
-    return {
-        "events_per_s": done * BATCH / seconds,
-        "batches_per_s": done / seconds,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "cpu_us_per_batch": cpu / done * 1e6,
-    }
+class Server:
+    """One variant's server process, started once and measured segment by segment."""
+
+    def __init__(self, variant: str):
+        self.variant = variant
+        self.port = _free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.ingest_throughput", "--serve", variant,
+                                         "--port", str(self.port)], cwd=Path(__file__).resolve().parent.parent)
+
+    def start(self, ctx, connections: int, clients: int) -> None:
+        _wait_ready(self.port)
+        _run_clients(ctx, self.port, 1.0, connections, clients)  # warm-up (first-seen series, caches), not counted
+
+    def measure(self, ctx, seconds: float, connections: int, clients: int) -> dict:
+        cpu_before = _cpu_seconds(self.process.pid)
+        results = _run_clients(ctx, self.port, seconds, connections, clients)
+        cpu = _cpu_seconds(self.process.pid) - cpu_before
+        done = sum(r[0] for r in results)
+        errors = sum(r[1] for r in results)
+        latencies = sorted(lat for r in results for lat in r[2])
+        if errors:
+            raise RuntimeError(f"{self.variant}: {errors} batches were not fully accepted")
+        return {
+            "events_per_s": done * BATCH / seconds,
+            "batches_per_s": done / seconds,
+            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+            "cpu_us_per_batch": cpu / done * 1e6,
+        }
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -227,8 +237,8 @@ def _run_clients(ctx, port: int, seconds: float, connections: int, clients: int)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="load per variant per round")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections per client")
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -239,24 +249,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rounds: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for r in range(args.rounds):
-        for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
-            result = measure(variant, args.seconds, args.connections, args.clients)
-            rounds[variant].append(result)
-            print(f"round {r + 1} {variant:>8}: {result['events_per_s']:>10,.0f} events/s  "
-                  f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-                  f"server CPU {result['cpu_us_per_batch']:.0f} us/batch", flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    servers = {variant: Server(variant) for variant in VARIANTS}
+    try:
+        for server in servers.values():
+            server.start(ctx, args.connections, args.clients)
+        for r in range(args.rounds):
+            for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
+                result = servers[variant].measure(ctx, args.seconds, args.connections, args.clients)
+                rounds[variant].append(result)
+                print(f"round {r + 1} {variant:>8}: {result['events_per_s']:>10,.0f} events/s  "
+                      f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                      f"server CPU {result['cpu_us_per_batch']:.0f} us/batch", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
 
     def median(variant: str, key: str) -> float:
         ordered = sorted(r[key] for r in rounds[variant])
         return ordered[len(ordered) // 2]
 
+    def ratios(variant: str, key: str, inverse: bool = False) -> list[float]:
+        """Variant / bare in the same round, sorted: a machine that is slower for a while slows
+        every variant of that round alike, so the ratio cancels it."""
+        return sorted((b[key] / r[key]) if inverse else (r[key] / b[key])
+                      for r, b in zip(rounds[variant], rounds["bare"]))
+
     def paired(variant: str, key: str, inverse: bool = False) -> float:
-        """Median over rounds of variant / bare in the same round: a machine that is slower for
-        a while slows every variant of that round alike, so the ratio cancels it."""
-        ratios = sorted((b[key] / r[key]) if inverse else (r[key] / b[key])
-                        for r, b in zip(rounds[variant], rounds["bare"]))
-        return ratios[len(ratios) // 2]
+        ordered = ratios(variant, key, inverse)
+        return ordered[len(ordered) // 2]
+
+    def quartiles(variant: str, key: str, inverse: bool = False) -> str:
+        ordered = ratios(variant, key, inverse)
+        return f"{ordered[len(ordered) // 4]:.2f}x-{ordered[3 * len(ordered) // 4]:.2f}x"
 
     names = {"bare": "bare (json.loads only)", "validate": "validate (msgspec only, no recording)",
              "exporter": "exporter (validate + dedupe + record)"}
@@ -289,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         + ".",
         "",
         f"Target: exporter >= 0.80x bare in events/s. Measured: {ratio:.2f}x"
-        + (" (target met)." if ratio >= 0.8 else " (target not met).")
-        + f" Server CPU per event: {cpu_ratio:.2f}x of bare's throughput per CPU second.",
+        + (" (target met)" if ratio >= 0.8 else " (target not met)")
+        + f", middle half of the rounds {quartiles('exporter', 'events_per_s')}."
+        + f" Server CPU per event: {cpu_ratio:.2f}x of bare's throughput per CPU second"
+        + f" (middle half {quartiles('exporter', 'cpu_us_per_batch', inverse=True)}).",
         "",
         "Where the server's CPU goes (µs per batch of 100, medians; events/s also depends on the load",
         "generator, a Python client on the same machine, which bounds the bare endpoint):",

@@ -139,12 +139,26 @@ _IS_VALUE = partial(is_not, None)
 
 def kept_pairs(labels: Iterable[tuple], values: Iterable, keep: Callable[[object], object] = _IS_VALUE
                ) -> tuple[list[tuple], list]:
-    """``labels`` and ``values`` as lists, less the pairs whose value ``keep`` refuses (default: None), in C."""
+    """``labels`` and ``values`` (numbers or None) as lists, less the pairs whose value ``keep`` refuses
+    (default: None), in C."""
     labels, values = list(labels), list(values)
-    kept = list(map(keep, values))
-    if all(kept):
+    if _all_kept(values, keep):
         return labels, values
+    kept = list(map(keep, values))
     return list(compress(labels, kept)), list(compress(values, kept))
+
+
+def _all_kept(values: list, keep: Callable[[object], object]) -> bool:
+    """Whether ``keep`` accepts every value; for the usual ``keep`` without calling it per value."""
+    if keep is _IS_VALUE:
+        try:
+            sum(values)  # numbers add up in C; a None among them raises
+        except TypeError:
+            return False
+        return True
+    if keep is bool:
+        return all(values)
+    return all(map(keep, values))
 
 
 def group_values(labels: Iterable[tuple], values: Iterable, keep: Callable[[object], object] = _IS_VALUE
@@ -158,6 +172,8 @@ def group_values(labels: Iterable[tuple], values: Iterable, keep: Callable[[obje
     """
     labels, values = kept_pairs(labels, values, keep)
     distinct = dict.fromkeys(labels)  # in order of first appearance, the order series are admitted in
+    if len(distinct) == 1:
+        return {labels[0]: values}
     if len(distinct) <= FEW_SERIES:
         return {key: list(compress(values, map(key.__eq__, labels))) for key in distinct}
     grouped: dict[tuple, list[float]] = {}

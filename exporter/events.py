@@ -25,7 +25,8 @@ import logging
 import operator
 import re
 import threading
-from itertools import chain, repeat
+from functools import partial
+from itertools import chain, compress, repeat
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
@@ -89,6 +90,16 @@ _TIER_RESULT = operator.attrgetter("tier", "result")
 _TIER_ACTION = operator.attrgetter("tier", "action")
 _OUTPUT_TOKENS = operator.attrgetter("output_tokens")
 _LICENSE_STATUS = operator.attrgetter("tier", "license_key", "expires_at", "usage", "limits")
+_TIER_LICENSE_KEY = operator.attrgetter("tier", "license_key")
+_EXPIRES_AT = operator.attrgetter("expires_at")
+_USAGE = operator.attrgetter("usage")
+_LIMITS = operator.attrgetter("limits")
+_IS_NONE = partial(operator.is_, None)
+_FEATURES = operator.attrgetter("features")
+_OUTCOME = operator.attrgetter("outcome")
+_USER_ID = operator.attrgetter("user_id")
+_TIER_USER = operator.attrgetter("tier", "user_id")
+_TIER_USER_ACTION = operator.attrgetter("tier", "user_id", "action")
 
 
 class UserTracking(Protocol):
@@ -151,12 +162,21 @@ class DocumentProcessed(_Event, tag="document_processed", kw_only=True):
         rec.count_each("clary_documents_processed_total", map(_TIER_DOC_TYPE_OUTCOME, events))
         rec.observe_each("clary_document_processing_duration_seconds", map(_TIER_DOC_TYPE, events),
                          map(_DURATION, events))
-        featured = [event for event in events if event.features]
+        featured = list(compress(events, map(_FEATURES, events)))
         if featured:
             rec.observe_each("clary_features_per_document", zip(map(_TIER, featured)),
-                             [len(event.features) for event in featured])
-            rec.count_each("clary_feature_uses_total",
-                           [(event.tier, feature, event.outcome) for event in featured for feature in event.features])
+                             map(len, map(_FEATURES, featured)))
+            # Documents counted per (tier, features, outcome) first, then each feature of each: the same
+            # series in the same order as feature by feature, with the per-feature work per distinct list.
+            documents: dict[tuple, int] = {}
+            count_elements(documents, zip(map(_TIER, featured), map(tuple, map(_FEATURES, featured)),
+                                          map(_OUTCOME, featured)))
+            uses, amounts = [], []
+            for (tier, features, outcome), count in documents.items():
+                for feature in features:
+                    uses.append((tier, feature, outcome))
+                    amounts.append(count)
+            rec.add_each("clary_feature_uses_total", uses, amounts)
 
 
 class FeatureUsed(_Event, tag="feature_used", kw_only=True):
@@ -347,8 +367,9 @@ class LicenseStatus(_Event, tag="license_status", kw_only=True):
         # the series budget share the series license="other". An event that a later one of the
         # same shape (license, tier, fields set) overrides series by series is skipped; the
         # first event of each shape still goes first, so series are admitted in arrival order.
-        last = {(event.tier, event.license_key, event.expires_at is None, *event.usage, None, *event.limits): index
-                for index, event in enumerate(events)}
+        shapes = zip(map(_TIER_LICENSE_KEY, events), map(_IS_NONE, map(_EXPIRES_AT, events)),
+                     map(tuple, map(_USAGE, events)), map(tuple, map(_LIMITS, events)))
+        last = dict(zip(shapes, range(len(events))))  # shape -> its last event, in order of its first
         if len(last) < len(events):
             for index in last.values():
                 rec.license_status(*_LICENSE_STATUS(events[index]))
@@ -370,7 +391,7 @@ class UserAction(_Event, tag="user_action", kw_only=True):
 
     @classmethod
     def record_all(cls, events, rec, users):
-        _track_users(rec, users, [(event.tier, event.user_id, event.action) for event in events if event.user_id])
+        _track_users(rec, users, map(_TIER_USER_ACTION, compress(events, map(_USER_ID, events))))
         rec.count_each("clary_user_actions_total", map(_TIER_ACTION, events))
 
 
@@ -388,16 +409,18 @@ class Session(_Event, tag="session", kw_only=True):
 
     @classmethod
     def record_all(cls, events, rec, users):
-        _track_users(rec, users, [(event.tier, event.user_id, "session") for event in events if event.user_id])
+        _track_users(rec, users, map(_TIER_USER, compress(events, map(_USER_ID, events))), "session")
         rec.observe_each("clary_session_duration_seconds", zip(map(_TIER, events)), map(_DURATION, events))
 
 
-def _track_users(rec: Recorder, users: UserTracking, activity: list[tuple[str, str, str]]) -> None:
-    """Per-user state for (tier, user id, kind) triples: each distinct one tracked once, with its count."""
-    counts: dict[tuple[str, str, str], int] = {}
+def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple], kind: str | None = None) -> None:
+    """Per-user state for (tier, user id, kind) triples, or (tier, user id) pairs all of ``kind``:
+    each distinct one tracked once, with its count."""
+    counts: dict[tuple, int] = {}
     count_elements(counts, activity)
-    for (tier, user_id, kind), count in counts.items():
-        if users.track(tier, user_id, kind, count):
+    for key, count in counts.items():
+        tier, user_id = key[0], key[1]
+        if users.track(tier, user_id, kind or key[2], count):
             rec.user_seen(tier, user_id)
 
 

@@ -17,10 +17,14 @@ from aiohttp import web
 from exporter import __version__
 from exporter.catalog import CATALOG
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
-from exporter.server import create_app
 from exporter.webconfig import ENV as WEB_CONFIG_ENV
 
 log = logging.getLogger("exporter")
+
+# numpy, which datasketches imports for the active-user sketches, starts an OpenBLAS worker thread
+# per core (64 idle threads on a 64-core host); the exporter does no linear algebra. Set before
+# the server's modules are imported; a value already in the environment wins.
+NATIVE_THREAD_LIMITS = {"OPENBLAS_NUM_THREADS": "1"}
 
 EXIT_USAGE = 2
 _EPILOG = f"""\
@@ -119,6 +123,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
     if ssl_context is not None and config.demo:
         raise ConfigError("--demo sends its traffic over plain loopback HTTP; it cannot run with TLS "
                           "(tls_server_config in the web config file)")
+    for name, value in NATIVE_THREAD_LIMITS.items():
+        os.environ.setdefault(name, value)
+    from exporter.server import create_app
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -140,3 +140,20 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "exporter.cli", "--version"], capture_output=True, text=True,
                             timeout=30, cwd=support.ROOT)
     assert result.returncode == 0 and result.stdout.startswith("clary-exporter ")
+
+
+def _threads_when_ready(data_dir, env: dict | None = None) -> int:
+    port = support.free_port()
+    env = {"CLARY_HMAC_SECRET": "thread-test-secret-0123456789", **(env or {})}
+    with support.exporter(port, "--data-dir", str(data_dir), env=env) as proc:
+        return len(os.listdir(f"/proc/{proc.pid}/task"))
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"),
+                    reason="needs /proc and 2+ CPUs to tell one OpenBLAS thread from one per core")
+def test_no_openblas_thread_per_core_unless_asked(monkeypatch, tmp_path):
+    """numpy (under datasketches) starts an OpenBLAS thread per core; the exporter caps it at one, and
+    an OPENBLAS_NUM_THREADS already set still wins (one more thread with 2 than with the default)."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    default = _threads_when_ready(tmp_path / "a")
+    assert _threads_when_ready(tmp_path / "b", {"OPENBLAS_NUM_THREADS": "2"}) == default + 1

@@ -98,7 +98,6 @@ _IS_NONE = partial(operator.is_, None)
 _FEATURES = operator.attrgetter("features")
 _OUTCOME = operator.attrgetter("outcome")
 _USER_ID = operator.attrgetter("user_id")
-_TIER_USER = operator.attrgetter("tier", "user_id")
 _TIER_USER_ACTION = operator.attrgetter("tier", "user_id", "action")
 
 
@@ -409,18 +408,17 @@ class Session(_Event, tag="session", kw_only=True):
 
     @classmethod
     def record_all(cls, events, rec, users):
-        _track_users(rec, users, map(_TIER_USER, compress(events, map(_USER_ID, events))), "session")
+        named = list(compress(events, map(_USER_ID, events)))
+        _track_users(rec, users, zip(map(_TIER, named), map(_USER_ID, named), repeat("session")))
         rec.observe_each("clary_session_duration_seconds", zip(map(_TIER, events)), map(_DURATION, events))
 
 
-def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple], kind: str | None = None) -> None:
-    """Per-user state for (tier, user id, kind) triples, or (tier, user id) pairs all of ``kind``:
-    each distinct one tracked once, with its count."""
-    counts: dict[tuple, int] = {}
+def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[str, str, str]]) -> None:
+    """Per-user state for (tier, user id, kind) triples: each distinct one tracked once, with its count."""
+    counts: dict[tuple[str, str, str], int] = {}
     count_elements(counts, activity)
-    for key, count in counts.items():
-        tier, user_id = key[0], key[1]
-        if users.track(tier, user_id, kind or key[2], count):
+    for (tier, user_id, kind), count in counts.items():
+        if users.track(tier, user_id, kind, count):
             rec.user_seen(tier, user_id)
 
 

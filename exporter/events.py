@@ -626,12 +626,18 @@ class DedupeWindow:
 
         A batch in one call, in C set operations when every id is new.
         """
-        current, previous, half = self._current, self._previous, self._half
-        ids = set(map(_ID, events))
-        if (len(ids) == len(events) and None not in ids and len(current) + len(ids) < half
-                and ids.isdisjoint(current) and ids.isdisjoint(previous)):
-            current |= ids  # the usual batch, all new ids and no rotation due: set operations only
-            return events, 0
+        current, previous = self._current, self._previous
+        ids = list(map(_ID, events))  # a list, not a set: building a set of them cost more than the checks
+        if previous.isdisjoint(ids) and current.isdisjoint(ids):
+            # The usual batch: all new ids. Added at once; kept if they were distinct, none was None
+            # and the generation did not pass its size (one by one would have rotated inside the batch).
+            size = len(current)
+            current.update(ids)
+            if len(current) - size == len(ids) and len(current) <= self._half and None not in current:
+                if len(current) == self._half:
+                    self._rotate()
+                return events, 0
+            current.difference_update(ids)  # undone: none of them was in it before
         fresh: list[_Event] = []
         duplicates = 0
         for event in events:  # otherwise id by id, as add() rotates

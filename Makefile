@@ -51,7 +51,8 @@ bench-dashboards: deps
 	$(PY) -m benchmarks.dashboards_build
 
 bench-ingest: deps
-	$(PY) -m benchmarks.ingest_throughput
+	$(PY) -m benchmarks.ingest_throughput --labels one
+	$(PY) -m benchmarks.ingest_throughput --labels varied
 
 bench-middleware: deps
 	command -v wrk >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk </dev/null

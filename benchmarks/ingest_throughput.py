@@ -24,8 +24,17 @@ Variants:
             recorded in bulk from a backlog of accepted events (exporter.events.EventBacklog,
             exporter.deferred): counters, histograms, gauges, hashed per-user activity.
 
+Label sets (``--labels``):
+  one       every event of a type carries the same labels and the same user: a fold
+            of 2,048 events touches one series per family (the recorded run).
+  varied    labels drawn from the allow-lists (3 tiers, 7 document types, 14
+            features, 11 models, 6 routes...), 2,000 users and 20 licenses, from a
+            pool of 1,000 events: more series per fold and per-user state for
+            hundreds of users per fold, as busy real traffic has.
+
 Usage: python -m benchmarks.ingest_throughput [--seconds 2] [--rounds 15] [--connections 8] [--clients 1]
-Results: benchmarks/results/ingest_throughput.md (target: exporter >= 0.8x bare).
+       [--labels one|varied]
+Results: benchmarks/results/ingest_throughput.md, ingest_throughput_varied.md (target: exporter >= 0.8x bare).
 """
 
 from __future__ import annotations
@@ -36,17 +45,20 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 VARIANTS = ("bare", "validate", "exporter")
 BATCH = 100
 TOKEN = "bench-ingest-token-0123456789"
-RESULTS = Path(__file__).resolve().parent / "results" / "ingest_throughput.md"
+RESULTS = {"one": Path(__file__).resolve().parent / "results" / "ingest_throughput.md",
+           "varied": Path(__file__).resolve().parent / "results" / "ingest_throughput_varied.md"}
 
 # One of each event type (as in README: Ingestion, feedback and privacy API); a batch cycles through them.
 EVENTS = [
@@ -70,6 +82,45 @@ EVENTS = [
     {"type": "user_action", "tier": "lite", "action": "upload", "user_id": "user-17"},
     {"type": "session", "tier": "lite", "duration_seconds": 640, "user_id": "user-17"},
 ]
+
+
+# Values for --labels varied, from the catalog's allow-lists.
+VARIED = {
+    "tier": ("lite", "standard", "professional"),
+    "doc_type": ("pdf", "docx", "xlsx", "image", "email", "html", "text"),
+    "feature": ("ocr", "table_extraction", "classification", "entity_extraction", "summarization", "translation",
+                "redaction", "handwriting", "signature_detection", "custom_templates", "batch_processing",
+                "llm_extraction", "sso", "audit_log"),
+    "model": ("layout-small", "layout-base", "ocr-fast", "ocr-accurate", "classifier-v2", "ner-base", "gpt-4o",
+              "gpt-4o-mini", "claude-sonnet", "claude-haiku", "gemini-pro"),
+    "provider": ("openai", "anthropic", "azure_openai", "google", "bedrock"),
+    "route": ("/api/v1/documents", "/api/v1/documents/{id}", "/api/v1/exports/{id}", "/api/v1/templates",
+              "/api/v1/jobs/{id}", "/api/v1/search"),
+    "outcome": ("success", "success", "success", "failure"),
+    "queue": ("ingest", "ocr", "inference", "llm", "export"),
+    "action": ("login", "upload", "download", "view", "search", "export"),
+    "license_key": tuple(f"LIC-{n:04d}" for n in range(20)),
+    "user_id": tuple(f"user-{n}" for n in range(2000)),
+}
+VARIED_POOL = 1000
+
+
+def event_pool(labels: str) -> list[dict]:
+    """The events a load generator cycles through: one of each type, or a varied pool."""
+    if labels == "one":
+        return EVENTS
+    chosen = random.Random(0)
+    pool = []
+    for n in range(VARIED_POOL):
+        event = dict(EVENTS[n % len(EVENTS)])
+        for field in event.keys() & VARIED.keys():
+            event[field] = chosen.choice(VARIED[field])
+        if "features" in event:
+            event["features"] = chosen.sample(VARIED["feature"], chosen.randrange(4))
+        if "duration_seconds" in event:
+            event["duration_seconds"] = round(event["duration_seconds"] * chosen.uniform(0.2, 3.0), 4)
+        pool.append(event)
+    return pool
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -113,21 +164,30 @@ def serve(variant: str, port: int) -> None:
 class _Bodies:
     """Batch bodies with unique event ids (a repeated id would be skipped as a duplicate)."""
 
-    def __init__(self, worker: int):
+    def __init__(self, worker: int, labels: str = "one"):
         self.worker = worker
-        self.parts = [json.dumps({**event, "id": "ID"}).split('"ID"') for event in EVENTS]
+        self.parts = [json.dumps({**event, "id": "ID"}).split('"ID"') for event in event_pool(labels)]
 
     def __getitem__(self, batch: int) -> bytes:
         prefix = f'"w{self.worker}-b{batch}-e'
+        start = batch * BATCH
         items = [head + prefix + f'{i}"' + tail for i, (head, tail) in
-                 ((i, self.parts[i % len(self.parts)]) for i in range(BATCH))]
+                 ((i, self.parts[(start + i) % len(self.parts)]) for i in range(BATCH))]
         return ('{"events": [' + ",".join(items) + "]}").encode()
 
 
-def load(port: int, seconds: float, connections: int, worker: int, out) -> None:
+class LoadShape(NamedTuple):
+    """What each round's load looks like (the command line's --connections, --clients, --labels)."""
+
+    connections: int = 8
+    clients: int = 1
+    labels: str = "one"
+
+
+def load(port: int, seconds: float, connections: int, labels: str, worker: int, out) -> None:
     import aiohttp
 
-    bodies = _Bodies(worker)
+    bodies = _Bodies(worker, labels)
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     url = f"http://127.0.0.1:{port}/api/v1/events"
 
@@ -187,13 +247,13 @@ class Server:
         self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.ingest_throughput", "--serve", variant,
                                          "--port", str(self.port)], cwd=Path(__file__).resolve().parent.parent)
 
-    def start(self, ctx, connections: int, clients: int) -> None:
+    def start(self, ctx, shape: LoadShape) -> None:
         _wait_ready(self.port)
-        _run_clients(ctx, self.port, 1.0, connections, clients)  # warm-up (first-seen series, caches), not counted
+        _run_clients(ctx, self.port, 1.0, shape)  # warm-up (first-seen series, caches), not counted
 
-    def measure(self, ctx, seconds: float, connections: int, clients: int) -> dict:
+    def measure(self, ctx, seconds: float, shape: LoadShape) -> dict:
         cpu_before = _cpu_seconds(self.process.pid)
-        results = _run_clients(ctx, self.port, seconds, connections, clients)
+        results = _run_clients(ctx, self.port, seconds, shape)
         cpu = _cpu_seconds(self.process.pid) - cpu_before
         done = sum(r[0] for r in results)
         errors = sum(r[1] for r in results)
@@ -221,11 +281,12 @@ def _cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def _run_clients(ctx, port: int, seconds: float, connections: int, clients: int) -> list:
+def _run_clients(ctx, port: int, seconds: float, shape: LoadShape) -> list:
     pipes, procs = [], []
-    for worker in range(clients):
+    for worker in range(shape.clients):
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=load, args=(port, seconds, connections, worker + int(time.time() * 1000), child))
+        proc = ctx.Process(target=load, args=(port, seconds, shape.connections, shape.labels,
+                                              worker + int(time.time() * 1000), child))
         proc.start()
         pipes.append(parent)
         procs.append(proc)
@@ -241,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections per client")
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--labels", choices=tuple(RESULTS), default="one",
+                        help="one label set per event type, or labels and users varied (see above)")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -248,15 +311,16 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve, args.port)
         return 0
 
+    shape = LoadShape(args.connections, args.clients, args.labels)
     rounds: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     ctx = multiprocessing.get_context("spawn")
     servers = {variant: Server(variant) for variant in VARIANTS}
     try:
         for server in servers.values():
-            server.start(ctx, args.connections, args.clients)
+            server.start(ctx, shape)
         for r in range(args.rounds):
             for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
-                result = servers[variant].measure(ctx, args.seconds, args.connections, args.clients)
+                result = servers[variant].measure(ctx, args.seconds, shape)
                 rounds[variant].append(result)
                 print(f"round {r + 1} {variant:>8}: {result['events_per_s']:>10,.0f} events/s  "
                       f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
@@ -291,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu_ratio = paired("exporter", "cpu_us_per_batch", inverse=True)
     table = [
         f"Ingest throughput, batches of {BATCH} events over loopback ({args.connections} connections x "
-        f"{args.clients} client process(es), {args.seconds:g} s per round, medians of {args.rounds} rounds; "
+        f"{args.clients} client process(es), labels: {args.labels}, {args.seconds:g} s per round, "
+        f"medians of {args.rounds} rounds; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}).",
         "The two ratio columns are medians of the ratio to bare within each round (variants run back to back",
         "in alternating order), not ratios of the medians.",
@@ -327,11 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         "- bearer check, dedupe, the backlog recorded in bulk (amortised: counters, histograms, gauges,",
         f"  per-user state), events_total, the response: {cpu['exporter'] - cpu['validate']:+.0f} µs",
         "",
-        "Re-run: `python -m benchmarks.ingest_throughput` (`--seconds`, `--rounds`, `--connections`, `--clients`).",
+        f"Re-run: `python -m benchmarks.ingest_throughput --labels {args.labels}` (`--seconds`, `--rounds`,"
+        " `--connections`, `--clients`).",
     ]
     print("\n".join(table))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(table) + "\n")
+    RESULTS[args.labels].parent.mkdir(exist_ok=True)
+    RESULTS[args.labels].write_text("\n".join(table) + "\n")
     return 0
 
 

@@ -335,18 +335,13 @@ class LicenseStatus(_Event, tag="license_status", kw_only=True):
         # the series budget share the series license="other". An event that a later one of the
         # same shape (license, tier, fields set) overrides series by series is skipped; the
         # first event of each shape still goes first, so series are admitted in arrival order.
-        # Where shapes repeat in the order they first came (licenses reporting in turn), the
-        # two orders are one and the same pass.
         shapes = [(e.tier, e.license_key, e.expires_at is None, tuple(e.usage), tuple(e.limits)) for e in events]
         last = dict(zip(shapes, range(len(events))))  # shape -> its last event, in order of its first
         if len(last) < len(events):
-            by_first = list(last.values())
-            by_position = sorted(by_first)
-            if by_first != by_position:
-                for index in by_first:
-                    event = events[index]
-                    rec.license_status(event.tier, event.license_key, event.expires_at, event.usage, event.limits)
-            events = [events[index] for index in by_position]
+            for index in last.values():
+                event = events[index]
+                rec.license_status(event.tier, event.license_key, event.expires_at, event.usage, event.limits)
+            events = [events[index] for index in sorted(last.values())]
         for e in events:
             rec.license_status(e.tier, e.license_key, e.expires_at, e.usage, e.limits)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import datasketches
 
@@ -79,24 +79,38 @@ class ActiveUsers:
 
     def seen(self, tier: str, hashed_user: str) -> None:
         """Record activity of an (already hashed) user id; unknown tiers count as ``unknown``."""
-        if tier not in self._recent:
-            tier = "unknown"
         now = self._clock()
+        with self._lock:
+            self._new_minute(now)
+            self._add(now, tier, hashed_user)
+
+    def seen_all(self, users: Iterable[tuple[str, str]]) -> None:
+        """``seen`` for each (tier, hashed user id) pair, with one clock reading and one lock for all."""
+        now = self._clock()
+        with self._lock:
+            self._new_minute(now)
+            for tier, hashed_user in users:
+                self._add(now, tier, hashed_user)
+
+    def _new_minute(self, now: float) -> None:
         # Every bucket size is a multiple of the smallest: a user already in this
         # minute's sketch is already in the current sketch of every size.
         slot = int(now // _SMALLEST)
-        with self._lock:
-            if slot != self._recent_slot:
-                self._recent_slot = slot
-                for recent in self._recent.values():
-                    recent.clear()
-            recent = self._recent[tier]
-            if hashed_user in recent:
-                return
-            if len(recent) < RECENT_LIMIT:
-                recent.add(hashed_user)
-            for b in self._buckets[tier]:
-                b.update(now, hashed_user)
+        if slot != self._recent_slot:
+            self._recent_slot = slot
+            for recent in self._recent.values():
+                recent.clear()
+
+    def _add(self, now: float, tier: str, hashed_user: str) -> None:
+        if tier not in self._recent:
+            tier = "unknown"
+        recent = self._recent[tier]
+        if hashed_user in recent:
+            return
+        if len(recent) < RECENT_LIMIT:
+            recent.add(hashed_user)
+        for b in self._buckets[tier]:
+            b.update(now, hashed_user)
 
     def estimate(self, tier: str, window: str) -> float:
         size, count = WINDOWS[window]

@@ -223,19 +223,40 @@ class UserActivity:
 
     def track(self, tier: str, user_id: str, kind: str, count: int = 1) -> bool:
         """Count ``count`` activities of a raw user id; False (nothing kept) when the user opted out."""
-        hashed = self._digests.get(user_id)
-        if hashed is None:
-            hashed = self.hasher.digest(user_id)
-            with self._lock:
-                if len(self._digests) >= DIGEST_CACHE_LIMIT:
-                    self._digests.clear()  # bounded; refills with whoever is active
-                self._digests[user_id] = hashed
-        if hashed in self.opted_out:
-            return False
-        self.add(hashed, tier, kind, count)
-        return True
+        return bool(self.track_all({(tier, user_id, kind): count}))
+
+    def track_all(self, counts: dict[tuple[str, str, str], int]) -> list[tuple[str, str]]:
+        """``track`` for each (tier, raw user id, kind) and its count; the (tier, user id) of those kept.
+
+        One clock reading and one lock for all of them (a fold records hundreds).
+        """
+        day = int(self._clock() // DAY)
+        rows, tracked = [], []
+        for (tier, user_id, kind), count in counts.items():
+            hashed = self._digests.get(user_id) or self._digest(user_id)
+            if hashed not in self.opted_out:
+                rows.append(((hashed, day, *self._row_labels(tier, kind)), count))
+                tracked.append((tier, user_id))
+        with self._lock:
+            pending = self.pending
+            for key, count in rows:
+                pending[key] = pending.get(key, 0) + count
+        return tracked
 
     def add(self, hashed: str, tier: str, kind: str, count: int = 1) -> None:
+        key = (hashed, int(self._clock() // DAY), *self._row_labels(tier, kind))
+        with self._lock:
+            self.pending[key] = self.pending.get(key, 0) + count
+
+    def _digest(self, user_id: str) -> str:
+        hashed = self.hasher.digest(user_id)
+        with self._lock:
+            if len(self._digests) >= DIGEST_CACHE_LIMIT:
+                self._digests.clear()  # bounded; refills with whoever is active
+            self._digests[user_id] = hashed
+        return hashed
+
+    def _row_labels(self, tier: str, kind: str) -> tuple[str, str]:
         labels = self._labels.get((tier, kind))
         if labels is None:
             # Bounded like the labels: allow-listed values or "other".
@@ -243,9 +264,7 @@ class UserActivity:
             labels = (self._guard.value(TIER, tier), bounded)
             if len(self._labels) < DIGEST_CACHE_LIMIT:
                 self._labels[tier, kind] = labels
-        key = (hashed, int(self._clock() // DAY), *labels)
-        with self._lock:
-            self.pending[key] = self.pending.get(key, 0) + count
+        return labels
 
     def over_limit(self) -> bool:
         """Whether the buffer holds ``max_pending`` rows or more: time to flush, not wait for the timer."""

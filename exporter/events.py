@@ -69,10 +69,17 @@ class UserTracking(Protocol):
 
     def track(self, tier: str, user_id: str, kind: str, count: int = 1) -> bool: ...
 
+    def track_all(self, counts: dict[tuple[str, str, str], int]) -> list[tuple[str, str]]:
+        """``track`` for each (tier, user id, kind) and its count; the (tier, user id) of those kept."""
+        ...
+
 
 class _TrackEveryone:
     def track(self, tier: str, user_id: str, kind: str, count: int = 1) -> bool:
         return True
+
+    def track_all(self, counts: dict[tuple[str, str, str], int]) -> list[tuple[str, str]]:
+        return [(tier, user_id) for tier, user_id, _ in counts]
 
 
 TRACK_EVERYONE: UserTracking = _TrackEveryone()
@@ -386,9 +393,7 @@ def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[st
     """Per-user state for (tier, user id, kind) triples: each distinct one tracked once, with its count."""
     counts: dict[tuple[str, str, str], int] = {}
     count_elements(counts, activity)
-    for (tier, user_id, kind), count in counts.items():
-        if users.track(tier, user_id, kind, count):
-            rec.user_seen(tier, user_id)
+    rec.users_seen(users.track_all(counts))
 
 
 EVENT_MODELS: tuple[type[_Event], ...] = (

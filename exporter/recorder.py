@@ -499,6 +499,12 @@ class Recorder:
         if hashed is not None:
             self.active_users.seen(self._tier(tier), hashed)
 
+    def users_seen(self, users: Iterable[tuple[str, str]]) -> None:
+        """:meth:`user_seen` for each (tier, raw user id) pair; the sketches' lock is taken once for all."""
+        tier_label, hashed_user = self._tier, self._hashed_user
+        self.active_users.seen_all([(tier_label(tier), hashed) for tier, user_id in users
+                                    if (hashed := hashed_user(user_id)) is not None])
+
     def user_action(self, tier: str, action: str, user_id: str | None = None) -> None:
         """A user did something (``login``, ``upload``...); with a user id it also counts as active."""
         self._inc("clary_user_actions_total", (tier, action))

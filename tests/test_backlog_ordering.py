@@ -238,14 +238,14 @@ async def test_scrapes_on_another_thread_while_requests_ingest_keep_activity_exa
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    track = api.activity.track
+    track_all = api.activity.track_all
     trackers: set[str] = set()
 
-    def track_and_note_thread(*args, **kwargs) -> bool:
+    def track_and_note_thread(*args, **kwargs) -> list:
         trackers.add(threading.current_thread().name)
-        return track(*args, **kwargs)
+        return track_all(*args, **kwargs)
 
-    api.activity.track = track_and_note_thread
+    api.activity.track_all = track_and_note_thread
     batches = 200
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)

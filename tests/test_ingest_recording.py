@@ -111,6 +111,10 @@ class Users:
         self.tracked[tier, user_id, kind] += count
         return True
 
+    def track_all(self, counts: dict) -> list:
+        return [(tier, user_id) for (tier, user_id, kind), count in counts.items()
+                if self.track(tier, user_id, kind, count)]
+
 
 def body(*events: dict) -> bytes:
     return json.dumps({"events": list(events)}).encode()

@@ -237,16 +237,17 @@ class UserActivity:
             if hashed not in self.opted_out:
                 rows.append(((hashed, day, *self._row_labels(tier, kind)), count))
                 tracked.append((tier, user_id))
+        self._add_rows(rows)
+        return tracked
+
+    def add(self, hashed: str, tier: str, kind: str, count: int = 1) -> None:
+        self._add_rows([((hashed, int(self._clock() // DAY), *self._row_labels(tier, kind)), count)])
+
+    def _add_rows(self, rows: list[tuple[tuple[str, int, str, str], int]]) -> None:
         with self._lock:
             pending = self.pending
             for key, count in rows:
                 pending[key] = pending.get(key, 0) + count
-        return tracked
-
-    def add(self, hashed: str, tier: str, kind: str, count: int = 1) -> None:
-        key = (hashed, int(self._clock() // DAY), *self._row_labels(tier, kind))
-        with self._lock:
-            self.pending[key] = self.pending.get(key, 0) + count
 
     def _digest(self, user_id: str) -> str:
         hashed = self.hasher.digest(user_id)

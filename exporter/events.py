@@ -344,12 +344,11 @@ class LicenseStatus(_Event, tag="license_status", kw_only=True):
         # first event of each shape still goes first, so series are admitted in arrival order.
         shapes = [(e.tier, e.license_key, e.expires_at is None, tuple(e.usage), tuple(e.limits)) for e in events]
         last = dict(zip(shapes, range(len(events))))  # shape -> its last event, in order of its first
-        if len(last) < len(events):
-            for index in last.values():
-                event = events[index]
-                rec.license_status(event.tier, event.license_key, event.expires_at, event.usage, event.limits)
-            events = [events[index] for index in sorted(last.values())]
-        for e in events:
+        recorded: Iterable[int] = range(len(events))
+        if len(last) < len(events):  # the last of each shape, in order of its first, then in order of position
+            recorded = [*last.values(), *sorted(last.values())]
+        for index in recorded:
+            e = events[index]
             rec.license_status(e.tier, e.license_key, e.expires_at, e.usage, e.limits)
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from . import tiers
-from .common import Built, tier_dashboard
-from .panels import Q, Row, bargauge, instant, piechart, stat, steps, timeseries
-from .promql import (
+from exporter.promql import (
     div,
     hist_buckets,
     hist_mean,
@@ -15,6 +12,10 @@ from .promql import (
     sum_rate,
     sum_total,
 )
+
+from . import tiers
+from .common import Built, tier_dashboard
+from .panels import Q, Row, bargauge, instant, piechart, stat, steps, timeseries
 
 KIND = "feedback"
 

@@ -2,10 +2,23 @@
 
 License state (expiry timestamp, usage, limit) is reported identically by
 every replica that saw the license, so it is collapsed with ``max by``
-rather than summed (see :func:`dashboards.promql.days_to_expiry`).
+rather than summed (see :func:`exporter.promql.days_to_expiry`).
 """
 
 from __future__ import annotations
+
+from exporter.promql import (
+    agg,
+    compliance,
+    days_to_expiry,
+    m,
+    not_equal,
+    quantile,
+    rate_ratio,
+    sum_gauge,
+    sum_rate,
+    sum_total,
+)
 
 from . import tiers
 from .common import Built, tier_dashboard
@@ -22,18 +35,6 @@ from .panels import (
     table,
     table_q,
     timeseries,
-)
-from .promql import (
-    agg,
-    compliance,
-    days_to_expiry,
-    m,
-    not_equal,
-    quantile,
-    rate_ratio,
-    sum_gauge,
-    sum_rate,
-    sum_total,
 )
 
 KIND = "license"

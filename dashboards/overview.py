@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 from exporter.catalog import TIERS
+from exporter.promql import (
+    agg,
+    compliance,
+    days_to_expiry,
+    hist_mean_range,
+    m,
+    not_equal,
+    quantile,
+    rate_ratio,
+    regex,
+    sum_gauge,
+    sum_rate,
+    sum_total,
+    total_ratio,
+)
 
 from .common import (
     KINDS,
@@ -25,21 +40,6 @@ from .panels import (
     text,
     timeseries,
     up_down_mappings,
-)
-from .promql import (
-    agg,
-    compliance,
-    days_to_expiry,
-    hist_mean_range,
-    m,
-    not_equal,
-    quantile,
-    rate_ratio,
-    regex,
-    sum_gauge,
-    sum_rate,
-    sum_total,
-    total_ratio,
 )
 
 KIND = "overview"

@@ -8,6 +8,19 @@ the whole deployment and say so in their description.
 
 from __future__ import annotations
 
+from exporter.promql import (
+    agg,
+    div,
+    hist_buckets,
+    m,
+    quantile,
+    rate,
+    rate_ratio,
+    regex,
+    sum_gauge,
+    sum_rate,
+)
+
 from . import tiers
 from .common import Built, tier_dashboard
 from .panels import (
@@ -21,18 +34,6 @@ from .panels import (
     table_q,
     timeseries,
     up_down_mappings,
-)
-from .promql import (
-    agg,
-    div,
-    hist_buckets,
-    m,
-    quantile,
-    rate,
-    rate_ratio,
-    regex,
-    sum_gauge,
-    sum_rate,
 )
 
 KIND = "performance"

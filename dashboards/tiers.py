@@ -18,20 +18,7 @@ one place so it is easy to change.
 
 from __future__ import annotations
 
-from .panels import (
-    Q,
-    Row,
-    bargauge,
-    gauge,
-    heatmap,
-    instant,
-    stat,
-    steps,
-    table,
-    table_q,
-    timeseries,
-)
-from .promql import (
+from exporter.promql import (
     agg,
     compliance,
     div,
@@ -46,6 +33,20 @@ from .promql import (
     sum_rate,
     sum_total,
     total_ratio,
+)
+
+from .panels import (
+    Q,
+    Row,
+    bargauge,
+    gauge,
+    heatmap,
+    instant,
+    stat,
+    steps,
+    table,
+    table_q,
+    timeseries,
 )
 
 DOCS = m("clary_documents_processed_total")

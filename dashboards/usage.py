@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from . import tiers
-from .common import Built, tier_dashboard
-from .panels import Q, Row, bargauge, heatmap, instant, piechart, stat, steps, timeseries
-from .promql import (
+from exporter.promql import (
     hist_buckets,
     hist_mean,
     hist_mean_range,
@@ -18,6 +15,10 @@ from .promql import (
     sum_total,
     total_ratio,
 )
+
+from . import tiers
+from .common import Built, tier_dashboard
+from .panels import Q, Row, bargauge, heatmap, instant, piechart, stat, steps, timeseries
 
 KIND = "usage"
 

@@ -20,7 +20,7 @@ import yaml
 from dashboards import build as dbuild
 from dashboards import cli, queries
 from dashboards.panels import DATASOURCE_UID
-from dashboards.promql import m, one_of, regex
+from exporter.promql import m, one_of, regex
 from exporter.catalog import BY_NAME, Kind, exposed_name_index
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,6 +3,7 @@
     clary-dashboards build [--out DIR]   write provisioning/dashboards/<tier>/*.json
     clary-dashboards check [--out DIR]   exit 1, naming each file, if DIR is out of date
     clary-dashboards list                uid, file and title of every dashboard
+    clary-dashboards --version           the bundle's version
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from exporter import __version__
 
 from . import build as _build
 
@@ -19,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="clary-dashboards",
         description="Generate the Clary Grafana dashboards from dashboards/ (grafanalib).",
     )
+    parser.add_argument("--version", action="version", version=f"clary-dashboards {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("build", "write the dashboard JSON files"),

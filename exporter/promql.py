@@ -1,16 +1,20 @@
 """PromQL building blocks whose metric names come from the catalog.
 
-Nothing in ``dashboards/`` types a metric name into a query string: every
+The one query builder of the project: ``dashboards/`` and the alert rules in
+``alerts/groups/`` never type a metric name into a query string. Every
 family is looked up with :func:`m`, which goes through
 ``exporter.catalog.spec`` so that a typo or a renamed metric fails when the
-dashboards are built, not when someone opens Grafana. Label matchers are
-checked too: the label must belong to the family, and an equality (or plain
-alternation) matcher on a label with an allow-list must use values from it.
+dashboards or rules are built, not when someone opens Grafana or an alert
+stays silent. Label matchers are checked too: the label must belong to the
+family, and an equality (or plain alternation) matcher on a label with an
+allow-list must use values from it. The ``by`` labels of the aggregating
+helpers (:func:`sum_rate`, :func:`quantile`, ...) must belong to the family.
 
 Conventions baked in here:
 
-- every ``rate()`` / ``increase()`` runs over ``$__rate_interval``; the only
-  exception is :func:`increase_range`, a total over the dashboard's time range
+- every ``rate()`` / ``increase()`` runs over ``$__rate_interval`` unless a
+  window is passed (rules have no Grafana variables: ``rate(x, "5m")``);
+  :func:`increase_range` is a total over the dashboard's time range
   (``$__range``) meant for instant queries;
 - aggregation is always explicit (``sum by (...)``), because several exporter
   replicas may be scraped;
@@ -22,7 +26,7 @@ from __future__ import annotations
 import re as _re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from exporter.catalog import Kind, MetricSpec, spec
 
@@ -68,6 +72,17 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def selector(name: str, matchers: Mapping[str, str | Match]) -> str:
+    """``name{a="x",b=~"y"}`` with nothing checked: callers check name and labels first."""
+    parts = []
+    for label, matcher in matchers.items():
+        if isinstance(matcher, Match):
+            parts.append(f"{label}{matcher.op}{_quote(matcher.value)}")
+        else:
+            parts.append(f"{label}={_quote(matcher)}")
+    return name + ("{" + ",".join(parts) + "}" if parts else "")
+
+
 @dataclass(frozen=True)
 class Family:
     """A catalog metric family, ready to be turned into selectors."""
@@ -88,10 +103,23 @@ class Family:
             raise ValueError(f"{self.name} is a histogram: select _bucket, _sum or _count")
         return f"{self.name}_{suffix}" if suffix else self.name
 
-    def _check(self, label: str, matcher: str | Match, suffix: str) -> None:
+    def _allowed(self, suffix: str) -> frozenset[str]:
         allowed = set(self.spec.label_names) | TARGET_LABELS
         if suffix == "bucket":
             allowed.add("le")
+        return frozenset(allowed)
+
+    def grouping(self, by: Iterable[str], _suffix: str = "") -> tuple[str, ...]:
+        """``by`` as a tuple, once every label is known to be one this family's series carry."""
+        by = tuple(by)
+        allowed = self._allowed(_suffix)
+        unknown = [label for label in by if label not in allowed]
+        if unknown:
+            raise ValueError(f"{self.name} has no label(s) {unknown} to group by (labels: {sorted(allowed)})")
+        return by
+
+    def _check(self, label: str, matcher: str | Match, suffix: str) -> None:
+        allowed = self._allowed(suffix)
         if label not in allowed:
             raise ValueError(f"{self.name} has no label {label!r} (labels: {sorted(allowed)})")
         label_spec = next((l for l in self.spec.labels if l.name == label), None)
@@ -111,14 +139,9 @@ class Family:
     def sel(self, _suffix: str = "", **matchers: str | Match) -> str:
         """A selector such as ``clary_http_requests_total{tier="lite",code=~"5.."}``."""
         name = self._sample(_suffix)
-        parts = []
         for label, matcher in matchers.items():
             self._check(label, matcher, _suffix)
-            if isinstance(matcher, Match):
-                parts.append(f"{label}{matcher.op}{_quote(matcher.value)}")
-            else:
-                parts.append(f"{label}={_quote(matcher)}")
-        return name + ("{" + ",".join(parts) + "}" if parts else "")
+        return selector(name, matchers)
 
     def bucket(self, **matchers: str | Match) -> str:
         return self.sel("bucket", **matchers)
@@ -134,6 +157,14 @@ class Family:
 def m(name: str) -> Family:
     """The catalog family called ``name``; a KeyError names an unknown metric."""
     return Family(spec(name))
+
+
+def up(**matchers: str | Match) -> str:
+    """Prometheus' own ``up`` series of a scrape target; it carries only target labels."""
+    unknown = sorted(set(matchers) - TARGET_LABELS)
+    if unknown:
+        raise ValueError(f"up has no label(s) {unknown} (labels: {sorted(TARGET_LABELS)})")
+    return selector("up", matchers)
 
 
 def label_values(name: str, label: str) -> tuple[str, ...]:
@@ -173,17 +204,27 @@ def paren(expr: str) -> str:
     return expr if _atomic(expr) else f"({expr})"
 
 
-def rate(selector: str) -> str:
-    return f"rate({selector}[{RATE_INTERVAL}])"
+def rate(series: str, window: str = RATE_INTERVAL) -> str:
+    return f"rate({series}[{window}])"
 
 
-def increase(selector: str) -> str:
-    return f"increase({selector}[{RATE_INTERVAL}])"
+def increase(series: str, window: str = RATE_INTERVAL) -> str:
+    return f"increase({series}[{window}])"
 
 
-def increase_range(selector: str) -> str:
+_OVER_TIME = frozenset({"avg", "min", "max", "sum", "count", "last", "present"})
+
+
+def over_time(op: str, series: str, window: str = RATE_INTERVAL) -> str:
+    """``max_over_time(x[1d])`` and the other ``<op>_over_time`` functions."""
+    if op not in _OVER_TIME:
+        raise ValueError(f"no {op}_over_time function; known: {sorted(_OVER_TIME)}")
+    return f"{op}_over_time({series}[{window}])"
+
+
+def increase_range(series: str) -> str:
     """Total over the dashboard time range: use with instant queries only."""
-    return f"increase({selector}[{RANGE}])"
+    return f"increase({series}[{RANGE}])"
 
 
 def agg(expr: str, by: Iterable[str] = (), op: str = "sum") -> str:
@@ -198,16 +239,16 @@ def div(num: str, den: str) -> str:
 
 
 def sum_rate(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
-    return agg(rate(family.sel(**matchers)), by)
+    return agg(rate(family.sel(**matchers)), family.grouping(by))
 
 
 def sum_total(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
     """``sum by (...) (increase(x[$__range]))``: events in the selected range."""
-    return agg(increase_range(family.sel(**matchers)), by)
+    return agg(increase_range(family.sel(**matchers)), family.grouping(by))
 
 
 def sum_gauge(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
-    return agg(family.sel(**matchers), by)
+    return agg(family.sel(**matchers), family.grouping(by))
 
 
 def rate_ratio(
@@ -234,19 +275,19 @@ def total_ratio(
 
 def quantile(q: float, family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
     """``histogram_quantile(q, sum by (le, ...) (rate(x_bucket[$__rate_interval])))``."""
-    labels = ("le", *by)
+    labels = family.grouping(("le", *by), "bucket")
     return f"histogram_quantile({q}, {agg(rate(family.bucket(**matchers)), labels)})"
 
 
 def hist_mean(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
     """Mean observation over ``$__rate_interval``: rate(_sum) / rate(_count)."""
-    by = tuple(by)
+    by = family.grouping(by, "sum")
     return div(agg(rate(family.sum(**matchers)), by), agg(rate(family.count(**matchers)), by))
 
 
 def hist_mean_range(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
     """Mean observation over the dashboard range (instant)."""
-    by = tuple(by)
+    by = family.grouping(by, "sum")
     return div(
         agg(increase_range(family.sum(**matchers)), by),
         agg(increase_range(family.count(**matchers)), by),
@@ -255,8 +296,8 @@ def hist_mean_range(family: Family, by: Iterable[str] = (), **matchers: str | Ma
 
 def hist_buckets(family: Family, *, over_range: bool = False, **matchers: str | Match) -> str:
     """Per-bucket counts for heatmaps and distribution bars (target format ``heatmap``)."""
-    selector = family.bucket(**matchers)
-    inner = increase_range(selector) if over_range else increase(selector)
+    buckets = family.bucket(**matchers)
+    inner = increase_range(buckets) if over_range else increase(buckets)
     return agg(inner, ("le",))
 
 
@@ -267,13 +308,14 @@ def days_to_expiry(by: Iterable[str] = ("license",), **matchers: str | Match) ->
     saw the license, so replicas are collapsed with ``max`` (a sum would
     multiply the timestamp).
     """
-    expiry = agg(m("clary_license_expiry_timestamp_seconds").sel(**matchers), by, op="max")
+    family = m("clary_license_expiry_timestamp_seconds")
+    expiry = agg(family.sel(**matchers), family.grouping(by), op="max")
     return f"({expiry} - time()) / 86400"
 
 
 def compliance(by: Iterable[str] = ("license", "limit"), **matchers: str | Match) -> str:
     """usage / limit per license and limit (replicated state: ``max``)."""
-    by = tuple(by)
-    usage = agg(m("clary_license_usage").sel(**matchers), by, op="max")
-    limit = agg(m("clary_license_limit").sel(**matchers), by, op="max")
+    usage_family, limit_family = m("clary_license_usage"), m("clary_license_limit")
+    usage = agg(usage_family.sel(**matchers), usage_family.grouping(by), op="max")
+    limit = agg(limit_family.sel(**matchers), limit_family.grouping(by), op="max")
     return div(usage, limit)

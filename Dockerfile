@@ -50,6 +50,6 @@ WORKDIR /var/lib/clary-exporter
 VOLUME ["/var/lib/clary-exporter"]
 EXPOSE 25279
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "exporter.healthcheck"]
+    CMD ["python", "-m", "exporter.server.healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["clary-exporter"]

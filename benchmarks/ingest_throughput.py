@@ -3,7 +3,7 @@
 Each variant runs as its own server process on 127.0.0.1, started once
 for the whole run (and warmed up), and receives the same load: batches of
 100 events (a mix of every event type, each with a unique ``id`` as
-exporter.client sends them), posted back to back over ``--connections``
+exporter.instrument.client sends them), posted back to back over ``--connections``
 keep-alive connections from ``--clients`` load-generator processes. A run
 is ``--rounds`` rounds; in each, every variant gets ``--seconds`` of load
 in turn (order alternating). Many short rounds rather than a few long ones,
@@ -21,8 +21,8 @@ Variants:
             of json.loads, recording nothing: shows where the exporter's time goes.
   exporter  the real exporter app (create_app): bearer-token check, size limits,
             msgspec validation (per item when one is invalid), dedupe window, everything
-            recorded in bulk from a backlog of accepted events (exporter.events.EventBacklog,
-            exporter.deferred): counters, histograms, gauges, hashed per-user activity.
+            recorded in bulk from a backlog of accepted events (exporter.ingest.events.EventBacklog,
+            exporter.instrument.deferred): counters, histograms, gauges, hashed per-user activity.
 
 Label sets (``--labels``):
   one       every event of a type carries the same labels and the same user: a fold
@@ -129,7 +129,7 @@ def serve(variant: str, port: int) -> None:
     from aiohttp import web
 
     if variant in ("bare", "validate"):
-        from exporter.events import decode_batch
+        from exporter.ingest.events import decode_batch
 
         async def events(request: web.Request) -> web.Response:
             if variant == "bare":
@@ -149,7 +149,7 @@ def serve(variant: str, port: int) -> None:
         import logging
 
         from exporter.config import Config
-        from exporter.server import create_app
+        from exporter.server.app import create_app
 
         logging.basicConfig(level=logging.WARNING)
         data_dir = tempfile.mkdtemp(prefix="clary-bench-")

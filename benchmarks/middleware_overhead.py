@@ -7,13 +7,13 @@ server process (pinned to one CPU when there are two or more); ``wrk -t1
 over the variants so that drift hits all of them alike; the table shows the
 median of the rounds and the ratios that count, all from this one run.
 
-aiohttp variants: bare, an empty middleware, ours (``exporter.middleware.instrument``:
+aiohttp variants: bare, an empty middleware, ours (``exporter.instrument.aiohttp_middleware.instrument``:
 wrapped route handlers, no middleware chain), ours with a ``traceparent``
 header on every request (exemplars), ours as a middleware
 (``metrics_middleware``), a naive prometheus_client middleware,
 aiohttp-prometheus-exporter.
 ASGI variants (Starlette on uvicorn): bare, an empty pure-ASGI middleware,
-ours (``exporter.asgi``), ours with ``traceparent``, starlette-exporter
+ours (``exporter.instrument.asgi``), ours with ``traceparent``, starlette-exporter
 (``group_paths=True``), prometheus-fastapi-instrumentator.
 
 Targets (docs/design/performance.md): ours >= 0.95x the empty aiohttp
@@ -70,7 +70,7 @@ VARIANTS = (
             package="aiohttp-prometheus-exporter"),
     Variant("starlette-bare", "asgi", "bare Starlette on uvicorn", package="starlette"),
     Variant("starlette-empty", "asgi", "empty pure-ASGI middleware"),
-    Variant("starlette-ours", "asgi", "**ours** (`exporter.asgi`)"),
+    Variant("starlette-ours", "asgi", "**ours** (`exporter.instrument.asgi`)"),
     Variant("starlette-ours-traced", "asgi", "ours, `traceparent` on every request (exemplars)", traced=True),
     Variant("starlette-exporter", "asgi", "starlette-exporter (`group_paths=True`)", package="starlette-exporter"),
     Variant("instrumentator", "asgi", "prometheus-fastapi-instrumentator",
@@ -86,9 +86,9 @@ def _our_recorder():
     from prometheus_client import CollectorRegistry
 
     from exporter.config import ApiKey
-    from exporter.httpmetrics import key_table_resolver
-    from exporter.privacy import Hasher
-    from exporter.recorder import Recorder
+    from exporter.instrument.identity import key_table_resolver
+    from exporter.instrument.hashing import Hasher
+    from exporter.instrument.recorder import Recorder
 
     registry = CollectorRegistry()
     recorder = Recorder(registry, Hasher("benchmark-secret-0123456789"))
@@ -115,7 +115,7 @@ def aiohttp_app(name: str):
 
         middlewares.append(empty)
     elif name == "aiohttp-ours-middleware":
-        from exporter.middleware import metrics_middleware
+        from exporter.instrument.aiohttp_middleware import metrics_middleware
 
         registry, recorder, resolver = _our_recorder()
         middlewares.append(metrics_middleware(recorder, resolver))
@@ -148,7 +148,7 @@ def aiohttp_app(name: str):
     app = web.Application(middlewares=middlewares)
     app.router.add_get("/items/{id}", item)
     if name in ("aiohttp-ours", "aiohttp-ours-traced"):
-        from exporter.middleware import instrument
+        from exporter.instrument.aiohttp_middleware import instrument
 
         registry, recorder, resolver = _our_recorder()
         instrument(app, recorder, resolver)
@@ -186,7 +186,7 @@ def asgi_app(name: str):
 
         app.add_middleware(Empty)
     elif name.startswith("starlette-ours"):
-        from exporter.asgi import MetricsMiddleware
+        from exporter.instrument.asgi import MetricsMiddleware
 
         registry, recorder, resolver = _our_recorder()
         app.add_middleware(MetricsMiddleware, recorder=recorder, resolver=resolver)
@@ -604,8 +604,9 @@ def breakdown(repeats: int = 5, number: int = 100_000) -> str:
     from aiohttp.test_utils import make_mocked_request
     from multidict import istr
 
-    from exporter.httpmetrics import ANONYMOUS, RequestMetrics, lookup
-    from exporter.middleware import IDENTITY
+    from exporter.instrument.identity import ANONYMOUS, lookup
+    from exporter.instrument.requests import RequestMetrics
+    from exporter.instrument.aiohttp_middleware import IDENTITY
 
     async def prepared():
         _, recorder, resolver = _our_recorder()

@@ -10,7 +10,7 @@ one run, loopback only, bounded by ``--seconds`` per cell.
 Variants:
   stock   prometheus_client.aiohttp.make_aiohttp_handler (renders on the loop)
   thread  render on a worker thread only (default GIL switch interval, GC untouched)
-  ours    exporter.exposition.Renderer: worker thread + 0.2 ms switch interval + GC paused
+  ours    exporter.instrument.exposition.Renderer: worker thread + 0.2 ms switch interval + GC paused
 
 Usage: python -m benchmarks.scrape_stall [--seconds 5] [--rounds 1] [--sizes 1000,10000,50000]
 """
@@ -50,7 +50,7 @@ def _metrics_handler(variant: str, registry):
 
         return make_aiohttp_handler(registry)
 
-    from exporter.exposition import Renderer
+    from exporter.instrument.exposition import Renderer
 
     # "thread": the plain fix (render on a worker thread); "ours": what the exporter ships.
     renderer = Renderer(registry, switch_interval=None, pause_gc=False) if variant == "thread" else Renderer(registry)

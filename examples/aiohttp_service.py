@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter import logs
 from exporter.config import ApiKey
-from exporter.exposition import Renderer
-from exporter.middleware import IDENTITY, instrument, key_table_resolver
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.exposition import Renderer
+from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, key_table_resolver
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 
 # In a real service the key table comes from your key store (or the exporter's config file).
 API_KEYS = {

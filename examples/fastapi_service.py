@@ -23,12 +23,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, Field
 
-from exporter.asgi import MetricsMiddleware, get_identity
+from exporter.instrument.asgi import MetricsMiddleware, get_identity
 from exporter import logs
 from exporter.config import ApiKey
-from exporter.httpmetrics import Identity, key_table_resolver
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.identity import Identity, key_table_resolver
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 
 # In a real service the key table comes from your key store (or the exporter's config file).
 API_KEYS = {

@@ -2,7 +2,7 @@
 
 Dashboards, alert rules, the event schema and the docs are checked against
 this module by tests, so a renamed metric breaks the build instead of a
-dashboard. Nothing here touches prometheus_client; ``exporter.metrics``
+dashboard. Nothing here touches prometheus_client; ``exporter.instrument.metrics``
 turns these specs into metric objects in a registry that is passed in.
 """
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.catalog import CATALOG
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
-from exporter.webconfig import ENV as WEB_CONFIG_ENV
+from exporter.server.webconfig import ENV as WEB_CONFIG_ENV
 
 log = logging.getLogger("exporter")
 
@@ -116,7 +116,7 @@ def _loopback_base(host: str, port: int) -> str:
 
 async def serve(config: Config, stop: asyncio.Event | None = None, web_config_file: str | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then shut down cleanly."""
-    from exporter import webconfig
+    from exporter.server import webconfig
 
     web_config = webconfig.load(web_config_file) if web_config_file else None
     ssl_context = webconfig.ssl_context(web_config) if web_config else None
@@ -125,7 +125,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
                           "(tls_server_config in the web config file)")
     for name, value in NATIVE_THREAD_LIMITS.items():
         os.environ.setdefault(name, value)
-    from exporter.server import create_app
+    from exporter.server.app import create_app
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,7 +148,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
     if config.demo:
         from exporter.demo.traffic import DemoTraffic
 
-        from exporter.api import DEMO_INGEST_TOKEN
+        from exporter.api.app import DEMO_INGEST_TOKEN
 
         generator = DemoTraffic(_loopback_base(host, port), rate=config.demo_rate, duration=config.demo_duration,
                                 ingest_token=DEMO_INGEST_TOKEN)
@@ -167,7 +167,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
 
 def purge(config: Config) -> dict[str, int]:
     """``clary-exporter purge``: the retention purge, once, without a server."""
-    from exporter.store import DB_FILENAME, Database
+    from exporter.store.database import DB_FILENAME, Database
 
     db = Database(config.data_dir / DB_FILENAME)
     try:

@@ -1,4 +1,4 @@
-"""Shared pieces of the ingestion/feedback API tests (exporter.api, store, notify, client).
+"""Shared pieces of the ingestion/feedback API tests (exporter.api.app, store, notify, client).
 
 Everything listens on 127.0.0.1 only and is stopped in a ``finally``.
 """
@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter.config import Config
-from exporter.store import DB_FILENAME, Database
+from exporter.store.database import DB_FILENAME, Database
 from tests import support
 
 SECRET = "test-hmac-secret-0123456789abcdef"

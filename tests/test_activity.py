@@ -6,9 +6,9 @@ import hashlib
 
 from prometheus_client import CollectorRegistry
 
-from exporter.activity import WINDOWS, ActiveLicenses, ActiveUsers
+from exporter.instrument.sketches import WINDOWS, ActiveLicenses, ActiveUsers
 from exporter.catalog import TIERS
-from exporter.privacy import Hasher
+from exporter.instrument.hashing import Hasher
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 # An hour boundary plus 30 minutes and 30 seconds: no test time sits on a bucket edge.
@@ -171,7 +171,7 @@ def test_active_licenses_memory_limit_drops_the_oldest():
 
 
 def test_repeat_activity_within_a_minute_skips_the_sketches(monkeypatch):
-    from exporter import activity
+    from exporter.instrument import sketches as activity
 
     updates: list[tuple[int, str]] = []
     original = activity._Buckets.update
@@ -199,7 +199,7 @@ def test_repeat_activity_within_a_minute_skips_the_sketches(monkeypatch):
 
 
 def test_repeat_suppression_is_bounded_and_exact(monkeypatch):
-    from exporter import activity
+    from exporter.instrument import sketches as activity
 
     monkeypatch.setattr(activity, "RECENT_LIMIT", 5)
     clock = Clock()

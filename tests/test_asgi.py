@@ -24,12 +24,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Host, Mount, Route, Router
 
-from exporter.asgi import IDENTITY_SCOPE_KEY, MetricsMiddleware, get_identity
+from exporter.instrument.asgi import IDENTITY_SCOPE_KEY, MetricsMiddleware, get_identity
 from exporter.config import ApiKey
-from exporter.httpmetrics import Identity, key_table_resolver
+from exporter.instrument.identity import Identity, key_table_resolver
 from exporter.logs import JsonFormatter, TextFormatter
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 
 HTTP = "clary_http_requests_total"
 KEYS = {
@@ -344,7 +344,7 @@ async def test_tier_from_api_key_and_identity_in_scope(app, registry):
 
 
 async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(app, registry, caplog):
-    caplog.set_level(logging.ERROR, logger="exporter.asgi")
+    caplog.set_level(logging.ERROR, logger="exporter.instrument.asgi")
     reply = await call(app, "POST", f"/items/{RAW_ID}/fail", LITE)
     assert reply.status == 500
     assert reply.headers["content-type"] == "application/json"
@@ -355,7 +355,7 @@ async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(ap
         "clary_errors_total", {"tier": "lite", "error_type": "RuntimeError", "route": "/items/{id}/fail"}) == 1
     assert requests(registry) == {("lite", "POST", "/items/{id}/fail", "500"): 1}
 
-    records = [r for r in caplog.records if r.name == "exporter.asgi"]
+    records = [r for r in caplog.records if r.name == "exporter.instrument.asgi"]
     assert len(records) == 1
     fields = records[0].fields
     assert fields["error_id"] == body["error_id"]
@@ -372,7 +372,7 @@ async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(ap
 async def test_each_500_gets_its_own_error_id(app, caplog):
     ids = {(await call(app, "POST", "/items/1/fail")).json()["error_id"] for _ in range(3)}
     assert len(ids) == 3
-    assert {r.fields["error_id"] for r in caplog.records if r.name == "exporter.asgi"} == ids
+    assert {r.fields["error_id"] for r in caplog.records if r.name == "exporter.instrument.asgi"} == ids
 
 
 async def test_http_exceptions_and_error_statuses_counted_with_their_code(app, registry):
@@ -396,7 +396,7 @@ async def test_wrapping_the_whole_app_counts_errors_after_starlettes_own_500(rec
     assert requests(registry) == {("professional", "POST", "/items/{id}/fail", "500"): 1}
     assert registry.get_sample_value(
         "clary_errors_total", {"tier": "professional", "error_type": "RuntimeError", "route": "/items/{id}/fail"}) == 1
-    assert len([r for r in caplog.records if r.name == "exporter.asgi"]) == 1
+    assert len([r for r in caplog.records if r.name == "exporter.instrument.asgi"]) == 1
 
 
 # --- in flight, excluded, streaming, disconnects ----------------------------------------------
@@ -460,7 +460,7 @@ async def test_stream_failing_after_it_started_propagates_and_counts_500(app, re
     assert requests(registry) == {("lite", "GET", "/broken-stream", "500"): 1}
     assert registry.get_sample_value(
         "clary_errors_total", {"tier": "lite", "error_type": "RuntimeError", "route": "/broken-stream"}) == 1
-    assert len([r for r in caplog.records if r.name == "exporter.asgi"]) == 1
+    assert len([r for r in caplog.records if r.name == "exporter.instrument.asgi"]) == 1
     assert in_flight(registry) == 0
 
 
@@ -472,7 +472,7 @@ async def test_send_failing_counts_499_not_an_error(app, registry, caplog):
     with pytest.raises(OSError):
         await call(app, "GET", "/items/1", PRO, on_send=gone)
     assert requests(registry) == {("professional", "GET", "/items/{id}", "499"): 1}
-    assert not [r for r in caplog.records if r.name == "exporter.asgi"]
+    assert not [r for r in caplog.records if r.name == "exporter.instrument.asgi"]
     assert in_flight(registry) == 0
 
 
@@ -585,12 +585,12 @@ async def test_stream_cut_by_the_client_counts_499_asgi_2_4(app, registry, handl
     with pytest.raises(ClientDisconnect):
         await call(app, "GET", "/stream", LITE, on_send=cut)
     assert requests(registry) == {("lite", "GET", "/stream", "499"): 1}
-    assert not [r for r in caplog.records if r.name == "exporter.asgi"]
+    assert not [r for r in caplog.records if r.name == "exporter.instrument.asgi"]
     assert in_flight(registry) == 0
 
 
 async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_log(rec, registry, caplog):
-    caplog.set_level(logging.ERROR, logger="exporter.asgi")
+    caplog.set_level(logging.ERROR, logger="exporter.instrument.asgi")
 
     async def lookup(request):
         raise KeyError(request.headers["x-api-key"] + " " + request.url.path + "?" + request.url.query)
@@ -599,7 +599,7 @@ async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_l
     app.add_middleware(MetricsMiddleware, recorder=rec, resolver=key_table_resolver(KEYS))
     reply = await call(app, "GET", f"/docs/{RAW_ID}", PRO)
     assert reply.status == 500
-    [record] = [r for r in caplog.records if r.name == "exporter.asgi"]
+    [record] = [r for r in caplog.records if r.name == "exporter.instrument.asgi"]
     assert record.fields["error_id"] == reply.json()["error_id"]
     for rendered in (JsonFormatter().format(record), TextFormatter().format(record)):
         assert "[redacted]" in rendered and "KeyError" in rendered

@@ -24,7 +24,7 @@ from collections import Counter
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.api import INGEST as INGEST_KEY
+from exporter.api.app import INGEST as INGEST_KEY
 from tests.api_helpers import ADMIN, INGEST, database, value
 from tests.test_ingest_recording import activity, body, make_api
 from tests.test_privacy_ops import HASH, _client
@@ -40,8 +40,8 @@ def registry():
 @pytest.fixture
 def quiet(monkeypatch):
     """No periodic fold or activity flush during the test (both still run once at start-up)."""
-    monkeypatch.setattr("exporter.api.BACKLOG_FOLD_SECONDS", HOUR)
-    monkeypatch.setattr("exporter.api.ACTIVITY_FLUSH_SECONDS", HOUR)
+    monkeypatch.setattr("exporter.api.app.BACKLOG_FOLD_SECONDS", HOUR)
+    monkeypatch.setattr("exporter.api.app.ACTIVITY_FLUSH_SECONDS", HOUR)
 
 
 def action(user: str, name: str = "login", tier: str = "lite") -> dict:
@@ -179,7 +179,7 @@ async def test_delete_removes_activity_still_waiting_in_the_backlog(aiohttp_clie
 
 async def test_the_backlog_is_folded_every_second_without_a_scrape(aiohttp_client, tmp_path, registry, monkeypatch):
     """Nothing scrapes or folds: the lifecycle's clary-backlog-fold task records the event within a few seconds."""
-    monkeypatch.setattr("exporter.api.ACTIVITY_FLUSH_SECONDS", HOUR)  # the flush would fold and take pending
+    monkeypatch.setattr("exporter.api.app.ACTIVITY_FLUSH_SECONDS", HOUR)  # the flush would fold and take pending
     api, client = await start(aiohttp_client, tmp_path, registry)
     await post_events(client, action("u5"))
     assert len(api.backlog) == 1 and activity(api, "u5", "login") == 0

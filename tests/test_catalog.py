@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.catalog import CATALOG, BY_NAME, Kind, spec
-from exporter.metrics import CatalogMetrics
+from exporter.instrument.metrics import CatalogMetrics
 
 NAME = re.compile(r"^clary_[a-z][a-z0-9_]*[a-z0-9]$")
 LABEL = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -1,4 +1,4 @@
-"""exporter.client: batching, retries that never double-count, bounded queue; the demo uses it."""
+"""exporter.instrument.client: batching, retries that never double-count, bounded queue; the demo uses it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.api import DEMO_INGEST_TOKEN
-from exporter.client import EventClient, IngestError
+from exporter.api.app import DEMO_INGEST_TOKEN
+from exporter.instrument.client import EventClient, IngestError
 from exporter.config import Config
 from exporter.demo.traffic import DemoTraffic
-from exporter.events import QueueLength
-from exporter.server import create_app
+from exporter.ingest.events import QueueLength
+from exporter.server.app import create_app
 from tests import support
 from tests.api_helpers import EXAMPLES, INGEST_TOKEN, database, make_config, sample, value
 

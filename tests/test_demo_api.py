@@ -14,8 +14,8 @@ from exporter.catalog import CATALOG, TIERS, Kind
 from exporter.config import Config
 from exporter.demo.api import DAY, LICENSES, PLANS, REVOKED_LICENSE, DemoApi
 from exporter.demo.traffic import DemoTraffic
-from exporter.privacy import DEMO_SECRET, Hasher
-from exporter.server import create_app
+from exporter.instrument.hashing import DEMO_SECRET, Hasher
+from exporter.server.app import create_app
 
 BASE = "/demo/api/v1"
 KEY = {tier: {"X-API-Key": f"demo-{tier}-key"} for tier in TIERS}

@@ -14,7 +14,7 @@ machines, so nothing here builds or runs a container):
 - the build context that .dockerignore leaves holds what the Dockerfile
   copies, and from a copy of exactly that context the exporter runs with the
   image's and compose's environment: demo mode, ready, and the image's
-  HEALTHCHECK command (``python -m exporter.healthcheck``) passes.
+  HEALTHCHECK command (``python -m exporter.server.healthcheck``) passes.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def test_images_are_pinned_to_exact_versions():
 
 def test_healthchecks_and_start_order():
     services = _compose()["services"]
-    probes = {"exporter": "exporter.healthcheck", "prometheus": "/-/ready", "alertmanager": "/-/ready",
+    probes = {"exporter": "exporter.server.healthcheck", "prometheus": "/-/ready", "alertmanager": "/-/ready",
               "grafana": "/api/health"}
     for name, probe in probes.items():
         test = services[name]["healthcheck"]["test"]
@@ -323,7 +323,7 @@ def test_dockerfile_builds_a_non_root_image_with_healthcheck_and_labels():
     user = re.findall(r"^USER (\S+)$", text, re.M)
     assert user and user[-1].split(":")[0] not in ("0", "root"), user
     assert re.search(rf"^EXPOSE {DEFAULT_PORT}$", text, re.M)
-    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-m\", \"exporter.healthcheck\"\]", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"-m\", \"exporter.server.healthcheck\"\]", text, re.M)
     assert re.search(r'^ENTRYPOINT \["clary-exporter"\]$', text, re.M)
     for label in ("title", "description", "version", "licenses"):
         assert f"org.opencontainers.image.{label}=" in text
@@ -368,7 +368,7 @@ def test_exporter_runs_from_the_build_context_as_the_image_runs_it(tmp_path):
         base = f"http://{support.LOOPBACK}:{port}"
         support.wait_until(lambda: proc.poll() is None and support.http_get(f"{base}/readyz", timeout=1)[0] == 200,
                            timeout=30, what="exporter from the build context")
-        probe = subprocess.run([sys.executable, "-m", "exporter.healthcheck"], cwd=ctx, env=env,
+        probe = subprocess.run([sys.executable, "-m", "exporter.server.healthcheck"], cwd=ctx, env=env,
                                capture_output=True, text=True, timeout=30)
         assert probe.returncode == 0 and probe.stdout.strip() == "healthy", probe.stdout + probe.stderr
 
@@ -382,6 +382,6 @@ def test_exporter_runs_from_the_build_context_as_the_image_runs_it(tmp_path):
     finally:
         support.stop(proc)
     # Nothing listens any more: the probe reports unhealthy.
-    probe = subprocess.run([sys.executable, "-m", "exporter.healthcheck"], cwd=ctx, env=env,
+    probe = subprocess.run([sys.executable, "-m", "exporter.server.healthcheck"], cwd=ctx, env=env,
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode == 1 and "unhealthy" in probe.stderr

@@ -7,10 +7,10 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.api import INGEST as INGEST_KEY
+from exporter.api.app import INGEST as INGEST_KEY
 from exporter.catalog import EVENT_TYPE
-from exporter.events import EVENT_TYPES, DedupeWindow
-from exporter.server import create_app
+from exporter.ingest.events import EVENT_TYPES, DedupeWindow
+from exporter.server.app import create_app
 from tests.api_helpers import (ADMIN, ADMIN_TOKEN, EXAMPLES, INGEST, OTHER_INGEST_TOKEN, clary_samples, database,
                                make_config, sample, value)
 

@@ -10,9 +10,9 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.api import INGEST as INGEST_KEY
+from exporter.api.app import INGEST as INGEST_KEY
 from exporter.config import Config
-from exporter.server import create_app
+from exporter.server.app import create_app
 from tests.api_helpers import ADMIN, INGEST, clary_samples, database, make_config, value
 
 URL = "/api/v1/feedback"
@@ -218,7 +218,7 @@ async def test_csv_export_has_every_matching_row(client):
 
 
 async def test_csv_export_spans_many_pages(client, app, monkeypatch):
-    monkeypatch.setattr("exporter.api.CSV_PAGE", 3)
+    monkeypatch.setattr("exporter.api.app.CSV_PAGE", 3)
     for i in range(7):
         await submit(client, ALICE, type="general", rating=5, text=f"n{i}")
     resp = await client.get(URL, params={"format": "csv"}, headers=ADMIN)

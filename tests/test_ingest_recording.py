@@ -1,8 +1,8 @@
 """The fast ingestion recording path: bulk recording, deferred updates, the backlog, dedupe.
 
-``exporter.events`` records accepted events in bulk per type
+``exporter.ingest.events`` records accepted events in bulk per type
 (``record_all``, later) instead of ``apply`` per event on arrival;
-``exporter.deferred`` sums counters and histograms in per-thread tables
+``exporter.instrument.deferred`` sums counters and histograms in per-thread tables
 folded in at scrape time; ``EventBacklog`` queues events until ``fold_at``,
 the next collect, a direct gauge set or a change of per-user state (opt-out,
 opt-in, deletion, the activity flush); ``DedupeWindow.admit`` checks a whole
@@ -26,17 +26,18 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client import values as prometheus_values
 
-import exporter.deferred
-import exporter.recorder
-from exporter.api import INGEST as INGEST_KEY
+import exporter.instrument.deferred
+from exporter.instrument import _compat
+import exporter.instrument.recorder
+from exporter.api.app import INGEST as INGEST_KEY
 from exporter.catalog import spec
-from exporter.deferred import DeferredUpdates
-from exporter.events import (EVENT_MODELS, DedupeWindow, Event, EventBatch, LicenseStatus, Session, UserAction,
+from exporter.instrument.deferred import DeferredUpdates
+from exporter.ingest.events import (EVENT_MODELS, DedupeWindow, Event, EventBatch, LicenseStatus, Session, UserAction,
                              record_events)
 from exporter.labels import LabelRejected
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
-from exporter.server import create_app
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
+from exporter.server.app import create_app
 from tests.api_helpers import make_config, value
 from tests.test_openapi_fuzz import from_schema
 
@@ -62,7 +63,7 @@ def new_recorder(**kwargs) -> tuple[CollectorRegistry, Recorder]:
 def no_deferral_recorder(monkeypatch) -> tuple[CollectorRegistry, Recorder]:
     """A recorder built as in multiprocess mode: batches record counters and histograms directly."""
     with monkeypatch.context() as patch:
-        patch.setattr(exporter.recorder, "deferred_available", lambda: False)
+        patch.setattr(exporter.instrument.recorder, "deferred_available", lambda: False)
         registry, rec = new_recorder()
     assert rec._deferred is None
     return registry, rec
@@ -497,7 +498,7 @@ def test_admit_rotates_by_age_on_tick():
 
 def test_deferred_updates_are_available_with_in_memory_values():
     """This prometheus_client keeps values in memory with the histogram layout the fold writes into."""
-    assert exporter.deferred.available() is True
+    assert exporter.instrument.deferred.available() is True
     registry, rec = new_recorder()
     assert isinstance(rec._deferred, DeferredUpdates)
 
@@ -515,8 +516,8 @@ def test_deferral_off_in_multiprocess_mode_or_another_layout(monkeypatch, how):
     if how == "multiprocess":
         monkeypatch.setattr(prometheus_values.ValueClass, "_multiprocess", True)
     else:
-        monkeypatch.setattr(exporter.deferred, "Histogram", _NoLayoutHistogram)
-    assert exporter.deferred.available() is False
+        monkeypatch.setattr(_compat, "Histogram", _NoLayoutHistogram)
+    assert exporter.instrument.deferred.available() is False
     registry, rec = new_recorder()
     assert rec._deferred is None
     assert rec.before_collect(lambda: None) is False
@@ -716,7 +717,7 @@ def test_finished_threads_are_folded_then_released_when_a_new_thread_starts():
 
 def test_series_limit_restart_keeps_totals_exact_and_the_table_bounded(monkeypatch):
     """Past SERIES_LIMIT raw label tuples a thread's table is folded and emptied: bounded, nothing lost or doubled."""
-    monkeypatch.setattr(exporter.deferred, "SERIES_LIMIT", 3)
+    monkeypatch.setattr(exporter.instrument.deferred, "SERIES_LIMIT", 3)
     registry, rec = new_recorder()
     batch = rec.batch()
     table = rec._deferred.table()
@@ -736,7 +737,7 @@ def test_series_limit_restart_keeps_totals_exact_and_the_table_bounded(monkeypat
 
 def test_observe_each_across_a_series_limit_restart(monkeypatch):
     """Limit 3: observe m1, then observe_each m2, m3, m4, m1 restarts mid-call: m1 counted twice, others once."""
-    monkeypatch.setattr(exporter.deferred, "SERIES_LIMIT", 3)
+    monkeypatch.setattr(exporter.instrument.deferred, "SERIES_LIMIT", 3)
     registry, rec = new_recorder()
     name = "clary_model_load_duration_seconds"
     m1, m2, m3, m4 = "ocr-fast", "ner-base", "gpt-4o", "layout-base"  # allow-listed: four distinct series
@@ -980,7 +981,7 @@ def test_without_before_collect_nothing_is_queued(tmp_path, monkeypatch, how):
     if how == "no collect hook":
         monkeypatch.setattr(Recorder, "before_collect", lambda self, source: False)
     else:  # multiprocess mode: no per-thread tables either
-        monkeypatch.setattr(exporter.recorder, "deferred_available", lambda: False)
+        monkeypatch.setattr(exporter.instrument.recorder, "deferred_available", lambda: False)
     api, registry = make_api(tmp_path)
     assert api.backlog.deferring is False
     api.ingest(body(FEATURE_USED, FEATURE_USED, {"type": "queue_length", "queue": "ocr", "length": 3}))
@@ -1206,6 +1207,6 @@ def test_grouping_for_bulk_observe_equals_grouping_value_by_value(pairs):
     for key, v in pairs:
         if v is not None:
             want.setdefault(key, []).append(v)
-    got = exporter.deferred.group_values([key for key, _ in pairs], (v for _, v in pairs))
+    got = exporter.instrument.deferred.group_values([key for key, _ in pairs], (v for _, v in pairs))
     assert list(got) == list(want)
     assert {k: [repr(v) for v in vs] for k, vs in got.items()} == {k: [repr(v) for v in vs] for k, vs in want.items()}

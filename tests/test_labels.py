@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from exporter.catalog import METHODS, MODEL, ROUTE, TIER, TIERS, Kind, MetricSpec, spec
 from exporter.labels import OVERFLOW_VALUE, LabelGuard, LabelRejected
-from exporter.metrics import CatalogMetrics
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.metrics import CatalogMetrics
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 
 HTTP = "clary_http_requests_total"
 OVERFLOW = "clary_exporter_label_overflow_total"

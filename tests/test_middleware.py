@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import ApiKey
 from exporter.logs import JsonFormatter, TextFormatter
-from exporter.httpmetrics import DEFAULT_EXCLUDED
-from exporter.middleware import IDENTITY, instrument, key_table_resolver, metrics_middleware
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.requests import DEFAULT_EXCLUDED
+from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, key_table_resolver, metrics_middleware
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 
 HTTP = "clary_http_requests_total"
 KEYS = {
@@ -239,7 +239,7 @@ async def test_tier_from_api_key(client, registry):
 
 
 async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(client, registry, caplog):
-    caplog.set_level(logging.ERROR, logger="exporter.middleware")
+    caplog.set_level(logging.ERROR, logger="exporter.instrument.aiohttp_middleware")
     resp = await client.post(f"/items/{RAW_ID}/fail", headers={"X-API-Key": "key-lite-3f9a1c"})
     assert resp.status == 500
     assert resp.content_type == "application/json"
@@ -251,7 +251,7 @@ async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(cl
         "clary_errors_total", {"tier": "lite", "error_type": "RuntimeError", "route": "/items/{id}/fail"}) == 1
     assert requests(registry) == {("lite", "POST", "/items/{id}/fail", "500"): 1}
 
-    records = [r for r in caplog.records if r.name == "exporter.middleware"]
+    records = [r for r in caplog.records if r.name == "exporter.instrument.aiohttp_middleware"]
     assert len(records) == 1
     fields = records[0].fields
     assert fields["error_id"] == body["error_id"]
@@ -271,7 +271,7 @@ async def test_each_500_gets_its_own_error_id(client, caplog):
     for _ in range(3):
         ids.add((await (await client.post("/items/1/fail")).json())["error_id"])
     assert len(ids) == 3
-    assert {r.fields["error_id"] for r in caplog.records if r.name == "exporter.middleware"} == ids
+    assert {r.fields["error_id"] for r in caplog.records if r.name == "exporter.instrument.aiohttp_middleware"} == ids
 
 
 async def test_http_exceptions_and_returned_statuses_counted_with_their_code(client, registry):
@@ -335,7 +335,7 @@ async def test_stream_failing_after_it_started_drops_the_connection(client, regi
     assert requests(registry) == {("lite", "GET", "/broken-stream", "500"): 1}
     assert registry.get_sample_value(
         "clary_errors_total", {"tier": "lite", "error_type": "RuntimeError", "route": "/broken-stream"}) == 1
-    assert len([r for r in caplog.records if r.name == "exporter.middleware"]) == 1
+    assert len([r for r in caplog.records if r.name == "exporter.instrument.aiohttp_middleware"]) == 1
     assert in_flight(registry) == 0
     assert (await client.get("/items/1")).status == 200  # the server carries on
 
@@ -447,7 +447,7 @@ async def test_counts_are_folded_in_at_every_scrape(client, registry):
 
 async def test_direct_path_matches_the_deferred_one(aiohttp_client, handlers, integration):
     """Multiprocess mode records directly (values live in files); both paths expose the same samples."""
-    from exporter.httpmetrics import RequestMetrics
+    from exporter.instrument.requests import RequestMetrics
 
     exposed = []
     for deferred in (True, False):
@@ -474,7 +474,8 @@ async def test_threads_writing_while_a_scrape_folds_lose_nothing(rec, registry):
     """Each thread counts into its own table; scrapes on another thread read them concurrently."""
     import threading
 
-    from exporter.httpmetrics import ANONYMOUS, RequestMetrics
+    from exporter.instrument.identity import ANONYMOUS
+    from exporter.instrument.requests import RequestMetrics
 
     metrics = RequestMetrics.of(rec)
     n, threads = 20_000, 4
@@ -504,7 +505,8 @@ async def test_threads_writing_while_a_scrape_folds_lose_nothing(rec, registry):
 
 
 async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
-    from exporter.httpmetrics import ANONYMOUS, RequestMetrics
+    from exporter.instrument.identity import ANONYMOUS
+    from exporter.instrument.requests import RequestMetrics
 
     metrics = RequestMetrics.of(rec)
     for deferred in (True, False):
@@ -514,7 +516,7 @@ async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
 
 
 async def test_custom_resolver_values_are_bounded(aiohttp_client, rec, registry, handlers, integration):
-    from exporter.httpmetrics import Identity
+    from exporter.instrument.identity import Identity
 
     def resolver(key):
         return Identity(tier=f"gold-{key}", user=None) if key else Identity("PROFESSIONAL", "u-1")
@@ -569,7 +571,7 @@ async def test_known_callers_enter_the_active_user_sketch_once_per_minute(aiohtt
 async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_log(aiohttp_client, rec, registry,
                                                                                     caplog, integration):
     """``keys[api_key]`` raises KeyError(api_key): the log record must still not carry the key or the raw path."""
-    caplog.set_level(logging.ERROR, logger="exporter.middleware")
+    caplog.set_level(logging.ERROR, logger="exporter.instrument.aiohttp_middleware")
 
     async def lookup(request):
         try:
@@ -591,7 +593,7 @@ async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_l
     assert resp.status == 500
     error_id = (await resp.json())["error_id"]
     assert (await client.get(f"/chained/{RAW_ID}", headers={"X-API-Key": "key-lite-3f9a1c"})).status == 500
-    records = [r for r in caplog.records if r.name == "exporter.middleware"]
+    records = [r for r in caplog.records if r.name == "exporter.instrument.aiohttp_middleware"]
     assert len(records) == 2
     assert records[0].fields["error_id"] == error_id
     assert records[0].fields["error_type"] == "KeyError" and records[0].exc_info[0].__name__ == "KeyError"
@@ -610,8 +612,9 @@ async def test_secrets_repeated_in_the_exception_message_are_redacted_from_the_l
 async def test_a_bucket_exemplar_is_replaced_at_most_every_interval(rec, registry, monkeypatch):
     import time
 
-    from exporter import httpmetrics
-    from exporter.httpmetrics import ANONYMOUS, RequestMetrics
+    from exporter.instrument import requests as httpmetrics
+    from exporter.instrument.identity import ANONYMOUS
+    from exporter.instrument.requests import RequestMetrics
 
     metrics = RequestMetrics.of(rec)
     other = "0af7651916cd43dd8448eb211c80319c"
@@ -652,7 +655,7 @@ async def test_instrument_adds_no_middleware_and_wraps_each_handler_once(aiohttp
 
 async def test_only_unmatched_requests_reach_the_unmatched_hook(aiohttp_client, rec, registry, handlers,
                                                                 monkeypatch):
-    from exporter import middleware
+    from exporter.instrument import aiohttp_middleware as middleware
 
     seen = []
     original = middleware._UnmatchedHook.resolve

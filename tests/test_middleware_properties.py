@@ -23,15 +23,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from exporter.asgi import MetricsMiddleware
+from exporter.instrument.asgi import MetricsMiddleware
 from exporter.catalog import CATALOG, ERROR_TYPE, METHODS, TIERS
 from exporter.config import ApiKey
-from exporter.httpmetrics import key_table_resolver
+from exporter.instrument.identity import key_table_resolver
 from exporter.labels import LabelRejected
 from exporter.logs import JsonFormatter, TextFormatter
-from exporter.middleware import instrument, metrics_middleware
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.aiohttp_middleware import instrument, metrics_middleware
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 from tests.test_asgi import call
 
 KEYS = {
@@ -137,7 +137,7 @@ class AiohttpTarget:
         self.app.on_startup.freeze()
         asyncio.run(self.app.startup())  # instrument() wraps the handlers here
         self.app.freeze()
-        self.logs = Logs("exporter.middleware")
+        self.logs = Logs("exporter.instrument.aiohttp_middleware")
 
     async def ok(self, request):
         return web.Response(text="ok")
@@ -226,7 +226,7 @@ class AsgiTarget:
             Mount("/sub", routes=[Route("/docs/{doc}", ok)]),
         ])
         self.app.add_middleware(MetricsMiddleware, recorder=self.recorder, resolver=key_table_resolver(KEYS))
-        self.logs = Logs("exporter.asgi")
+        self.logs = Logs("exporter.instrument.asgi")
 
 
 _ASGI: AsgiTarget | None = None

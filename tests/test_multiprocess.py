@@ -1,5 +1,5 @@
 """Multiprocess library mode: 4 real gunicorn workers (aiohttp worker class)
-running examples/multiprocess, and the helpers in exporter.multiprocess."""
+running examples/multiprocess, and the helpers in exporter.instrument.multiprocess."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 from prometheus_client import Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import multiprocess
+from exporter.instrument import multiprocess
 from exporter.catalog import CATALOG, Kind
-from exporter.metrics import MULTIPROCESS_MODES
+from exporter.instrument.metrics import MULTIPROCESS_MODES
 from tests import support
 from tests.support import ROOT
 

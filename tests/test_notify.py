@@ -13,9 +13,9 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.api import INGEST as INGEST_KEY
-from exporter.notify import Notifier, summary
-from exporter.server import create_app
+from exporter.api.app import INGEST as INGEST_KEY
+from exporter.api.notify import Notifier, summary
+from exporter.server.app import create_app
 from tests import support
 from tests.api_helpers import (ADMIN_TOKEN, API_KEYS, SECRET, WebhookReceiver, database, make_config,
                                thread_server)

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporter.api import FeedbackIn, openapi_document
-from exporter.events import EVENT_MODELS, EVENT_TYPES, EventBatch
-from exporter.server import create_app
+from exporter.api.app import FeedbackIn, openapi_document
+from exporter.ingest.events import EVENT_MODELS, EVENT_TYPES, EventBatch
+from exporter.server.app import create_app
 from tests import support
 from tests.api_helpers import ADMIN, INGEST, make_config, thread_server
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from exporter.privacy import LICENSE_ID_LENGTH, Hasher
+from exporter.instrument.hashing import LICENSE_ID_LENGTH, Hasher
 
 SECRET = "privacy-test-secret-0123456789"
 

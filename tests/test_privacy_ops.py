@@ -11,10 +11,10 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.api import INGEST as INGEST_KEY
-from exporter.privacy import Hasher
-from exporter.server import create_app
-from exporter.store import DAY, FeedbackRecord
+from exporter.api.app import INGEST as INGEST_KEY
+from exporter.instrument.hashing import Hasher
+from exporter.server.app import create_app
+from exporter.store.database import DAY, FeedbackRecord
 from tests import support
 from tests.api_helpers import ADMIN, INGEST, SECRET, database, make_config, value
 
@@ -150,7 +150,7 @@ def _seed(data_dir, now: float) -> None:
 
 async def test_the_running_exporter_purges_on_start_and_periodically(aiohttp_client, tmp_path, registry,
                                                                      monkeypatch):
-    monkeypatch.setattr("exporter.api.PURGE_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr("exporter.api.app.PURGE_INTERVAL_SECONDS", 0.2)
     _seed(tmp_path, time.time())
     app, client = await _client(aiohttp_client, tmp_path, registry, retention_days=10)
     db = database(tmp_path)

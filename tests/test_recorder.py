@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import __version__
 from exporter.catalog import CATALOG, TIERS
-from exporter.privacy import Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder import Recorder
 
 SECRET = "recorder-test-secret-0123456789"
 
@@ -413,7 +413,7 @@ async def test_time_inference_async_with_and_async_decorator(registry, rec):
 
 
 def test_time_inference_sync_decorator_times_each_call_separately(registry, rec, monkeypatch):
-    import exporter.recorder as recorder_module
+    import exporter.instrument.recorder as recorder_module
 
     ticks = iter([10.0, 10.5, 20.0, 22.0])
     monkeypatch.setattr(recorder_module.time, "perf_counter", lambda: next(ticks))

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.config import Config
-from exporter.server import create_app
+from exporter.server.app import create_app
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 

@@ -1,4 +1,4 @@
-"""exporter.store: retention purge and user deletion remove exactly the right rows."""
+"""exporter.store.database: retention purge and user deletion remove exactly the right rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from exporter.store import DAY, Database, FeedbackRecord, Store
+from exporter.store.database import DAY, Database, FeedbackRecord, Store
 
 NOW = 1_750_000_000.0  # a fixed "now"; purge takes it explicitly
 U1, U2 = "a" * 64, "b" * 64

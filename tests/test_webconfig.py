@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exporter import webconfig
+from exporter.server import webconfig
 from exporter.config import Config
-from exporter.server import create_app
+from exporter.server.app import create_app
 from tests import support
 
 USER, PASSWORD = "prometheus", "s3cret-scrape-password"
@@ -282,11 +282,11 @@ def test_probes_stay_open_over_https(tls_exporter, pki):
 def test_container_healthcheck_speaks_https_to_a_tls_exporter(tls_exporter):
     _, port, web, _ = tls_exporter
     env = {**os.environ, "CLARY_LISTEN_ADDRESS": f"0.0.0.0:{port}", "CLARY_WEB_CONFIG_FILE": str(web)}
-    probe = subprocess.run([sys.executable, "-m", "exporter.healthcheck"], cwd=support.ROOT, env=env,
+    probe = subprocess.run([sys.executable, "-m", "exporter.server.healthcheck"], cwd=support.ROOT, env=env,
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode == 0 and probe.stdout.strip() == "healthy", probe.stderr
     env.pop("CLARY_WEB_CONFIG_FILE")  # plain HTTP against the TLS port: unhealthy
-    probe = subprocess.run([sys.executable, "-m", "exporter.healthcheck"], cwd=support.ROOT, env=env,
+    probe = subprocess.run([sys.executable, "-m", "exporter.server.healthcheck"], cwd=support.ROOT, env=env,
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode == 1 and "unhealthy" in probe.stderr
 

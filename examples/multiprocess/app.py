@@ -8,7 +8,7 @@ Run it with several workers (see gunicorn.conf.py in this directory):
 Each worker builds its own recorder in a private registry; every value it
 records lands in the shared directory, and ``/metrics`` (whichever worker
 answers) aggregates all workers. Custom collectors (active users/licenses)
-are per process and not served here: see exporter/multiprocess.py.
+are per process and not served here: see exporter/instrument/multiprocess.py.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import os
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter import multiprocess
+from exporter.instrument import multiprocess
 from exporter.config import ApiKey
-from exporter.middleware import IDENTITY, instrument, key_table_resolver
-from exporter.privacy import DEMO_SECRET, Hasher
-from exporter.recorder import Recorder
+from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, key_table_resolver
+from exporter.instrument.hashing import DEMO_SECRET, Hasher
+from exporter.instrument.recorder import Recorder
 
 API_KEYS = {
     f"example-{tier}-key": ApiKey(tier=tier, user=f"example-{tier}-user")

@@ -12,8 +12,8 @@ import tempfile
 # Before anything imports prometheus_client: the value class is chosen at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "clary-multiproc"))
 
-from exporter.multiprocess import child_exit as _child_exit  # noqa: E402
-from exporter.multiprocess import prepare_directory  # noqa: E402
+from exporter.instrument.multiprocess import child_exit as _child_exit  # noqa: E402
+from exporter.instrument.multiprocess import prepare_directory  # noqa: E402
 
 pythonpath = os.path.dirname(os.path.abspath(__file__))
 wsgi_app = "app:create_app"

@@ -17,8 +17,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from exporter.middleware import IDENTITY, Identity, Resolver, instrument
-from exporter.recorder import Recorder
+from exporter.instrument.aiohttp_middleware import IDENTITY, Identity, Resolver, instrument
+from exporter.instrument.recorder import Recorder
 
 LOCAL_MODELS = ("layout-small", "layout-base", "ocr-fast", "ocr-accurate", "classifier-v2", "ner-base")
 LLM_MODELS = {"openai": ("gpt-4o", "gpt-4o-mini"), "anthropic": ("claude-sonnet", "claude-haiku"), "google": ("gemini-pro",)}

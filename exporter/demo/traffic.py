@@ -33,7 +33,7 @@ class TrafficStats:
     sent: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     transport_errors: int = 0
-    # Through the real ingestion API (exporter.client), when an ingest token is given.
+    # Through the real ingestion API (exporter.instrument.client), when an ingest token is given.
     events_queued: int = 0
     feedback_stored: int = 0
     ingest_errors: int = 0
@@ -132,7 +132,7 @@ class DemoTraffic:
         return {"type": "template_used", "tier": tier, "kind": self.rng.choice(("builtin", "custom"))}
 
     async def _ingest(self, client, tier: str) -> None:
-        from exporter.client import IngestError
+        from exporter.instrument.client import IngestError
 
         try:
             if self.stats.sent % self.FEEDBACK_EVERY == 0:
@@ -174,7 +174,7 @@ class DemoTraffic:
         timeout = aiohttp.ClientTimeout(total=10)
         client = None
         if self.ingest_token:
-            from exporter.client import EventClient
+            from exporter.instrument.client import EventClient
 
             client = EventClient(self.base_url, self.ingest_token, batch_size=20, flush_interval=2.0, retries=1)
         try:

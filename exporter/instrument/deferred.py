@@ -7,7 +7,7 @@ and per series, a running total (counters) or a running sum and bucket
 counts (histograms) in lists that only that thread writes; a collect hook
 folds what changed since the last fold into the metric objects just before
 the family is collected, so every scrape sees every update made before it.
-The same idea as the HTTP middlewares' accumulators (``exporter.httpmetrics``),
+The same idea as the HTTP middlewares' accumulators (``exporter.instrument.requests``),
 for any counter or histogram of the catalog.
 
 Gauges are not deferred: a direct ``set`` after a deferred one would be
@@ -27,45 +27,24 @@ from itertools import compress
 from operator import is_not
 
 from prometheus_client import Histogram
-from prometheus_client import values as prometheus_values
 
 from exporter.catalog import CATALOG
-from exporter.metrics import CatalogMetrics
+from exporter.instrument import _compat
+from exporter.instrument.metrics import CatalogMetrics
 
-try:  # the C loop behind collections.Counter(iterable); Counter() itself costs microseconds to set up
-    from collections import _count_elements as count_elements
-except ImportError:  # pragma: no cover - other Python implementations
-    def count_elements(mapping: dict, iterable: Iterable) -> None:
-        for element in iterable:
-            mapping[element] = mapping.get(element, 0) + 1
+count_elements = _compat.count_elements
 
 
 # Distinct raw label tuples one thread keeps before it folds and starts over.
 SERIES_LIMIT = 20_000
 
 
-def fold_histogram(histogram: Histogram, now: list, before: list, first_bucket: int) -> None:
-    """Add to a prometheus_client histogram what a running ``[..., sum, bucket counts...]`` gained.
-
-    ``now`` and ``before`` are two copies of the running list; the sum sits
-    just before ``first_bucket``. Bucket counts are per bucket, not
-    cumulative, as prometheus_client keeps them.
-    """
-    at = first_bucket - 1
-    if now[at] != before[at]:
-        histogram._sum.inc(now[at] - before[at])
-    for i, bucket in enumerate(histogram._buckets):
-        delta = now[first_bucket + i] - before[first_bucket + i]
-        if delta:
-            bucket.inc(delta)
+fold_histogram = _compat.fold_histogram
 
 
 def available() -> bool:
     """Whether this prometheus_client keeps values in memory with the histogram layout folded into."""
-    if getattr(prometheus_values.ValueClass, "_multiprocess", True):
-        return False
-    probe = Histogram("probe", "Probe.", buckets=(1.0,), registry=None)
-    return hasattr(probe, "_sum") and len(getattr(probe, "_buckets", ())) == len(getattr(probe, "_upper_bounds", ()))
+    return _compat.deferred_available()
 
 
 class _Table:
@@ -194,7 +173,7 @@ class DeferredUpdates:
     """Per-thread running totals for the catalog's counters and histograms; one per :class:`CatalogMetrics`.
 
     Also runs *sources* before every family is collected: callables that
-    record work they held back (``exporter.events.EventBacklog``), so what
+    record work they held back (``exporter.ingest.events.EventBacklog``), so what
     they record is folded in by the same scrape.
     """
 
@@ -235,11 +214,11 @@ class DeferredUpdates:
         child = self._metrics.child(name, *labels)
         histogram = isinstance(child, Histogram)
         if histogram:
-            bounds = tuple(child._upper_bounds)
+            bounds = _compat.histogram_parts(child).bounds
             zero = [0.0] + [0] * len(bounds)
             slot = [bounds, zero, zero[:], child]
         else:
-            slot = [0, 0, getattr(getattr(child, "_value", None), "inc", None) or child.inc]
+            slot = [0, 0, _compat.counter_inc(child)]
         with self._lock:
             if len(table.counters) + len(table.histograms) >= SERIES_LIMIT:
                 self._restart_locked(table)

@@ -1,4 +1,4 @@
-"""What the aiohttp and ASGI middlewares share: identities, trace ids, error records.
+"""The per-request path both integrations share: per-thread accumulators folded at scrape time.
 
 Both middlewares take their labels from bounded sources only (the tier from
 the API-key resolver, the route from the router's template, the method from
@@ -9,234 +9,24 @@ lists that scrapes fold into the metric objects.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 import threading
 import time
-import traceback
-import uuid
+import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from prometheus_client import Histogram
-from prometheus_client import values as prometheus_values
 from prometheus_client.samples import Exemplar
 
-from exporter.catalog import METHODS as _METHODS
-from exporter.catalog import TIER as _TIER_LABEL
 from exporter.catalog import spec
-from exporter.deferred import fold_histogram
+from exporter.instrument import _compat
+from exporter.instrument.identity import Identity
+from exporter.instrument.recorder import Recorder
+from exporter.instrument.tracing import trace_id
 from exporter.labels import LabelRejected
-from exporter.recorder import Recorder
 
-try:  # optional: an active OpenTelemetry span supplies the exemplar's trace id
-    from opentelemetry import trace as _otel_trace
-except ImportError:  # pragma: no cover - depends on the environment
-    _otel_trace = None
-# Without a configured tracer provider every span is invalid: the hot path checks this global
-# (where this OpenTelemetry version has it) before it looks for a span.
-_OTEL_UNCHECKABLE = _otel_trace is not None and not hasattr(_otel_trace, "_TRACER_PROVIDER")
-
-API_KEY_HEADER = "X-API-Key"
-TRACEPARENT_HEADER = "traceparent"
 DEFAULT_EXCLUDED = ("/metrics", "/healthz", "/readyz")
 UNMATCHED = "unmatched"
 CLIENT_CLOSED = 499  # nginx's convention for "client went away"
-INTERNAL_ERROR = "internal_error"
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who is calling, as far as metrics care: a tier and an optional user id.
-
-    The user id is only ever used as input to the HMAC (active users); it
-    never reaches a label or a log record.
-    """
-
-    tier: str
-    user: str | None = None
-
-
-ANONYMOUS = Identity("unknown")
-Resolver = Callable[[str | None], Identity]
-"""Maps the raw ``X-API-Key`` header value (None when absent) to an :class:`Identity`."""
-
-
-def key_table_resolver(table: Mapping[str, object]) -> Resolver:
-    """Resolve API keys from a table of key -> object with ``tier`` and ``user``.
-
-    Identities are built once, so a resolved request costs one dict lookup;
-    a missing or unknown key is :data:`ANONYMOUS` (tier ``unknown``).
-    """
-    identities = {key: Identity(entry.tier, entry.user) for key, entry in table.items() if key}
-    get = identities.get
-
-    def resolve(api_key: str | None) -> Identity:
-        return get(api_key, ANONYMOUS) if api_key else ANONYMOUS
-
-    # The middlewares look keys up in this dict directly (one C call per request);
-    # it has no empty key, so a missing or empty header is ANONYMOUS either way.
-    resolve.identities = identities  # type: ignore[attr-defined]
-    return resolve
-
-
-def lookup(resolver: Resolver) -> Callable[[str | None, Identity], Identity]:
-    """``resolver`` as ``get(api_key, ANONYMOUS)``: a dict's ``get`` for key-table resolvers."""
-    identities = getattr(resolver, "identities", None)
-    if isinstance(identities, dict) and "" not in identities and None not in identities:
-        return identities.get
-    return lambda api_key, default: resolver(api_key)
-
-
-# --- trace ids for exemplars -------------------------------------------------
-
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
-_ZERO_TRACE = "0" * 32
-_ZERO_PARENT = "0" * 16
-
-
-def parse_traceparent(value: str | None) -> str | None:
-    """The trace id of a W3C ``traceparent`` header, or None when it is invalid.
-
-    Follows W3C Trace Context: version ``ff`` and all-zero ids are invalid;
-    version ``00`` has exactly four fields, later versions may append more.
-    """
-    if not value or len(value) > 512:
-        return None
-    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
-    if match is None:
-        return None
-    version, trace_id, parent_id, rest = match.groups()
-    if version == "ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_PARENT:
-        return None
-    if version == "00" and rest:
-        return None
-    return trace_id
-
-
-def otel_module():
-    """``opentelemetry.trace`` when installed, else None."""
-    return _otel_trace
-
-
-def otel_trace_id() -> str | None:
-    """The trace id of the active OpenTelemetry span, when opentelemetry is installed."""
-    if _otel_trace is None:
-        return None
-    context = _otel_trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
-
-
-def trace_id(traceparent: str | None) -> str | None:
-    """The request's trace id: the ``traceparent`` header's, else the active span's.
-
-    An OpenTelemetry server span continues the header's trace, so both agree
-    when both exist; the header is checked first because it is cheaper.
-    """
-    if traceparent:
-        found = parse_traceparent(traceparent)
-        if found is not None:
-            return found
-    return otel_trace_id()
-
-
-# --- unhandled exceptions -----------------------------------------------------
-
-
-REDACTED = "[redacted]"
-_MIN_SECRET = 4  # shorter values (a path "/") would mangle every message
-
-
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _exception_text(exc: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(exc))
-    except Exception:  # pragma: no cover - a broken __str__
-        return repr(exc)
-
-
-def _redacted_exception(exc: BaseException, secrets: tuple[str, ...], depth: int = 0) -> BaseException:
-    """A stand-in for ``exc`` (same type name, traceback and chain) whose messages are redacted."""
-    cls = type(exc)
-    stand_in_type = type(cls.__name__, (Exception,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
-    try:
-        message = str(exc)
-    except Exception:  # pragma: no cover - a broken __str__
-        message = ""
-    stand_in = stand_in_type(_redact(message, secrets))
-    stand_in.__traceback__ = exc.__traceback__
-    stand_in.__suppress_context__ = exc.__suppress_context__
-    notes = getattr(exc, "__notes__", None)
-    if notes:
-        stand_in.__notes__ = [_redact(str(note), secrets) for note in notes]
-    if depth < 8:
-        if exc.__cause__ is not None:
-            stand_in.__cause__ = _redacted_exception(exc.__cause__, secrets, depth + 1)
-        if exc.__context__ is not None and exc.__context__ is not exc.__cause__:
-            stand_in.__context__ = _redacted_exception(exc.__context__, secrets, depth + 1)
-    return stand_in
-
-
-def record_unhandled(
-    recorder: Recorder,
-    logger: logging.Logger,
-    exc: BaseException,
-    route: str,
-    method: str,
-    tier: str,
-    secrets: tuple[str | None, ...] = (),
-) -> str:
-    """Count an unhandled exception and log it once; returns its new error id.
-
-    The log record carries the error id, exception type, message, stack trace,
-    route template, method and tier: never an API key, user id or raw path.
-    ``secrets`` (the request's API key, user id and raw path) are replaced by
-    ``[redacted]`` wherever the exception's messages repeat them, as
-    ``KeyError(api_key)`` would.
-    """
-    error_id = str(uuid.uuid4())
-    error_type = type(exc).__name__
-    recorder.error(tier, error_type, route)
-    found = tuple(sorted({s for s in secrets if s and len(s) >= _MIN_SECRET}, key=len, reverse=True))
-    logged: BaseException = exc
-    if found and any(secret in _exception_text(exc) for secret in found):
-        logged = _redacted_exception(exc, found)
-    try:
-        message = str(exc)
-    except Exception:  # pragma: no cover - a broken __str__
-        message = ""
-    logger.error(
-        "unhandled exception",
-        exc_info=logged,
-        extra={
-            "fields": {
-                "error_id": error_id,
-                "error_type": error_type,
-                "error": _redact(message, found)[:500],
-                "route": route,
-                "method": method.upper() if method.upper() in _METHODS else "other",
-                "tier": recorder.metrics.guard.value(_TIER_LABEL, tier),
-            }
-        },
-    )
-    return error_id
-
-
-def error_body(error_id: str) -> dict[str, str]:
-    """The JSON body of a 500 caused by an unhandled exception."""
-    return {"error": INTERNAL_ERROR, "error_id": error_id}
-
-
-def error_body_bytes(error_id: str) -> bytes:
-    return json.dumps(error_body(error_id)).encode()
-
 
 # --- the per-request path ------------------------------------------------------
 
@@ -270,6 +60,9 @@ class _Table:
 
 
 _SHARED_LOCK = threading.Lock()
+# One instance per recorder, without a slot on the recorder: the layer below knows nothing of this one.
+_INSTANCES: weakref.WeakKeyDictionary[Recorder, RequestMetrics] = weakref.WeakKeyDictionary()
+INF = float("inf")
 
 
 class RequestMetrics:
@@ -291,25 +84,23 @@ class RequestMetrics:
     files written at increment time, it records directly instead.
     """
 
-    def __init__(self, recorder: Recorder):
+    def __init__(self, recorder: Recorder, clock: Callable[[], float] = time.perf_counter):
         self._recorder = recorder
+        self.clock = clock
         metrics = recorder.metrics
         self._in_flight_gauge = metrics.families["clary_http_requests_in_flight"]
         self._local = threading.local()
         self._tables: list[_Table] = []
         self._lock = threading.Lock()
         self._flushed_in_flight = 0
-        self._epoch = time.time() - time.perf_counter()
+        self._epoch = time.time() - clock()
         # Multiprocess values live in files written at increment time: nothing to defer to.
-        multiprocess = getattr(prometheus_values.ValueClass, "_multiprocess", True)
-        bounds = None
-        if not multiprocess:
-            # An unregistered histogram of the same layout: are its internals as expected?
-            probe = Histogram("probe", "Probe.", buckets=spec("clary_http_request_duration_seconds").buckets,
-                              registry=None)
-            if hasattr(probe, "_sum") and len(getattr(probe, "_buckets", ())) == len(probe._upper_bounds):
-                bounds = probe._upper_bounds
-        self._bounds = tuple(bounds or ())
+        bounds: tuple[float, ...] = ()
+        if _compat.deferred_available():
+            bounds = tuple(spec("clary_http_request_duration_seconds").buckets)
+            if bounds[-1] != INF:
+                bounds += (INF,)
+        self._bounds = bounds
         self._deferred = bool(bounds)
         self._hooked = False
         if self._deferred:
@@ -335,7 +126,7 @@ class RequestMetrics:
         self._deferred = bool(value)
         self._build_hot_path()
 
-    # What a middleware that inlines the hot path needs (see exporter.middleware).
+    # What a middleware that inlines the hot path needs (see exporter.instrument.aiohttp_middleware).
     @property
     def local(self) -> threading.local:
         """Per-thread holder of the accumulator table (``.table``)."""
@@ -355,12 +146,16 @@ class RequestMetrics:
         return self._new_series(table, key)
 
     @classmethod
-    def of(cls, recorder: Recorder) -> RequestMetrics:
-        """The recorder's instance: every middleware on one recorder shares it."""
+    def of(cls, recorder: Recorder, clock: Callable[[], float] | None = None) -> RequestMetrics:
+        """The recorder's instance: every middleware on one recorder shares it.
+
+        ``clock`` (seconds, monotonic) only takes effect for the first caller;
+        tests pass one to place durations exactly on bucket bounds.
+        """
         with _SHARED_LOCK:
-            found = getattr(recorder, "_request_metrics", None)
+            found = _INSTANCES.get(recorder)
             if found is None:
-                found = recorder._request_metrics = cls(recorder)
+                found = _INSTANCES[recorder] = cls(recorder, clock or time.perf_counter)
             return found
 
     # -- per request --
@@ -375,7 +170,7 @@ class RequestMetrics:
     def _build_hot_path(self) -> None:
         """``enter`` and ``leave`` as closures: locals instead of attribute lookups per request.
 
-        The aiohttp integrations inline the same steps (see ``exporter.middleware``);
+        The aiohttp integrations inline the same steps (see ``exporter.instrument.aiohttp_middleware``);
         the rare branches (a new label combination, a trace id, a caller's first
         request in a minute) are the methods both call.
         """
@@ -388,8 +183,8 @@ class RequestMetrics:
         user_seen = self._recorder.user_seen
         saw_user = self.saw_user
         exemplar = self.exemplar
-        perf_counter = time.perf_counter
-        otel = _otel_trace
+        perf_counter = self.clock
+        tracer_configured = _compat.tracer_configured
         gauge = self._in_flight_gauge
         record_direct = self._record_direct
 
@@ -417,7 +212,7 @@ class RequestMetrics:
             """Record a finished request (``table`` from ``enter``, ``start`` from ``perf_counter``)."""
             end = perf_counter()
             duration = end - start
-            traced = traceparent or (otel is not None and (_OTEL_UNCHECKABLE or otel._TRACER_PROVIDER is not None))
+            traced = traceparent or tracer_configured()
             tier = identity.tier
             user = identity.user
             if table is None:
@@ -460,8 +255,8 @@ class RequestMetrics:
             trace = trace_id(traceparent)
             if trace is not None:
                 stamps[bucket] = end
-                table.children[key][1]._buckets[bucket].set_exemplar(
-                    Exemplar({"trace_id": trace}, duration, time.time()))
+                _compat.set_bucket_exemplar(table.children[key][1], bucket,
+                                            Exemplar({"trace_id": trace}, duration, time.time()))
 
     def saw_user(self, table: _Table, tier: str, user: str, end: float) -> None:
         """A known caller's first request in this minute (or in this tier): into the sketches."""
@@ -478,7 +273,7 @@ class RequestMetrics:
 
     def started(self) -> tuple[_Table | None, float]:
         """Count a request in flight; returns what :meth:`finished` needs."""
-        return self.enter(), time.perf_counter()
+        return self.enter(), self.clock()
 
     def finished(
         self,
@@ -542,8 +337,9 @@ class RequestMetrics:
                 counter, histogram = table.children[key]
                 if now[0] != before[0]:
                     counter.inc(now[0] - before[0])
-                fold_histogram(histogram, now, before, 2)
+                _compat.fold_histogram(histogram, now, before, 2)
                 table.flushed[key] = now
         if in_flight != self._flushed_in_flight:
             self._in_flight_gauge.inc(in_flight - self._flushed_in_flight)
             self._flushed_in_flight = in_flight
+

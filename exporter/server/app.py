@@ -20,11 +20,11 @@ from exporter.collectors.base import CollectorSet
 from exporter.collectors.gpu import GpuCollector
 from exporter.collectors.system import SystemCollector
 from exporter.config import DEMO_API_KEYS, Config
-from exporter.exposition import Renderer
-from exporter.middleware import key_table_resolver
-from exporter.privacy import DEMO_SECRET, Hasher
-from exporter.recorder import Recorder
-from exporter.webconfig import WebConfig
+from exporter.instrument.exposition import Renderer
+from exporter.instrument.aiohttp_middleware import key_table_resolver
+from exporter.instrument.hashing import DEMO_SECRET, Hasher
+from exporter.instrument.recorder import Recorder
+from exporter.server.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
 
     guards = []
     if web_config is not None:
-        from exporter import webconfig
+        from exporter.server import webconfig
 
         guards = webconfig.middlewares(web_config)
     app = web.Application(middlewares=[*guards, json_errors])
@@ -139,9 +139,9 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
-    # Ingestion, feedback and privacy API under /api/v1/ (exporter.api): routes plus
+    # Ingestion, feedback and privacy API under /api/v1/ (exporter.api.app): routes plus
     # its background tasks (store thread, webhook notifier, retention purge).
-    from exporter.api import setup_api
+    from exporter.api.app import setup_api
 
     setup_api(app, config, recorder)
 

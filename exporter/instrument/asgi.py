@@ -28,23 +28,13 @@ from __future__ import annotations
 
 import logging
 import re
-from time import perf_counter
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from exporter.httpmetrics import (
-    ANONYMOUS,
-    CLIENT_CLOSED,
-    DEFAULT_EXCLUDED,
-    UNMATCHED,
-    Identity,
-    RequestMetrics,
-    Resolver,
-    error_body_bytes,
-    lookup,
-    record_unhandled,
-)
-from exporter.recorder import Recorder
+from exporter.instrument.errors import error_body_bytes, record_unhandled
+from exporter.instrument.identity import ANONYMOUS, Identity, Resolver, lookup
+from exporter.instrument.requests import CLIENT_CLOSED, DEFAULT_EXCLUDED, UNMATCHED, RequestMetrics
+from exporter.instrument.recorder import Recorder
 
 try:  # the annotation FastAPI needs to inject the request into get_identity
     from starlette.requests import HTTPConnection
@@ -188,7 +178,7 @@ class MetricsMiddleware:
         app: the ASGI application to wrap.
         recorder: where the metrics go.
         resolver: ``X-API-Key`` header value (or None) -> :class:`Identity`
-            (see :func:`exporter.httpmetrics.key_table_resolver`).
+            (see :func:`exporter.instrument.identity.key_table_resolver`).
         excluded: paths served but not measured (default ``/metrics``,
             ``/healthz``, ``/readyz``).
     """
@@ -209,6 +199,7 @@ class MetricsMiddleware:
         metrics = RequestMetrics.of(recorder)
         self._enter = metrics.enter
         self._leave = metrics.leave
+        self._clock = metrics.clock
 
     def route_template(self, scope: Scope) -> str:
         """The template of the route Starlette matched for ``scope`` (after routing)."""
@@ -251,7 +242,7 @@ class MetricsMiddleware:
         state = _NOT_STARTED
         send_failed = False
         table = self._enter()
-        start = perf_counter()
+        start = self._clock()
 
         async def send_and_count(message: Message) -> None:
             nonlocal status, state, send_failed

@@ -3,8 +3,8 @@ onto the recording API.
 
 ``POST /api/v1/events`` takes ``{"events": [...]}``; every item is one of
 the structs below, told apart by its ``type`` (a tagged union). The same
-structs generate the OpenAPI document (``exporter.api``) and are what
-``exporter.client`` sends, so the schema, the docs and the recording never
+structs generate the OpenAPI document (``exporter.api.app``) and are what
+``exporter.instrument.client`` sends, so the schema, the docs and the recording never
 drift apart. msgspec, not pydantic, because a batch is decoded and
 validated in one C pass, faster than ``json.loads`` alone: ingestion keeps
 up with a bare JSON endpoint (benchmarks/ingest_throughput.py).
@@ -33,9 +33,9 @@ import pydantic_core
 from msgspec import Meta, Struct
 
 from exporter.catalog import EVENT_TYPE, METHODS
-from exporter.deferred import count_elements, group_values
+from exporter.instrument.deferred import count_elements, group_values
 from exporter.labels import LabelRejected
-from exporter.recorder import Recorder
+from exporter.instrument.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

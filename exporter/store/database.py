@@ -7,7 +7,7 @@ and the webhook outbox, in one SQLite file under ``--data-dir``.
   never sees a raw id. An opted-out user's feedback has no user at all.
 - Urgent-feedback notifications are written to the ``outbox`` table in the
   same transaction as the feedback, so a delivery survives a crash or a
-  receiver that is down; ``exporter.notify`` drains it.
+  receiver that is down; ``exporter.api.notify`` drains it.
 - Retention (``purge``) and user deletion (``delete_user``) remove rows and
   return exact counts per table.
 

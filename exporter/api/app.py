@@ -46,11 +46,11 @@ from pydantic.json_schema import models_json_schema
 from exporter import __version__
 from exporter.catalog import ACTION, TIER, TIERS
 from exporter.config import DEMO_API_KEYS, Config
-from exporter.events import (DAY, DedupeWindow, EventBacklog, EventBatch, EventBatchResult, InvalidBatch, TooManyEvents,
+from exporter.ingest.events import (DAY, DedupeWindow, EventBacklog, EventBatch, EventBatchResult, InvalidBatch, TooManyEvents,
                              decode_batch)
-from exporter.notify import Notifier, summary
-from exporter.recorder import URGENT_RATING, Recorder
-from exporter.store import FeedbackRecord, Store, new_feedback_id
+from exporter.api.notify import Notifier, summary
+from exporter.instrument.recorder import URGENT_RATING, Recorder
+from exporter.store.database import FeedbackRecord, Store, new_feedback_id
 
 log = logging.getLogger(__name__)
 
@@ -633,7 +633,7 @@ def openapi_document(config: Config) -> dict:
               (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization")]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top["$defs"]
-    # The event schemas are msgspec structs (exporter.events).
+    # The event schemas are msgspec structs (exporter.ingest.events).
     schemas.update(msgspec.json.schema_components((EventBatch, EventBatchResult),
                                                   ref_template="#/components/schemas/{name}")[1])
     schemas["EventBatch"]["properties"]["events"]["maxItems"] = config.max_batch_items

@@ -9,7 +9,7 @@ aggregates all files at scrape time:
 - counters and histograms are summed over all processes, dead ones included
   (a worker's requests do not vanish when it is recycled);
 - gauges combine as their ``multiprocess_mode`` says
-  (``exporter.metrics.MULTIPROCESS_MODES``); the ``live*`` ones drop a dead
+  (``exporter.instrument.metrics.MULTIPROCESS_MODES``); the ``live*`` ones drop a dead
   worker's value once :func:`mark_dead` ran for its pid;
 - custom collectors (the active-user and active-license HyperLogLog
   sketches, the system and GPU collectors) are per process and are NOT
@@ -37,7 +37,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from exporter.exposition import Renderer
+from exporter.instrument.exposition import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def mark_dead(pid: int, path: str | os.PathLike | None = None) -> None:
 
 
 def child_exit(server, worker) -> None:
-    """gunicorn hook, in the config file: ``from exporter.multiprocess import child_exit``."""
+    """gunicorn hook, in the config file: ``from exporter.instrument.multiprocess import child_exit``."""
     mark_dead(worker.pid)
 
 

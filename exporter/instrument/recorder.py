@@ -29,12 +29,13 @@ from typing import Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
 
-from exporter.activity import ActiveLicenses, ActiveUsers
+from exporter.instrument.sketches import ActiveLicenses, ActiveUsers
 from exporter.catalog import TIER
-from exporter.deferred import DeferredUpdates, count_elements, group_values, kept_pairs
-from exporter.deferred import available as deferred_available
-from exporter.metrics import CatalogMetrics
-from exporter.privacy import Hasher
+from exporter.instrument import _compat
+from exporter.instrument.deferred import DeferredUpdates, count_elements, group_values, kept_pairs
+from exporter.instrument.deferred import available as deferred_available
+from exporter.instrument.metrics import CatalogMetrics
+from exporter.instrument.hashing import Hasher
 
 URGENT_RATING = 2
 # Bounds on the hot-path caches (raw values -> prepared objects); past them lookups still work.
@@ -155,7 +156,6 @@ class Recorder:
         self._digests: dict[str, str] = {}
         self._license_ids: dict[str, str] = {}
         self._tiers: dict[object, str] = {}
-        self._request_metrics = None  # the middlewares' shared exporter.httpmetrics.RequestMetrics
         self._held_back: list[Callable[[], None]] = []  # before_collect sources
 
     def _tier(self, tier: str) -> str:
@@ -231,7 +231,7 @@ class Recorder:
 
         Same methods, same label checks at call time (``LabelRejected`` is
         raised by the call, as here); counters and histograms are summed in
-        plain per-thread totals that scrapes fold in (:mod:`exporter.deferred`),
+        plain per-thread totals that scrapes fold in (:mod:`exporter.instrument.deferred`),
         gauges are set at ``commit()``. The ingestion API records each event
         batch this way. Everything else (user sketches, sessions, caches) is
         this recorder's own state.
@@ -284,15 +284,12 @@ class Recorder:
     def _http_series(self, tier: str, method: str, route: str, code: int) -> tuple:
         counter = self._child("clary_http_requests_total", tier, method, route, code)
         histogram = self._child("clary_http_request_duration_seconds", tier, method, route)
-        count = getattr(getattr(counter, "_value", None), "inc", None) or counter.inc
-        total = getattr(getattr(histogram, "_sum", None), "inc", None)
-        bounds = getattr(histogram, "_upper_bounds", None)
-        try:
-            buckets = [b.inc for b in histogram._buckets]
-        except AttributeError:  # another prometheus_client layout: use the public API
-            buckets = None
-        if total is None or bounds is None or buckets is None or len(buckets) != len(bounds):
+        count = _compat.counter_inc(counter)
+        parts = _compat.histogram_parts(histogram)
+        if parts is None:  # another prometheus_client layout: observe through the public API
             total = buckets = bounds = None
+        else:
+            total, buckets, bounds = parts.total.inc, [bucket.inc for bucket in parts.buckets], parts.bounds
         series = (count, total, buckets, bounds, histogram)
         if len(self._http) < HTTP_SERIES_CACHE_LIMIT:
             self._http[tier, method, route, code] = series
@@ -582,7 +579,7 @@ class RecorderBatch(Recorder):
     """What :meth:`Recorder.batch` returns: the recorder's methods, with cheaper metric updates.
 
     Counters and histograms go into this thread's running totals
-    (:mod:`exporter.deferred`), folded into the metric objects when they are
+    (:mod:`exporter.instrument.deferred`), folded into the metric objects when they are
     scraped; gauges are set once per series at ``commit()`` (the last value).
     Shares every other piece of state with its recorder (a shallow copy of
     it), so a user seen or a session started through the batch is seen by

@@ -1,4 +1,4 @@
-"""``python -m exporter.healthcheck``: the container's health probe.
+"""``python -m exporter.server.healthcheck``: the container's health probe.
 
 Slim images have no curl or wget, so the image's HEALTHCHECK (and the
 compose healthcheck) run this: a GET of ``/readyz`` on the exporter in the
@@ -30,7 +30,7 @@ def probe_url(environ: dict[str, str] | None = None) -> tuple[str, ssl.SSLContex
     context = None
     web_config = environ.get("CLARY_WEB_CONFIG_FILE")
     if web_config:
-        from exporter import webconfig
+        from exporter.server import webconfig
 
         if webconfig.load(web_config).tls:
             context = ssl.create_default_context()

@@ -2,7 +2,7 @@
 
 Feedback that is urgent (a bug rated 2 or lower) is stored together with one
 outbox row per configured webhook URL, in the same transaction (see
-``exporter.store``). This module drains the outbox: it POSTs each row's JSON
+``exporter.store.database``). This module drains the outbox: it POSTs each row's JSON
 summary, deletes the row on a 2xx answer, and otherwise schedules a retry
 with exponential backoff (capped, with jitter). The user's request never
 waits for any of this. Pending rows survive a restart and are retried as
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from exporter import __version__
-from exporter.store import Delivery, Store
+from exporter.store.database import Delivery, Store
 
 log = logging.getLogger(__name__)
 

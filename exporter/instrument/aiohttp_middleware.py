@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from functools import partial, update_wrapper
@@ -33,23 +32,12 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute, PrefixedSubAppResource, UrlDispatcher
 from multidict import istr
 
-from exporter.httpmetrics import (
-    ANONYMOUS,
-    API_KEY_HEADER,
-    CLIENT_CLOSED,
-    DEFAULT_EXCLUDED,
-    TRACEPARENT_HEADER,
-    UNMATCHED,
-    Identity,
-    RequestMetrics,
-    Resolver,
-    error_body,
-    key_table_resolver,
-    lookup,
-    otel_module,
-    record_unhandled,
-)
-from exporter.recorder import Recorder
+from exporter.instrument import _compat
+from exporter.instrument.errors import error_body, record_unhandled
+from exporter.instrument.identity import ANONYMOUS, API_KEY_HEADER, Identity, Resolver, key_table_resolver, lookup
+from exporter.instrument.requests import CLIENT_CLOSED, DEFAULT_EXCLUDED, UNMATCHED, RequestMetrics
+from exporter.instrument.tracing import TRACEPARENT_HEADER
+from exporter.instrument.recorder import Recorder
 
 __all__ = [
     "ANONYMOUS",
@@ -111,7 +99,8 @@ class _HotPath:
         self.excluded = excluded = frozenset(excluded)
         resolve = lookup(resolver)
         request_metrics = RequestMetrics.of(recorder)
-        perf_counter = time.perf_counter
+        perf_counter = request_metrics.clock
+        request_fields = _compat.request_fields  # (headers, state, method) in one C call
 
         def unhandled(request: web.Request, exc: Exception, template: str, identity: Identity) -> web.Response:
             error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier,
@@ -132,9 +121,9 @@ class _HotPath:
             leave = request_metrics.leave
 
             async def measure(handler: Handler, template: str, request: web.Request):
-                headers = request._headers  # not .headers/.method: those run a Python getter once per request
+                headers, state, method = request_fields(request)
                 identity = resolve(headers.get(_API_KEY), ANONYMOUS)
-                request._state[IDENTITY] = identity  # request[IDENTITY] = identity, minus its key-type check
+                state[IDENTITY] = identity
                 code = 500
                 table = enter()
                 start = perf_counter()
@@ -151,7 +140,7 @@ class _HotPath:
                 except Exception as exc:
                     return unhandled(request, exc, template, identity)
                 finally:
-                    leave(table, identity, request._method, template, code, start, headers.get(_TRACEPARENT))
+                    leave(table, identity, method, template, code, start, headers.get(_TRACEPARENT))
 
         else:
             # The per-request path, inlined: RequestMetrics.leave's steps without its calls.
@@ -162,13 +151,12 @@ class _HotPath:
             first_bound = bounds[0]
             exemplar = request_metrics.exemplar
             saw_user = request_metrics.saw_user
-            otel = otel_module()
-            otel_uncheckable = otel is not None and not hasattr(otel, "_TRACER_PROVIDER")
+            tracer_configured = _compat.tracer_configured
 
             async def measure(handler: Handler, template: str, request: web.Request):
-                headers = request._headers  # not .headers/.method: those run a Python getter once per request
+                headers, state, method = request_fields(request)
                 identity = resolve(headers.get(_API_KEY), ANONYMOUS)
-                request._state[IDENTITY] = identity  # request[IDENTITY] = identity, minus its key-type check
+                state[IDENTITY] = identity
                 try:
                     table = local.table
                 except AttributeError:
@@ -193,7 +181,7 @@ class _HotPath:
                     duration = end - start
                     table.in_flight -= 1
                     tier = identity.tier
-                    key = (tier, request._method, template, code)
+                    key = (tier, method, template, code)
                     counts = table.series.get(key)
                     if counts is None:
                         counts = new_series(table, key)
@@ -204,7 +192,7 @@ class _HotPath:
                     else:
                         counts[2 + bisect_left(bounds, duration)] += 1
                     traceparent = headers.get(_TRACEPARENT)
-                    if traceparent or (otel is not None and (otel_uncheckable or otel._TRACER_PROVIDER is not None)):
+                    if traceparent or tracer_configured():
                         exemplar(table, key, duration, end, traceparent)
                     user = identity.user
                     if user and (end >= table.users_until or table.users.get(user) != tier):
@@ -227,7 +215,7 @@ class _HotPath:
         template = resource.canonical
         if template in self.excluded:
             return _EXCLUDED
-        match = getattr(resource, "_match", None)
+        match = _compat.resource_matcher(resource)
         if match is None or any(match(path) is not None for path in self.excluded):
             return (template,)
         return template
@@ -334,7 +322,7 @@ class _UnmatchedHook:
             self._resolving.discard(key)
         route = match_info.route
         if match_info.http_exception is not None and not _wrapped(route.handler):
-            route._handler = self._hot.wrap(route.handler, self._hot.unmatched(request))
+            _compat.set_route_handler(route, self._hot.wrap(route.handler, self._hot.unmatched(request)))
         return match_info, set()
 
 
@@ -347,8 +335,8 @@ def _wrap_routes(router: UrlDispatcher, hot: _HotPath) -> None:
         kind = hot.classify(resource)
         for route in resource:
             if not _wrapped(route.handler):
-                route._handler = hot.wrap(route.handler, kind)
-    root = router._resource_index.setdefault("/", [])
+                _compat.set_route_handler(route, hot.wrap(route.handler, kind))
+    root = _compat.root_index_candidates(router)
     if not any(isinstance(candidate, _UnmatchedHook) for candidate in root):
         root.append(_UnmatchedHook(router, hot))
 

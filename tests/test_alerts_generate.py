@@ -1,4 +1,4 @@
-"""alerts/generate.py: the committed files are its output; its config works."""
+"""The alert generator (python -m alerts.generate): the committed files are its output; its config works."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts import checks, generate
+from alerts import checks, cli, render
+from alerts.config import BURN_RATE_WINDOWS, RECEIVERS, SLO_PERIOD_DAYS, SLO_WINDOWS, Config, seconds
+from alerts.groups import RULE_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,10 +27,10 @@ def _generate(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def test_committed_files_are_what_the_generator_writes():
-    problems = generate.check(checks.ALERTS_DIR, generate.render(generate.Config()))
+    problems = render.check(checks.ALERTS_DIR, render.render(Config()))
     assert not problems, (
-        "alerts/rules/*.yml or alerts/alertmanager.yml differ from alerts/generate.py; "
-        f"regenerate with `{generate.REGENERATE_HINT}` and commit the result:\n" + "\n".join(problems)
+        "alerts/rules/*.yml or alerts/alertmanager.yml differ from what the generator (alerts/groups, alerts/config.py) builds; "
+        f"regenerate with `{cli.REGENERATE_HINT}` and commit the result:\n" + "\n".join(problems)
     )
 
 
@@ -46,13 +48,13 @@ def test_output_is_deterministic_across_processes(tmp_path):
         assert proc.returncode == 0, proc.stderr
         outputs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.yml"))})
     assert outputs[0] == outputs[1]
-    assert set(outputs[0]) == set(generate.render())
+    assert set(outputs[0]) == set(render.render())
     committed = {rel: (checks.ALERTS_DIR / rel).read_bytes() for rel in outputs[0]}
     assert outputs[0] == committed
 
 
 def test_check_mode_reports_drift_stale_files_and_how_to_regenerate(tmp_path):
-    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    assert cli.main(["--output-dir", str(tmp_path)]) == 0
     assert _generate("--check", "--output-dir", tmp_path).returncode == 0
 
     edited = tmp_path / "rules" / "clary-http.yml"
@@ -64,37 +66,37 @@ def test_check_mode_reports_drift_stale_files_and_how_to_regenerate(tmp_path):
     assert "rules/clary-http.yml" in proc.stderr
     assert "python -m alerts.generate" in proc.stderr
 
-    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    assert cli.main(["--output-dir", str(tmp_path)]) == 0
     stale = tmp_path / "rules" / "clary-old.yml"
     stale.write_text("groups: []\n")
     proc = _generate("--check", "--output-dir", tmp_path)
     assert proc.returncode == 1 and "rules/clary-old.yml: not generated any more" in proc.stderr
-    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    assert cli.main(["--output-dir", str(tmp_path)]) == 0
     assert not stale.exists()
 
 
 def test_burn_rate_windows_come_from_the_table():
-    assert generate.SLO_WINDOWS == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-    assert [(b.long, b.short, b.factor) for b in generate.BURN_RATE_WINDOWS] == [
+    assert SLO_WINDOWS == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+    assert [(b.long, b.short, b.factor) for b in BURN_RATE_WINDOWS] == [
         ("1h", "5m", 14.4), ("6h", "30m", 6), ("1d", "2h", 3), ("3d", "6h", 1)
     ]
     # a budget-consistent table: each pair spends the share of a 30-day budget it claims
-    for b, share in zip(generate.BURN_RATE_WINDOWS, (0.02, 0.05, 0.10, 0.10)):
-        spent = b.factor * generate.seconds(b.long) / (generate.SLO_PERIOD_DAYS * 86400)
+    for b, share in zip(BURN_RATE_WINDOWS, (0.02, 0.05, 0.10, 0.10)):
+        spent = b.factor * seconds(b.long) / (SLO_PERIOD_DAYS * 86400)
         assert spent == pytest.approx(share)
 
 
-def _burn_exprs(cfg: generate.Config) -> list[str]:
-    http = yaml.safe_load(generate.render(cfg)["rules/clary-http.yml"])
+def _burn_exprs(cfg: Config) -> list[str]:
+    http = yaml.safe_load(render.render(cfg)["rules/clary-http.yml"])
     return [r["expr"] for r in http["groups"][0]["rules"] if r.get("alert") == "ClaryErrorBudgetBurn"]
 
 
 def test_slo_target_moves_every_burn_rate_threshold(tmp_path):
-    exprs = _burn_exprs(generate.Config(slo_target=0.999))
+    exprs = _burn_exprs(Config(slo_target=0.999))
     for expr, factor in zip(exprs, ("14.4", "6", "3", "1")):
         assert expr.count(f"({factor} * 0.001)") == 2, expr
         assert "0.005" not in expr
-    rendered = generate.render(generate.Config(slo_target=0.999))["rules/clary-http.yml"]
+    rendered = render.render(Config(slo_target=0.999))["rules/clary-http.yml"]
     assert "99.9% availability error budget" in rendered
     assert "threshold 1.44%" in rendered  # 14.4 x 0.1 %
 
@@ -111,7 +113,7 @@ def test_slo_target_moves_every_burn_rate_threshold(tmp_path):
 
 
 def test_thresholds_and_names_come_from_the_config():
-    cfg = generate.Config.from_mapping(
+    cfg = Config.from_mapping(
         {
             "latency_p95_seconds": {"professional": 0.75},
             "gpu_temperature_warning_celsius": 80,
@@ -121,7 +123,7 @@ def test_thresholds_and_names_come_from_the_config():
     )
     # a partial mapping updates one tier and keeps the others
     assert dict(cfg.latency_p95_seconds) == {"lite": 2.5, "standard": 1.5, "professional": 0.75}
-    out = generate.render(cfg)
+    out = render.render(cfg)
     assert 'p95_rate5m{tier="professional"} > 0.75' in out["rules/clary-http.yml"]
     assert "clary_gpu_temperature_celsius > 80" in out["rules/clary-infrastructure.yml"]
     assert 'absent(up{job="clary"})' in out["rules/clary-infrastructure.yml"]
@@ -146,7 +148,7 @@ def test_thresholds_and_names_come_from_the_config():
 )
 def test_bad_config_is_refused_with_a_reason(overrides, message):
     with pytest.raises(ValueError, match=message):
-        generate.Config.from_mapping(overrides)
+        Config.from_mapping(overrides)
 
 
 def test_cli_reports_a_bad_config_file(tmp_path):
@@ -160,7 +162,7 @@ def test_cli_reports_a_bad_config_file(tmp_path):
 
 def test_default_receivers_are_placeholder_webhooks_without_secrets():
     am = yaml.safe_load((checks.ALERTS_DIR / "alertmanager.yml").read_text())
-    assert [r["name"] for r in am["receivers"]] == list(generate.RECEIVERS)
+    assert [r["name"] for r in am["receivers"]] == list(RECEIVERS)
     for receiver in am["receivers"]:
         assert set(receiver) == {"name", "webhook_configs"}
         (hook,) = receiver["webhook_configs"]
@@ -230,12 +232,12 @@ def test_a_site_config_points_receivers_at_pagerduty_slack_email_opsgenie(tmp_pa
     assert "secret" not in path.read_text().replace("/etc/alertmanager/secrets/", "")
 
     # the rules do not depend on receivers
-    for rel in generate.RULE_FILES:
+    for rel in RULE_FILES:
         assert (tmp_path / "out" / "rules" / rel).read_text() == (checks.ALERTS_DIR / "rules" / rel).read_text()
 
 
 def test_config_objects_are_immutable():
-    cfg = generate.Config()
+    cfg = Config()
     with pytest.raises(TypeError):
         cfg.latency_p95_seconds["lite"] = 9  # type: ignore[index]
     assert replace(cfg, slo_target=0.99).slo_target == 0.99

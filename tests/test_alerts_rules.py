@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts import checks, generate
+from alerts import checks
+from alerts.config import SEVERITIES, TIERS, Config, seconds
+from alerts.groups import RULE_FILES
 
 RUNBOOKS = checks.ALERTS_DIR / "runbooks.md"
 TEAMS = {"sre", "ml", "licensing", "support"}
@@ -69,7 +71,7 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 def test_promtool_check_rules_accepts_every_generated_file():
     promtool = checks.binary("promtool")
     files = checks.rule_files()
-    assert [p.name for p in files] == sorted(generate.RULE_FILES)
+    assert [p.name for p in files] == sorted(RULE_FILES)
     proc = _run([promtool, "check", "rules", *files])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # promtool's lint (duplicate rules and the like) reports under the same run
@@ -110,7 +112,7 @@ def test_promtool_tests_load_every_rule_file():
     for path in checks.promtool_test_files():
         doc = yaml.safe_load(path.read_text())
         loaded = sorted(Path(f).name for f in doc["rule_files"])
-        assert loaded == sorted(generate.RULE_FILES), path.name
+        assert loaded == sorted(RULE_FILES), path.name
 
 
 def _promtool_cases():
@@ -123,7 +125,7 @@ def _promtool_cases():
 
 
 def _duration(text: str) -> int:
-    return sum(generate.seconds(part) for part in re.findall(r"\d+[smhdw]", text))
+    return sum(seconds(part) for part in re.findall(r"\d+[smhdw]", text))
 
 
 def test_every_alert_goes_from_silent_to_firing_in_a_promtool_test():
@@ -159,7 +161,7 @@ def test_firing_cases_of_per_tier_alerts_carry_the_tier():
     for file, _, case in _promtool_cases():
         if case["alertname"] in TIER_ALERTS:
             for alert in case.get("exp_alerts") or []:
-                assert alert["exp_labels"].get("tier") in generate.TIERS, (file, case["alertname"], alert)
+                assert alert["exp_labels"].get("tier") in TIERS, (file, case["alertname"], alert)
                 seen.add(case["alertname"])
     assert seen == TIER_ALERTS
 
@@ -256,7 +258,7 @@ def test_alert_names_labels_and_annotations():
         name = rule["alert"]
         names.add(name)
         assert name == "Watchdog" or re.fullmatch(r"Clary[A-Z][A-Za-z0-9]+", name), name
-        assert rule["labels"]["severity"] in generate.SEVERITIES, name
+        assert rule["labels"]["severity"] in SEVERITIES, name
         assert rule["labels"]["team"] in TEAMS, name
         annotations = rule["annotations"]
         assert set(annotations) == {"summary", "description", "runbook_url"}, name
@@ -289,7 +291,7 @@ def test_multi_severity_alerts_page_at_the_tighter_threshold():
 
 
 def test_burn_rate_alerts_follow_the_window_table():
-    budget = generate.Config().error_budget
+    budget = Config().error_budget
     burns = [rule for rule in _alerts() if rule["alert"] == "ClaryErrorBudgetBurn"]
     got = {(r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"], r["for"]) for r in burns}
     assert got == {
@@ -325,7 +327,7 @@ def test_range_selectors_span_several_scrapes_for_prometheus_3():
     least two scrapes at the usual 15s-1m intervals, or rate() goes empty."""
     for _, rule in _rules():
         for window in checks.read_expr(rule["expr"]).ranges:
-            assert generate.seconds(window) >= 300, (rule.get("alert") or rule["record"], window)
+            assert seconds(window) >= 300, (rule.get("alert") or rule["record"], window)
 
 
 def test_regex_matchers_cannot_be_changed_by_prometheus_3_dot_semantics():
@@ -355,7 +357,7 @@ def _runbook_sections() -> dict[str, str]:
 
 def test_every_runbook_url_points_to_an_existing_section():
     sections = _runbook_sections()
-    base = generate.Config().runbook_base_url
+    base = Config().runbook_base_url
     assert base.endswith("alerts/runbooks.md")
     for rule in _alerts():
         url = rule["annotations"]["runbook_url"]

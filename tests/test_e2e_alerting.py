@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.generate import RECEIVERS, Config, alertmanager_config
+from alerts.alertmanager_config import alertmanager_config
+from alerts.config import RECEIVERS, Config
 from tests import support
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,144 @@
+"""clary-license: validation failures and silence, expiry, usage against license limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.promql import agg, m, not_equal, one_of
+
+from ..config import TIERS, Config, num, pct
+from .common import RuleGroup, max_by, rate_or_zero, ratio, sum_increase_over, sum_rate_over
+
+LICENSE_WINDOWS: tuple[str, ...] = ("5m", "30m", "1h")
+
+VALIDATIONS = m("clary_license_validations_total")
+EXPIRY = m("clary_license_expiry_timestamp_seconds")
+USAGE = m("clary_license_usage")
+LIMIT = m("clary_license_limit")
+HTTP_REQUESTS = m("clary_http_requests_total")
+
+
+def license_group(cfg: Config) -> dict[str, Any]:
+    g = RuleGroup("clary-license", cfg)
+    for w in LICENSE_WINDOWS:
+        validations = g.record(f"tier:clary_license_validations:rate{w}", sum_rate_over(VALIDATIONS, w, ("tier",)))
+        failures = g.record(
+            f"tier:clary_license_validation_failures:rate{w}",
+            rate_or_zero(sum_rate_over(VALIDATIONS, w, ("tier",), result=not_equal("valid")), validations),
+        )
+        g.record(f"tier:clary_license_validation_failures_per_validation:ratio_rate{w}", ratio(failures, validations))
+    # Replicas may each report a license; the latest known expiry wins. 0 = unknown.
+    expiry = g.record(
+        "license_tier:clary_license_expiry_timestamp_seconds:max",
+        agg(f"{EXPIRY.sel()} > 0", EXPIRY.grouping(("license", "tier")), op="max"),
+    )
+    per_limit = ("license", "tier", "limit")
+    usage = g.record(
+        "license_tier_limit:clary_license_usage_per_limit:ratio",
+        ratio(max_by(USAGE, per_limit), max_by(LIMIT, per_limit)),
+    )
+
+    g.alert(
+        "ClaryLicenseValidationFailureRatioHigh",
+        f"""
+        {g.series("tier:clary_license_validation_failures_per_validation:ratio_rate30m")} > {num(cfg.license_failure_ratio)}
+        and on (tier)
+        {g.series("tier:clary_license_validations:rate30m")} * 1800 >= {cfg.license_failure_min_validations}
+        """,
+        severity="warning",
+        team="licensing",
+        for_="15m",
+        summary="Tier {{ $labels.tier }} license validations fail too often.",
+        description=(
+            "{{ $value | humanizePercentage }} of tier {{ $labels.tier }} license validations failed over the last 30m "
+            f"(threshold {pct(cfg.license_failure_ratio)}, at least {cfg.license_failure_min_validations} validations)."
+        ),
+    )
+    g.alert(
+        "ClaryLicenseValidationFailureSpike",
+        f"""
+        {g.series("tier:clary_license_validation_failures_per_validation:ratio_rate5m")} > {num(cfg.license_spike_ratio)}
+        and on (tier)
+        {g.series("tier:clary_license_validation_failures:rate5m")} * 300 >= {cfg.license_spike_min_failures}
+        """,
+        severity="critical",
+        team="licensing",
+        for_="2m",
+        summary="Tier {{ $labels.tier }} license validations are failing en masse.",
+        description=(
+            "{{ $value | humanizePercentage }} of tier {{ $labels.tier }} license validations failed over the last 5m "
+            f"(threshold {pct(cfg.license_spike_ratio)}, at least {cfg.license_spike_min_failures} failures): "
+            "paying customers are probably being locked out."
+        ),
+    )
+    g.alert(
+        "ClaryLicenseValidationsStopped",
+        f"""
+        {sum_increase_over(HTTP_REQUESTS, "1h", ("tier",), tier=one_of(TIERS))} >= {cfg.license_stopped_min_requests}
+        unless on (tier)
+        {g.series("tier:clary_license_validations:rate1h")} > 0
+        """,
+        severity="warning",
+        team="licensing",
+        for_="15m",
+        summary="Tier {{ $labels.tier }} serves traffic but validates no licenses.",
+        description=(
+            "Tier {{ $labels.tier }} served {{ $value | printf \"%.0f\" }} requests over the last hour "
+            "without a single license validation: the license check is bypassed or not reporting."
+        ),
+    )
+    for severity, days in (("warning", cfg.license_expiry_warning_days), ("critical", cfg.license_expiry_critical_days)):
+        g.alert(
+            "ClaryLicenseExpiring",
+            f"""
+            {expiry} - time() < {num(days * 86400)}
+            and
+            {expiry} - time() > 0
+            """,
+            severity=severity,
+            team="licensing",
+            for_="15m",
+            summary=f"License {{{{ $labels.license }}}} ({{{{ $labels.tier }}}}) expires in less than {num(days)} days.",
+            description=(
+                "License {{ $labels.license }} of tier {{ $labels.tier }} expires in {{ $value | humanizeDuration }} "
+                f"(alerting below {num(days)} days)."
+            ),
+        )
+    g.alert(
+        "ClaryLicenseExpired",
+        f"time() - {expiry} >= 0",
+        severity="critical",
+        team="licensing",
+        for_="5m",
+        summary="License {{ $labels.license }} ({{ $labels.tier }}) has expired.",
+        description="License {{ $labels.license }} of tier {{ $labels.tier }} expired {{ $value | humanizeDuration }} ago.",
+    )
+    g.alert(
+        "ClaryLicenseUsageOverLimit",
+        f"{usage} > 1",
+        severity="warning",
+        team="licensing",
+        for_="15m",
+        summary="License {{ $labels.license }} ({{ $labels.tier }}) is over its {{ $labels.limit }} limit.",
+        description=(
+            "License {{ $labels.license }} of tier {{ $labels.tier }} uses {{ $value | humanizePercentage }} "
+            "of its {{ $labels.limit }} limit: a compliance issue for the account team."
+        ),
+    )
+    g.alert(
+        "ClaryLicenseUsageNearLimit",
+        f"""
+        {usage} > {num(cfg.license_usage_near_ratio)}
+        and
+        {usage} <= 1
+        """,
+        severity="info",
+        team="licensing",
+        for_="30m",
+        summary="License {{ $labels.license }} ({{ $labels.tier }}) is close to its {{ $labels.limit }} limit.",
+        description=(
+            "License {{ $labels.license }} of tier {{ $labels.tier }} uses {{ $value | humanizePercentage }} "
+            f"of its {{{{ $labels.limit }}}} limit (informing above {pct(cfg.license_usage_near_ratio)}): an upsell conversation."
+        ),
+    )
+    return g.build()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.catalog import CATALOG
+from exporter.collectors.registry import registered
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
 from exporter.server.webconfig import ENV as WEB_CONFIG_ENV
 
@@ -42,8 +42,10 @@ exporter does every hour), prints what it removed, and exits. The API's secrets 
 limits: {ENV_PREFIX}INGEST_TOKENS (comma-separated), {ENV_PREFIX}ADMIN_TOKEN, {ENV_PREFIX}WEBHOOKS,
 {ENV_PREFIX}RETENTION_DAYS, {ENV_PREFIX}MAX_BODY_BYTES, {ENV_PREFIX}MAX_BATCH_ITEMS, {ENV_PREFIX}OPTED_OUT_USERS.
 
-Demo mode serves a Clary-like API under /demo/api/v1/ (API keys demo-lite-key,
-demo-standard-key, demo-professional-key) and sends bounded traffic to it.
+Demo mode serves a Clary-like API under /demo/api/v1/ and sends bounded traffic to it.
+It accepts public demo credentials (docs/demo.md): API keys demo-lite-key, demo-standard-key,
+demo-professional-key; ingest token demo-ingest-token-not-a-secret; admin token
+demo-admin-token-not-a-secret (unless admin_token is configured).
 """
 
 
@@ -77,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(env {WEB_CONFIG_ENV}; see README: Deployment and scaling)")
     p.add_argument("--retention-days", type=int, metavar="DAYS",
                    help="keep stored feedback and per-user activity this long (default 365)")
-    for name in ("system", "gpu"):
+    for name, entry in registered().items():
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
-                       default=None, help=f"enable the {name} collector (default on)")
+                       default=None, help=f"{entry.help} (default {'on' if entry.default_enabled else 'off'})")
     p.add_argument("--list-metrics", action="store_true", help="print the metric catalog and exit")
     p.add_argument("--version", action="version", version=f"clary-exporter {__version__}")
     return p
@@ -100,7 +102,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir",
                      "retention_days")
     }
-    collectors = {n: getattr(args, f"collector_{n}") for n in ("system", "gpu")}
+    collectors = {n: getattr(args, f"collector_{n}") for n in registered()}
     if any(v is not None for v in collectors.values()):
         flags["collectors"] = {k: v for k, v in collectors.items() if v is not None}
     return flags
@@ -131,10 +133,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(config, web_config=web_config)
+    host, port = config.host_port
+    if config.demo:
+        from exporter import demo
+
+        app = demo.create_app(config, web_config=web_config, traffic_base=_loopback_base(host, port))
+    else:
+        app = create_app(config, web_config=web_config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    host, port = config.host_port
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
@@ -144,24 +151,10 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
     log.info("listening", extra={"fields": {"address": config.listen_address, "version": __version__,
                                            "demo": config.demo, "tls": ssl_context is not None,
                                            "basic_auth": bool(web_config and web_config.basic_auth_users)}})
-    traffic = None
-    if config.demo:
-        from exporter.demo.traffic import DemoTraffic
-
-        from exporter.api.app import DEMO_INGEST_TOKEN
-
-        generator = DemoTraffic(_loopback_base(host, port), rate=config.demo_rate, duration=config.demo_duration,
-                                ingest_token=DEMO_INGEST_TOKEN)
-        traffic = asyncio.create_task(generator.run(), name="demo-traffic")
-        log.info("demo mode: open http://127.0.0.1:%d/metrics; demo API under /demo/api/v1/", port)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
-        if traffic is not None:
-            traffic.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await traffic
         await runner.cleanup()
 
 

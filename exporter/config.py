@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from exporter.catalog import TIERS, configurable_labels
+from exporter.catalog import configurable_labels
+from exporter.collectors.registry import registered
 from exporter.yamlfile import read_mapping
 
 DEFAULT_PORT = 25279  # "CLARY" on a phone keypad; outside the crowded 9100-9999 exporter range
@@ -39,10 +40,14 @@ class ApiKey(BaseModel):
     user: str = Field(min_length=1, max_length=256)
 
 
-class Collectors(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    system: bool = True
-    gpu: bool = True
+def _collectors_model() -> type[BaseModel]:
+    """``collectors:`` of the config: one bool per registered collector, its default as registered."""
+    fields: dict[str, Any] = {
+        name: (bool, Field(entry.default_enabled, description=entry.help)) for name, entry in registered().items()}
+    return create_model("Collectors", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+Collectors = _collectors_model()
 
 
 class Config(BaseModel):
@@ -56,7 +61,7 @@ class Config(BaseModel):
     log_format: Literal["text", "json"] = "text"
     hmac_secret: str | None = Field(None, min_length=16, description="HMAC secret for identifiers")
     data_dir: Path = Path("data")
-    collectors: Collectors = Collectors()
+    collectors: Collectors = Field(default_factory=Collectors)  # type: ignore[valid-type]
     allow_lists: dict[str, list[str]] = Field(default_factory=dict)
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
     # Ingestion and feedback API (exporter.api.app); see README: Ingestion, feedback and privacy API.
@@ -169,5 +174,3 @@ def load(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = N
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, source)) from None
 
-
-DEMO_API_KEYS = {f"demo-{tier}-key": ApiKey(tier=tier, user=f"demo-{tier}-user") for tier in TIERS}

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.api.app import DEMO_INGEST_TOKEN
+from exporter import demo
+from exporter.demo import DEMO_INGEST_TOKEN
 from exporter.instrument.client import EventClient, IngestError
 from exporter.config import Config
 from exporter.demo.traffic import DemoTraffic
@@ -190,7 +191,7 @@ async def test_feedback_through_the_client(front, tmp_path, registry):
 
 async def test_demo_traffic_sends_events_and_feedback_through_the_api(aiohttp_client, tmp_path, registry):
     config = Config(demo=True, collectors={"system": False, "gpu": False}, data_dir=tmp_path)
-    client = await aiohttp_client(create_app(config, registry))
+    client = await aiohttp_client(demo.create_app(config, registry))
     base = str(client.make_url("")).rstrip("/")
     traffic = DemoTraffic(base, rate=1000, max_requests=300, rng=random.Random(2), ingest_token=DEMO_INGEST_TOKEN)
     stats = await asyncio.wait_for(traffic.run(), 60)
@@ -209,7 +210,7 @@ async def test_demo_traffic_sends_events_and_feedback_through_the_api(aiohttp_cl
 
 async def test_demo_traffic_without_a_token_does_not_ingest(aiohttp_client, tmp_path, registry):
     config = Config(demo=True, collectors={"system": False, "gpu": False}, data_dir=tmp_path)
-    client = await aiohttp_client(create_app(config, registry))
+    client = await aiohttp_client(demo.create_app(config, registry))
     traffic = DemoTraffic(str(client.make_url("")).rstrip("/"), rate=1000, max_requests=60, rng=random.Random(2))
     stats = await asyncio.wait_for(traffic.run(), 60)
     assert stats.events_queued == 0 and stats.feedback_stored == 0

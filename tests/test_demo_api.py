@@ -10,11 +10,13 @@ import uuid
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter import demo
 from exporter.catalog import CATALOG, TIERS, Kind
 from exporter.config import Config
 from exporter.demo.api import DAY, LICENSES, PLANS, REVOKED_LICENSE, DemoApi
 from exporter.demo.traffic import DemoTraffic
-from exporter.instrument.hashing import DEMO_SECRET, Hasher
+from exporter.demo import DEMO_SECRET
+from exporter.instrument.hashing import Hasher
 from exporter.server.app import create_app
 
 BASE = "/demo/api/v1"
@@ -48,7 +50,7 @@ def registry():
 
 @pytest.fixture
 def app(registry):
-    return create_app(Config(demo=True, collectors={"system": False, "gpu": False}), registry)
+    return demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}), registry)
 
 
 @pytest.fixture

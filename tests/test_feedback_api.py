@@ -10,6 +10,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter import demo
 from exporter.api.app import INGEST as INGEST_KEY
 from exporter.config import Config
 from exporter.server.app import create_app
@@ -236,7 +237,7 @@ async def test_empty_store_lists_nothing_and_creates_no_file(client, tmp_path):
 
 async def test_demo_mode_keys_submit_and_list_is_open(aiohttp_client, tmp_path, registry):
     config = Config(demo=True, collectors={"system": False, "gpu": False}, data_dir=tmp_path)
-    client = await aiohttp_client(create_app(config, registry))
+    client = await aiohttp_client(demo.create_app(config, registry))
     resp = await client.post(URL, json={"type": "bug", "rating": 2, "text": "demo"},
                              headers={"X-API-Key": "demo-standard-key"})
     assert resp.status == 201

@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import demo
 from exporter import __version__
 from exporter.config import Config
 from exporter.server.app import create_app
@@ -94,8 +95,8 @@ async def test_wrong_method_is_json_405(client):
 async def test_demo_api_mounted_only_in_demo_mode(aiohttp_client):
     plain = await aiohttp_client(create_app(_config(), CollectorRegistry()))
     assert (await plain.get("/demo/api/v1/boom")).status == 404
-    demo = await aiohttp_client(create_app(_config(demo=True), CollectorRegistry()))
-    resp = await demo.get("/demo/api/v1/boom", headers={"X-API-Key": "demo-lite-key"})
+    demo_app = await aiohttp_client(demo.create_app(_config(demo=True), CollectorRegistry()))
+    resp = await demo_app.get("/demo/api/v1/boom", headers={"X-API-Key": "demo-lite-key"})
     assert resp.status == 500 and (await resp.json())["error"] == "internal_error"
 
 
@@ -127,7 +128,7 @@ async def test_render_runs_off_the_event_loop(aiohttp_client, registry):
 
 
 def test_demo_without_secret_uses_demo_secret_and_says_so(caplog):
-    create_app(Config(demo=True, collectors={"system": False, "gpu": False}), CollectorRegistry())
+    demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}), CollectorRegistry())
     assert any("demo HMAC secret" in r.getMessage() for r in caplog.records)
 
 

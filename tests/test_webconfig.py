@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from exporter import demo
 from exporter.server import webconfig
 from exporter.config import Config
 from exporter.server.app import create_app
@@ -197,7 +198,7 @@ async def test_basic_auth_in_the_app(aiohttp_client, tmp_path):
     path.write_text(yaml.safe_dump({"basic_auth_users": {USER: _hash(PASSWORD, cost=4)},
                                     "http_server_config": {"headers": {"X-Frame-Options": "deny"}}}))
     web_config = webconfig.load(path)
-    app = create_app(Config(demo=True, collectors={"system": False, "gpu": False}), web_config=web_config)
+    app = demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}), web_config=web_config)
     client = await aiohttp_client(app)
 
     resp = await client.get("/metrics")

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from exporter.instrument import multiprocess
 from exporter.config import ApiKey
 from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, key_table_resolver
-from exporter.instrument.hashing import DEMO_SECRET, Hasher
+from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 
 API_KEYS = {
@@ -58,7 +58,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 async def create_app() -> web.Application:
     """gunicorn's aiohttp worker calls this once per worker process."""
-    secret = os.environ.get("CLARY_HMAC_SECRET") or DEMO_SECRET
+    secret = os.environ.get("CLARY_HMAC_SECRET") or "example-secret-change-me"
     # Private registry: its objects write to the multiprocess files; it is never served.
     recorder = Recorder(CollectorRegistry(), Hasher(secret))
     recorder.model_loaded("layout-base", duration=1.0, memory_bytes=100_000_000)

@@ -45,7 +45,7 @@ from pydantic.json_schema import models_json_schema
 
 from exporter import __version__
 from exporter.catalog import ACTION, TIER, TIERS
-from exporter.config import DEMO_API_KEYS, Config
+from exporter.config import Config
 from exporter.ingest.events import (DAY, DedupeWindow, EventBacklog, EventBatch, EventBatchResult, InvalidBatch, TooManyEvents,
                              decode_batch)
 from exporter.api.notify import Notifier, summary
@@ -55,8 +55,6 @@ from exporter.store.database import FeedbackRecord, Store, new_feedback_id
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
-# Public, like the demo API keys: accepted only in demo mode.
-DEMO_INGEST_TOKEN = "demo-ingest-token-not-a-secret"
 PURGE_INTERVAL_SECONDS = 3600.0
 ACTIVITY_FLUSH_SECONDS = 5.0
 # Accepted events wait in the backlog at most this long when nothing else records them
@@ -299,11 +297,9 @@ class IngestApi:
         self.backlog = EventBacklog(recorder, self.activity)
         self.config_opted_out = {recorder.hasher.digest(user) for user in config.opted_out_users}
         self.activity.opted_out |= self.config_opted_out
-        tokens = list(config.ingest_tokens) + ([DEMO_INGEST_TOKEN] if config.demo else [])
-        self._ingest_tokens = [t.encode() for t in tokens]
+        self._ingest_tokens = [t.encode() for t in config.ingest_tokens]
         self._admin_tokens = [config.admin_token.encode()] if config.admin_token else []
-        keys = {**DEMO_API_KEYS, **config.api_keys} if config.demo else dict(config.api_keys)
-        self._api_keys = {key.encode(): entry for key, entry in keys.items()}
+        self._api_keys = {key.encode(): entry for key, entry in config.api_keys.items()}
         self._openapi: dict | None = None
         self._tasks: list[asyncio.Task] = []
 

@@ -36,6 +36,7 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from exporter.collectors.base import CollectorAbsent
+from exporter.collectors.registry import register
 from exporter.families import new_family
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class _NoDevices(Exception):
     """NVML works but reports zero devices."""
 
 
+@register("gpu", help="NVIDIA GPU readings through NVML (up 0 on a host without a GPU)")
 class GpuCollector:
     """Per-device NVML readings that survive (and recover from) a broken driver."""
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from exporter.collectors.registry import register
 from exporter.families import new_family
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def _is_loopback(interface: str) -> bool:
     return interface.startswith("lo")
 
 
+@register("system", help="CPU, memory, block I/O and network counters of this host")
 class SystemCollector:
     """CPU, memory, block I/O and per-interface network counters of this host."""
 

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 
 LICENSE_ID_LENGTH = 12
-DEMO_SECRET = "clary-demo-secret-not-for-production"
 
 
 class Hasher:

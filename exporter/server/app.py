@@ -3,7 +3,7 @@
 ``create_app(config)`` builds everything from the config and a registry
 passed in (or a fresh one), so tests run it with ``aiohttp_client`` and no
 globals. Routes: ``/`` landing page, ``/metrics``, ``/healthz``, ``/readyz``;
-``/demo/`` holds the demo API when demo mode is on.
+demo mode (``exporter.demo``) adds its API under ``/demo/``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.collectors.base import CollectorSet
-from exporter.collectors.gpu import GpuCollector
-from exporter.collectors.system import SystemCollector
-from exporter.config import DEMO_API_KEYS, Config
+from exporter.collectors.registry import registered
+from exporter.config import Config
 from exporter.instrument.exposition import Renderer
-from exporter.instrument.aiohttp_middleware import key_table_resolver
-from exporter.instrument.hashing import DEMO_SECRET, Hasher
+from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 from exporter.server.webconfig import WebConfig
 
@@ -33,20 +31,15 @@ RENDERER = web.AppKey("renderer", Renderer)
 CONFIG = web.AppKey("config", Config)
 READY = web.AppKey("ready", dict)
 
-_COLLECTORS = {"system": SystemCollector, "gpu": GpuCollector}
-
-
 def build_collectors(config: Config) -> CollectorSet:
+    """The registered collectors that the config enables, in name order."""
     enabled = config.collectors.model_dump()
-    return CollectorSet([factory() for name, factory in _COLLECTORS.items() if enabled[name]])
+    return CollectorSet([entry.factory() for name, entry in registered().items() if enabled[name]])
 
 
 def hmac_secret(config: Config) -> str:
     if config.hmac_secret:
         return config.hmac_secret
-    if config.demo:
-        log.warning("demo mode without a configured secret: using the fixed, public demo HMAC secret")
-        return DEMO_SECRET
     raise ValueError("an HMAC secret is required: set CLARY_HMAC_SECRET or hmac_secret in the config file")
 
 
@@ -144,12 +137,6 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     from exporter.api.app import setup_api
 
     setup_api(app, config, recorder)
-
-    if config.demo:
-        from exporter.demo.api import create_demo_app
-
-        resolver = key_table_resolver({**DEMO_API_KEYS, **config.api_keys})
-        app.add_subapp("/demo/", create_demo_app(recorder, resolver))
 
     async def ready(app: web.Application) -> None:
         app[READY]["ready"] = True

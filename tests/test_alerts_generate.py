@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import exporter
 from alerts import checks, cli, render
 from alerts.config import BURN_RATE_WINDOWS, RECEIVERS, SLO_PERIOD_DAYS, SLO_WINDOWS, Config, seconds
 from alerts.groups import RULE_FILES
@@ -73,6 +74,21 @@ def test_check_mode_reports_drift_stale_files_and_how_to_regenerate(tmp_path):
     assert proc.returncode == 1 and "rules/clary-old.yml: not generated any more" in proc.stderr
     assert cli.main(["--output-dir", str(tmp_path)]) == 0
     assert not stale.exists()
+
+
+def test_version_and_help():
+    proc = _generate("--version")
+    assert proc.returncode == 0 and proc.stdout == f"clary-alerts {exporter.__version__}\n", proc.stdout + proc.stderr
+    proc = _generate("--help")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("--config", "--slo-target", "--output-dir", "--check", "--version", "python -m alerts.generate --check"):
+        assert text in proc.stdout, text
+
+
+def test_the_generator_stays_split_into_small_modules():
+    sizes = {p.relative_to(checks.ALERTS_DIR).as_posix(): len(p.read_text().splitlines()) for p in checks.ALERTS_DIR.rglob("*.py")}
+    assert "groups/http.py" in sizes and sizes["generate.py"] < 50
+    assert {rel: n for rel, n in sizes.items() if n > 450} == {}
 
 
 def test_burn_rate_windows_come_from_the_table():

@@ -219,7 +219,7 @@ async def test_csv_export_has_every_matching_row(client):
 
 
 async def test_csv_export_spans_many_pages(client, app, monkeypatch):
-    monkeypatch.setattr("exporter.api.app.CSV_PAGE", 3)
+    monkeypatch.setattr("exporter.api.feedback.CSV_PAGE", 3)
     for i in range(7):
         await submit(client, ALICE, type="general", rating=5, text=f"n{i}")
     resp = await client.get(URL, params={"format": "csv"}, headers=ADMIN)

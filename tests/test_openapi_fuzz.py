@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporter.api.app import FeedbackIn, openapi_document
+from exporter.api.models import FeedbackIn
+from exporter.api.openapi import openapi_document
 from exporter.ingest.events import EVENT_MODELS, EVENT_TYPES, EventBatch
 from exporter.server.app import create_app
 from tests import support

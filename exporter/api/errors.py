@@ -1,0 +1,39 @@
+"""Refused requests: JSON ``{"error", "field", "message"}`` naming the offending field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from exporter.api.models import ErrorBody
+
+
+class ApiError(web.HTTPException):
+    """A refused request, raised by a handler: aiohttp sends it as the response (JSON naming the field).
+
+    An ``HTTPException`` rather than a middleware catching a plain exception:
+    no middleware frame on every request of the hot ingestion path.
+    """
+
+    def __init__(self, status: int, error: str, field: str, message: str, headers: dict | None = None):
+        self.status_code = status
+        super().__init__(headers=headers, content_type="application/json",
+                         text=ErrorBody(error=error, field=field, message=message).model_dump_json())
+        self.error = error
+        self.field = field
+        self.message = message
+
+
+def invalid(exc: ValidationError) -> ApiError:
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    if first["type"] == "json_invalid":
+        return ApiError(400, "malformed_json", "body", first["msg"])
+    return ApiError(400, "invalid_field", field, first["msg"])
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+

@@ -1,0 +1,105 @@
+"""The API's request, response and query schemas (pydantic), shared by handlers and OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
+
+from exporter.catalog import TIERS
+
+MAX_TEXT = 4000
+MAX_METADATA_BYTES = 4096
+MAX_PAGE = 500
+FEEDBACK_TYPES = ("bug", "feature_request", "general", "survey")
+
+
+class FeedbackIn(BaseModel):
+    """The body of ``POST /api/v1/feedback``. Tier and user come from the API key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    type: Literal[FEEDBACK_TYPES]  # type: ignore[valid-type]
+    rating: int = Field(ge=1, le=5, description="1 (worst) to 5; a bug rated 2 or lower is urgent")
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=r"^[^\x00]*$")] = Field(
+        "", description=f"free text, at most {MAX_TEXT} characters")
+    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], JsonValue] | None = Field(
+        None, max_length=32,
+        description=f"optional context (app version, page...), at most 32 keys and {MAX_METADATA_BYTES} bytes "
+                    "as JSON; no personal data")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value):
+        if value is None:
+            return value
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise ValueError("must not contain NaN or Infinity") from None
+        if len(encoded.encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        return value
+
+
+class FeedbackCreated(BaseModel):
+    id: str
+    created_at: str = Field(description="ISO 8601, UTC")
+    urgent: bool
+
+
+class FeedbackItem(BaseModel):
+    id: str
+    created_at: str = Field(description="ISO 8601, UTC")
+    tier: str
+    type: str
+    rating: int
+    urgent: bool
+    text: str
+    metadata: dict[str, JsonValue] | None
+    user_hash: str | None = Field(description="HMAC of the user id; null for opted-out users")
+
+
+class FeedbackPage(BaseModel):
+    items: list[FeedbackItem]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null at the end")
+
+
+class FeedbackQuery(BaseModel):
+    """Query parameters of ``GET /api/v1/feedback``."""
+
+    model_config = ConfigDict(extra="forbid")
+    tier: Literal[TIERS] | None = None  # type: ignore[valid-type]
+    type: Literal[FEEDBACK_TYPES] | None = None  # type: ignore[valid-type]
+    since: datetime | None = Field(None, description="ISO 8601 (UTC if no offset) or unix seconds")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="page size (JSON only)")
+    cursor: int | None = Field(None, ge=1, le=2**62, description="from next_cursor of the previous page")
+    format: Literal["json", "csv"] = Field("json", description="csv exports every matching row")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code")
+    field: str = Field(description="the offending field, query parameter, header, or 'body'")
+    message: str
+
+
+class RemovedCounts(BaseModel):
+    feedback: int
+    notifications: int = Field(description="pending webhook deliveries of that feedback")
+    activity: int = Field(description="daily per-user activity rows")
+
+
+class UserRemoved(BaseModel):
+    removed: RemovedCounts
+    total: int
+
+
+class OptOutState(BaseModel):
+    opted_out: bool
+
+
+class UserPath(BaseModel):
+    model_config = ConfigDict(strict=True)
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+

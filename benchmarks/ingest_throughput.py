@@ -21,7 +21,7 @@ Variants:
             of json.loads, recording nothing: shows where the exporter's time goes.
   exporter  the real exporter app (create_app): bearer-token check, size limits,
             msgspec validation (per item when one is invalid), dedupe window, everything
-            recorded in bulk from a backlog of accepted events (exporter.ingest.events.EventBacklog,
+            recorded in bulk from a backlog of accepted events (exporter.ingest.backlog.EventBacklog,
             exporter.instrument.deferred): counters, histograms, gauges, hashed per-user activity.
 
 Label sets (``--labels``):
@@ -129,7 +129,7 @@ def serve(variant: str, port: int) -> None:
     from aiohttp import web
 
     if variant in ("bare", "validate"):
-        from exporter.ingest.events import decode_batch
+        from exporter.ingest.decode import decode_batch
 
         async def events(request: web.Request) -> web.Response:
             if variant == "bare":

@@ -15,7 +15,7 @@ from exporter.demo import DEMO_INGEST_TOKEN
 from exporter.instrument.client import EventClient, IngestError
 from exporter.config import Config
 from exporter.demo.traffic import DemoTraffic
-from exporter.ingest.events import QueueLength
+from exporter.ingest.schemas import QueueLength
 from exporter.server.app import create_app
 from tests import support
 from tests.api_helpers import EXAMPLES, INGEST_TOKEN, database, make_config, sample, value

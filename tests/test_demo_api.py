@@ -17,7 +17,6 @@ from exporter.demo.api import DAY, LICENSES, PLANS, REVOKED_LICENSE, DemoApi
 from exporter.demo.traffic import DemoTraffic
 from exporter.demo import DEMO_SECRET
 from exporter.instrument.hashing import Hasher
-from exporter.server.app import create_app
 
 BASE = "/demo/api/v1"
 KEY = {tier: {"X-API-Key": f"demo-{tier}-key"} for tier in TIERS}

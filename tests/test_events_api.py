@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.api.app import INGEST as INGEST_KEY
 from exporter.catalog import EVENT_TYPE
-from exporter.ingest.events import EVENT_TYPES, DedupeWindow
+from exporter.ingest.dedupe import DedupeWindow
+from exporter.ingest.schemas import EVENT_TYPES
 from exporter.server.app import create_app
 from tests.api_helpers import (ADMIN, ADMIN_TOKEN, EXAMPLES, INGEST, OTHER_INGEST_TOKEN, clary_samples, database,
                                make_config, sample, value)

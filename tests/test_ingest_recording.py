@@ -1,6 +1,6 @@
 """The fast ingestion recording path: bulk recording, deferred updates, the backlog, dedupe.
 
-``exporter.ingest.events`` records accepted events in bulk per type
+``exporter.ingest.backlog`` records accepted events in bulk per type
 (``record_all``, later) instead of ``apply`` per event on arrival;
 ``exporter.instrument.deferred`` sums counters and histograms in per-thread tables
 folded in at scrape time; ``EventBacklog`` queues events until ``fold_at``,
@@ -32,8 +32,10 @@ import exporter.instrument.recorder
 from exporter.api.app import INGEST as INGEST_KEY
 from exporter.catalog import spec
 from exporter.instrument.deferred import DeferredUpdates
-from exporter.ingest.events import (EVENT_MODELS, DedupeWindow, Event, EventBatch, LicenseStatus, Session, UserAction,
-                             record_events)
+from exporter.ingest.backlog import record_events
+from exporter.ingest.decode import EventBatch
+from exporter.ingest.dedupe import DedupeWindow
+from exporter.ingest.schemas import EVENT_MODELS, Event, LicenseStatus, Session, UserAction
 from exporter.labels import LabelRejected
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.api.models import FeedbackIn
 from exporter.api.openapi import openapi_document
-from exporter.ingest.events import EVENT_MODELS, EVENT_TYPES, EventBatch
+from exporter.ingest.decode import EventBatch
+from exporter.ingest.schemas import EVENT_MODELS, EVENT_TYPES
 from exporter.server.app import create_app
 from tests import support
 from tests.api_helpers import ADMIN, INGEST, make_config, thread_server

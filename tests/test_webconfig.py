@@ -30,7 +30,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from exporter import demo
 from exporter.server import webconfig
 from exporter.config import Config
-from exporter.server.app import create_app
 from tests import support
 
 USER, PASSWORD = "prometheus", "s3cret-scrape-password"

@@ -43,8 +43,9 @@ from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
 from exporter.api.user_activity import UserActivity
 from exporter.config import Config
-from exporter.ingest.events import (DedupeWindow, EventBacklog, EventBatchResult, InvalidBatch, TooManyEvents,
-                                    decode_batch)
+from exporter.ingest.backlog import EventBacklog
+from exporter.ingest.decode import EventBatchResult, InvalidBatch, TooManyEvents, decode_batch
+from exporter.ingest.dedupe import DedupeWindow
 from exporter.instrument.recorder import Recorder
 from exporter.store.database import Store
 

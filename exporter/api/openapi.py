@@ -9,7 +9,7 @@ from exporter import __version__
 from exporter.api.models import (ErrorBody, FeedbackCreated, FeedbackIn, FeedbackPage, FeedbackQuery, OptOutState,
                                  UserPath, UserRemoved)
 from exporter.config import Config
-from exporter.ingest.events import EventBatch, EventBatchResult
+from exporter.ingest.decode import EventBatch, EventBatchResult
 
 PREFIX = "/api/v1"
 
@@ -34,7 +34,7 @@ def openapi_document(config: Config) -> dict:
               (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization")]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top["$defs"]
-    # The event schemas are msgspec structs (exporter.ingest.events).
+    # The event schemas are msgspec structs (exporter.ingest.schemas).
     schemas.update(msgspec.json.schema_components((EventBatch, EventBatchResult),
                                                   ref_template="#/components/schemas/{name}")[1])
     schemas["EventBatch"]["properties"]["events"]["maxItems"] = config.max_batch_items

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from exporter.catalog import ACTION, TIER
-from exporter.ingest.events import DAY
+from exporter.ingest.schemas import DAY
 from exporter.instrument.recorder import Recorder
 
 MAX_PENDING_ACTIVITY = 50_000

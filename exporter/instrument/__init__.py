@@ -53,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    # ruff: noqa: F401 - re-exported names
     from exporter.instrument import multiprocess
     from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, metrics_middleware, route_template
     from exporter.instrument.asgi import MetricsMiddleware, get_identity

@@ -117,7 +117,7 @@ class EventClient:
         return len(self._queue)
 
     async def send(self, event: dict | msgspec.Struct) -> None:
-        """Queue one event (a dict or an ``exporter.ingest.events`` struct); sends a batch once ``batch_size`` are queued."""
+        """Queue one event (a dict or an ``exporter.ingest.schemas`` struct); sends a batch once ``batch_size`` are queued."""
         item = msgspec.to_builtins(event) if isinstance(event, msgspec.Struct) else dict(event)
         item.setdefault("id", str(uuid.uuid4()))
         self._queue.append(item)

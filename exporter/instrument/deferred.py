@@ -173,7 +173,7 @@ class DeferredUpdates:
     """Per-thread running totals for the catalog's counters and histograms; one per :class:`CatalogMetrics`.
 
     Also runs *sources* before every family is collected: callables that
-    record work they held back (``exporter.ingest.events.EventBacklog``), so what
+    record work they held back (``exporter.ingest.backlog.EventBacklog``), so what
     they record is folded in by the same scrape.
     """
 

@@ -22,19 +22,14 @@ Event ``type`` values are the catalog's ``EVENT_TYPE`` label values, less
 from __future__ import annotations
 
 import logging
-import re
-import threading
-from itertools import chain, repeat
-from collections.abc import Callable, Iterable
-from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
+from collections.abc import Iterable
+from itertools import repeat
+from typing import Annotated, ClassVar, Literal, Protocol, Union
 
-import msgspec
-import pydantic_core
 from msgspec import Meta, Struct
 
-from exporter.catalog import EVENT_TYPE, METHODS
+from exporter.catalog import METHODS
 from exporter.instrument.deferred import count_elements, group_values
-from exporter.labels import LabelRejected
 from exporter.instrument.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -85,7 +80,7 @@ class _TrackEveryone:
 TRACK_EVERYONE: UserTracking = _TrackEveryone()
 
 
-class _Event(Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True,
+class EventBase(Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True,
              gc=False):
     """Fields every event has. ``type`` (the tag) is set per subclass.
 
@@ -116,7 +111,7 @@ class _Event(Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, 
         raise NotImplementedError
 
 
-class DocumentProcessed(_Event, tag="document_processed", kw_only=True):
+class DocumentProcessed(EventBase, tag="document_processed", kw_only=True):
     """A document finished processing; its features count as used with the same outcome."""
 
     tier: Tier
@@ -149,7 +144,7 @@ class DocumentProcessed(_Event, tag="document_processed", kw_only=True):
             rec.add_each("clary_feature_uses_total", uses, amounts)
 
 
-class FeatureUsed(_Event, tag="feature_used", kw_only=True):
+class FeatureUsed(EventBase, tag="feature_used", kw_only=True):
     """A feature ran, successfully or not."""
 
     tier: Tier
@@ -164,7 +159,7 @@ class FeatureUsed(_Event, tag="feature_used", kw_only=True):
         rec.count_each("clary_feature_uses_total", [(e.tier, e.feature, e.outcome) for e in events])
 
 
-class FeatureBlocked(_Event, tag="feature_blocked", kw_only=True):
+class FeatureBlocked(EventBase, tag="feature_blocked", kw_only=True):
     """A feature refused because the caller's tier lacks it (upgrade potential)."""
 
     tier: Tier
@@ -178,7 +173,7 @@ class FeatureBlocked(_Event, tag="feature_blocked", kw_only=True):
         rec.count_each("clary_feature_blocked_total", [(e.tier, e.feature) for e in events])
 
 
-class QuotaExceeded(_Event, tag="quota_exceeded", kw_only=True):
+class QuotaExceeded(EventBase, tag="quota_exceeded", kw_only=True):
     """A request refused because the tier's limit ran out."""
 
     tier: Tier
@@ -192,7 +187,7 @@ class QuotaExceeded(_Event, tag="quota_exceeded", kw_only=True):
         rec.count_each("clary_quota_exceeded_total", [(e.tier, e.limit) for e in events])
 
 
-class TemplateUsed(_Event, tag="template_used", kw_only=True):
+class TemplateUsed(EventBase, tag="template_used", kw_only=True):
     """An extraction template was used."""
 
     tier: Tier
@@ -206,7 +201,7 @@ class TemplateUsed(_Event, tag="template_used", kw_only=True):
         rec.count_each("clary_template_uses_total", [(e.tier, e.kind) for e in events])
 
 
-class ApiCall(_Event, tag="api_call", kw_only=True):
+class ApiCall(EventBase, tag="api_call", kw_only=True):
     """One API request served by a component that is not instrumented in-process."""
 
     tier: Tier
@@ -225,7 +220,7 @@ class ApiCall(_Event, tag="api_call", kw_only=True):
                          [e.duration_seconds for e in events])
 
 
-class Inference(_Event, tag="inference", kw_only=True):
+class Inference(EventBase, tag="inference", kw_only=True):
     """One model inference."""
 
     tier: Tier
@@ -243,7 +238,7 @@ class Inference(_Event, tag="inference", kw_only=True):
                          [e.duration_seconds for e in events])
 
 
-class ModelLoad(_Event, tag="model_load", kw_only=True):
+class ModelLoad(EventBase, tag="model_load", kw_only=True):
     """A model finished loading."""
 
     model: Name
@@ -260,7 +255,7 @@ class ModelLoad(_Event, tag="model_load", kw_only=True):
         rec.set_each("clary_model_memory_bytes", models, [e.memory_bytes for e in events])
 
 
-class QueueLength(_Event, tag="queue_length", kw_only=True):
+class QueueLength(EventBase, tag="queue_length", kw_only=True):
     """Jobs currently waiting in a queue."""
 
     queue: Name
@@ -274,7 +269,7 @@ class QueueLength(_Event, tag="queue_length", kw_only=True):
         rec.set_each("clary_queue_length", [(e.queue,) for e in events], [e.length for e in events])
 
 
-class LlmCall(_Event, tag="llm_call", kw_only=True):
+class LlmCall(EventBase, tag="llm_call", kw_only=True):
     """One cloud-LLM call."""
 
     tier: Tier
@@ -304,7 +299,7 @@ class LlmCall(_Event, tag="llm_call", kw_only=True):
             rec.add_each("clary_llm_tokens_total", [(*key, direction) for key in sums], sums.values())
 
 
-class LicenseValidation(_Event, tag="license_validation", kw_only=True):
+class LicenseValidation(EventBase, tag="license_validation", kw_only=True):
     """A license check and its result."""
 
     tier: Tier
@@ -324,7 +319,7 @@ class LicenseValidation(_Event, tag="license_validation", kw_only=True):
             rec.license_active(tier, license_key)
 
 
-class LicenseStatus(_Event, tag="license_status", kw_only=True):
+class LicenseStatus(EventBase, tag="license_status", kw_only=True):
     """Expiry and usage against limits of one license (compliance = usage / limit)."""
 
     tier: Tier
@@ -352,7 +347,7 @@ class LicenseStatus(_Event, tag="license_status", kw_only=True):
             rec.license_status(e.tier, e.license_key, e.expires_at, e.usage, e.limits)
 
 
-class UserAction(_Event, tag="user_action", kw_only=True):
+class UserAction(EventBase, tag="user_action", kw_only=True):
     """A user did something (login, upload...)."""
 
     tier: Tier
@@ -369,7 +364,7 @@ class UserAction(_Event, tag="user_action", kw_only=True):
         rec.count_each("clary_user_actions_total", [(e.tier, e.action) for e in events])
 
 
-class Session(_Event, tag="session", kw_only=True):
+class Session(EventBase, tag="session", kw_only=True):
     """A finished user session."""
 
     tier: Tier
@@ -395,7 +390,7 @@ def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[st
     rec.users_seen(users.track_all(counts))
 
 
-EVENT_MODELS: tuple[type[_Event], ...] = (
+EVENT_MODELS: tuple[type[EventBase], ...] = (
     DocumentProcessed, FeatureUsed, FeatureBlocked, QuotaExceeded, TemplateUsed, ApiCall, Inference,
     ModelLoad, QueueLength, LlmCall, LicenseValidation, LicenseStatus, UserAction, Session,
 )
@@ -403,328 +398,3 @@ for _model in EVENT_MODELS:
     _model.type = _model.__struct_config__.tag  # event.type, as recorded in clary_exporter_events_total
 EVENT_TYPES: tuple[str, ...] = tuple(m.type for m in EVENT_MODELS)
 Event = Union[EVENT_MODELS]  # type: ignore[valid-type]
-FEEDBACK_EVENT_REASON = "feedback is submitted with POST /api/v1/feedback, not as an event"
-
-
-class EventBatch(Struct, forbid_unknown_fields=True):
-    """The body of ``POST /api/v1/events``."""
-
-    events: Annotated[list[Event], Meta(description="events, each with its own type; at most max_batch_items")]
-
-
-class _Envelope(Struct, forbid_unknown_fields=True):
-    """``EventBatch`` with its items left undecoded: tells envelope errors from item errors."""
-
-    events: list[Any]
-
-
-class ItemError(Struct):
-    index: Annotated[int, Meta(description="position of the rejected event in the batch")]
-    type: Annotated[str, Meta(description="the event's type as recorded in clary_exporter_events_total")]
-    field: Annotated[str, Meta(description="the offending field, dotted (e.g. usage.documents); 'type' for a bad type")]
-    reason: str
-
-
-class EventBatchResult(Struct):
-    accepted: Annotated[int, Meta(description="events recorded")]
-    rejected: Annotated[int, Meta(description="events refused (see errors); nothing of them was recorded")]
-    duplicates: Annotated[int, Meta(description="events whose id was already accepted; skipped, not counted twice")]
-    errors: list[ItemError]
-
-
-# --- validation errors ------------------------------------------------------------------------------
-
-class InvalidBatch(ValueError):
-    """The body as a whole is unusable (400): ``field`` names where, ``reason`` says why."""
-
-    def __init__(self, error: str, field: str, reason: str):
-        super().__init__(reason)
-        self.error = error
-        self.field = field
-        self.reason = reason
-
-
-_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
-_NAMED = re.compile(r"field `([^`]+)`")
-
-
-def error_location(exc: msgspec.ValidationError) -> tuple[str, list[str]]:
-    """msgspec's message split into its reason and the path it points at.
-
-    msgspec reports ``"Expected `int`, got `str` - at `$.events[3].code`"``;
-    for a missing or unknown field the field is named in the reason instead,
-    and becomes the path's last part.
-    """
-    match = _AT.match(str(exc))
-    reason, path = match.group("reason"), match.group("path") or ""
-    parts = [m.group(1) or m.group(2) or "..." for m in _PATH_PART.finditer(path)]
-    named = _NAMED.search(reason)
-    if named and ("missing required field" in reason or "unknown field" in reason):
-        parts.append(named.group(1))
-    return reason, parts
-
-
-def _type_label(item: Any) -> str:
-    raw = item.get("type") if isinstance(item, dict) else None
-    return raw if isinstance(raw, str) and raw in EVENT_TYPE.values else "other"
-
-
-def item_error(index: int, item: Any, exc: msgspec.ValidationError) -> ItemError:
-    """One rejected item, from msgspec's error about it."""
-    reason, parts = error_location(exc)
-    if "..." in parts:
-        parts = _name_dict_key(item, parts)
-    kind = _type_label(item)
-    tag = item.get("type") if isinstance(item, dict) else None
-    if parts == ["type"] and isinstance(item, dict):
-        reason = FEEDBACK_EVENT_REASON if tag == "feedback" else (
-            f"unknown event type; expected one of: {', '.join(EVENT_TYPES)}" if "type" in item
-            else "missing event type")
-    elif parts == ["route"] and "matching regex" in reason:
-        reason = ROUTE_REASON
-    return ItemError(index=index, type=kind, field=".".join(parts) or "event", reason=reason)
-
-
-def _name_dict_key(item: dict, parts: list[str]) -> list[str]:
-    """``usage....`` as ``usage.documents``: msgspec does not say which key of a map failed.
-
-    The event is validated again with the map cut down to one entry at a
-    time; the first entry that fails on its own is the one. (Error path only.)
-    """
-    cut = parts.index("...")
-    if cut != 1 or not isinstance(item, dict) or not isinstance(item.get(parts[0]), dict):
-        return parts[:cut]
-    for key, value in item[parts[0]].items():
-        try:
-            msgspec.convert({**item, parts[0]: {key: value}}, Event)
-        except msgspec.ValidationError:
-            return [parts[0], str(key), *parts[cut + 1:]]
-    return parts[:cut]
-
-
-_BATCH = msgspec.json.Decoder(EventBatch)
-
-
-def decode_batch(body: bytes, max_items: int) -> tuple[list[_Event], list[ItemError]]:
-    """The valid events of a batch, in order, and an error (with its position) per invalid one.
-
-    The common case, a batch without errors, is one msgspec pass. Otherwise
-    the envelope is checked (``InvalidBatch`` for what makes the whole body
-    unusable, ``TooManyEvents`` past ``max_items``) and each item validated
-    on its own, so valid items are kept and every invalid one is named.
-    """
-    try:
-        events = _BATCH.decode(body).events
-    except msgspec.DecodeError:  # a ValidationError too; NaN is a DecodeError here
-        pass
-    else:
-        if len(events) > max_items:
-            raise TooManyEvents(len(events))
-        return events, []
-    items = _envelope(body)
-    if len(items) > max_items:
-        raise TooManyEvents(len(items))
-    valid: list[_Event] = []
-    errors: list[ItemError] = []
-    for index, item in enumerate(items):
-        try:
-            valid.append(msgspec.convert(item, Event))
-        except msgspec.ValidationError as exc:
-            errors.append(item_error(index, item, exc))
-    return valid, errors
-
-
-class TooManyEvents(ValueError):
-    """More items than ``max_batch_items`` (413; nothing recorded)."""
-
-    def __init__(self, count: int):
-        super().__init__(count)
-        self.count = count
-
-
-def _envelope(body: bytes) -> list[Any]:
-    """The batch's raw items, or ``InvalidBatch`` naming what is wrong with the body.
-
-    Parsed leniently (NaN and Infinity are numbers here) so that such a value
-    rejects its item, not the batch; a lone surrogate or broken JSON is a 400.
-    """
-    try:
-        raw = pydantic_core.from_json(body)
-    except ValueError as exc:
-        raise InvalidBatch("malformed_json", "body", f"Invalid JSON: {exc}") from None
-    try:
-        return msgspec.convert(raw, _Envelope).events
-    except msgspec.ValidationError as exc:
-        reason, parts = error_location(exc)
-        raise InvalidBatch("invalid_field", ".".join(parts) or "body", reason) from None
-
-
-class DedupeWindow:
-    """Ids of recently accepted events, in bounded memory.
-
-    Two generations of id sets: new ids go into the current one; when it
-    holds ``max_ids / 2`` ids, or is ``ttl / 2`` seconds old (checked by
-    ``tick``, once per batch), it becomes the previous generation and the
-    old previous one is forgotten. So an accepted id is remembered for at
-    least the next ``max_ids / 2`` ids or ``ttl / 2`` seconds, whichever
-    comes first, and memory never holds more than ``max_ids`` ids, whatever
-    the traffic. A retried batch arrives within seconds: well inside.
-    Membership and insertion are set operations (no per-id bookkeeping),
-    because this runs for every event.
-    """
-
-    def __init__(self, max_ids: int = 100_000, ttl: float = 3600.0, clock: Callable[[], float] | None = None):
-        import time
-
-        self.max_ids = max_ids
-        self.ttl = ttl
-        self._clock = clock or time.monotonic
-        self._half = max(1, max_ids // 2)
-        self._current: set[str] = set()
-        self._previous: set[str] = set()
-        self._since = self._clock()
-
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._current or event_id in self._previous
-
-    def admit(self, events: list[_Event]) -> tuple[list[_Event], int]:
-        """The events whose id is new or absent (their ids remembered from now on), and how many were not.
-
-        A batch in one call, in C set operations when every id is new.
-        """
-        current, previous = self._current, self._previous
-        ids = [event.id for event in events]  # a list, not a set: building a set of them cost more than the checks
-        if previous.isdisjoint(ids) and current.isdisjoint(ids):
-            # The usual batch: all new ids. Added at once; kept if they were distinct, none was None
-            # and the generation did not pass its size (one by one would have rotated inside the batch).
-            size = len(current)
-            current.update(ids)
-            if len(current) - size == len(ids) and len(current) <= self._half and None not in current:
-                if len(current) == self._half:
-                    self._rotate()
-                return events, 0
-            current.difference_update(ids)  # undone: none of them was in it before
-        fresh: list[_Event] = []
-        duplicates = 0
-        for event in events:  # otherwise id by id, as add() rotates
-            event_id = event.id
-            if event_id is not None:
-                if event_id in self:
-                    duplicates += 1
-                    continue
-                self.add(event_id)
-            fresh.append(event)
-        return fresh, duplicates
-
-    def add(self, event_id: str) -> None:
-        current = self._current
-        current.add(event_id)
-        if len(current) >= self._half:
-            self._rotate()
-
-    def tick(self) -> None:
-        """Rotate by age; called once per batch rather than per id."""
-        if self._clock() - self._since >= self.ttl / 2:
-            self._rotate()
-            if self._clock() - self._since >= self.ttl / 2:  # pragma: no cover - clock jumped
-                self._rotate()
-
-    def _rotate(self) -> None:
-        self._previous = self._current
-        self._current = set()
-        self._since = self._clock()
-
-
-# Accepted events held back before they are recorded in bulk: enough that recording costs
-# little per event, few enough that the events are still in the CPU's cache when it runs
-# (measured: 2,048 records a batch of 100 in ~20 % less time than 4,096; 512 costs more again).
-FOLD_AT = 2048
-
-
-def by_type(events: Iterable[_Event]) -> dict[type[_Event], list[_Event]]:
-    """Events grouped by type, each group in arrival order."""
-    grouped: dict[type[_Event], list[_Event]] = {}
-    for event in events:
-        try:
-            grouped[type(event)].append(event)
-        except KeyError:
-            grouped[type(event)] = [event]
-    return grouped
-
-
-def record_events(events: Iterable[_Event], rec: Recorder, users: UserTracking) -> None:
-    """Record accepted events in bulk per type, and count them accepted, through one recorder batch."""
-    batch = rec.batch()
-    for event_type, group in by_type(events).items():
-        try:
-            event_type.record_all(group, batch, users)
-        except LabelRejected as exc:  # pragma: no cover - the schemas admit no value the guard rejects
-            log.error("%d %s events not recorded: %s", len(group), event_type.type, exc)
-            continue
-        batch.event(event_type.type, "accepted", len(group))
-    batch.commit()
-
-
-class EventBacklog:
-    """Accepted events waiting to be recorded in bulk.
-
-    Recording costs mostly per call rather than per event: ``record_all``
-    over thousands of events of one type costs a fraction of what it costs
-    over the handful one request carries. So accepted events queue here and
-    are recorded, all of them, once ``fold_at`` have accumulated, or before
-    anything that must see them: before any catalog family is collected (a
-    scrape includes every event accepted before it), before a direct gauge
-    ``set`` (which must win over older ingested values), and before
-    whatever changes per-user state (opt-out, opt-in, deletion, the activity
-    flush: ``IngestApi`` calls :meth:`fold`). Where the recorder cannot run
-    code before a scrape (multiprocess mode) events are recorded at once.
-    """
-
-    def __init__(self, recorder: Recorder, users: UserTracking, fold_at: int = FOLD_AT):
-        self._recorder = recorder
-        self._users = users
-        self.fold_at = fold_at
-        self._lock = threading.Lock()  # the queue
-        self._folding = threading.RLock()  # held from taking the queue until it is recorded
-        self._in_progress = 0  # folds holding _folding
-        self._pending: list[list[_Event]] = []
-        self._count = 0
-        self.deferring = recorder.before_collect(self.fold)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, events: list[_Event]) -> None:
-        """Take accepted events, in arrival order (the list becomes the backlog's)."""
-        if not self.deferring:
-            record_events(events, self._recorder, self._users)
-            return
-        with self._lock:
-            self._pending.append(events)
-            self._count += len(events)
-            due = self._count >= self.fold_at
-        if due:
-            self.fold()
-
-    def fold(self) -> None:
-        """Record everything queued (thread-safe; a few attribute reads when nothing is).
-
-        Returns only once everything queued before the call is recorded, even
-        when another thread is recording it: a scrape waits for a fold in
-        progress rather than miss what it records.
-        """
-        if not self._count and not self._in_progress:
-            return
-        with self._folding:
-            self._in_progress += 1
-            try:
-                with self._lock:
-                    pending, self._pending, self._count = self._pending, [], 0
-                if pending:
-                    record_events(chain.from_iterable(pending), self._recorder, self._users)
-            finally:
-                self._in_progress -= 1

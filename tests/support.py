@@ -160,3 +160,15 @@ def prometheus(targets: list[str], rule_files: list[Path] = (), scrape_interval:
         url = f"http://{LOOPBACK}:{port}"
         with running(cmd, f"{url}/-/ready", log_path=workdir / "prometheus.log"):
             yield Prometheus(url, workdir)
+
+
+def gpu_present() -> bool:
+    """Whether NVML finds a GPU here (the hardware families are only expected then)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return True
+    except Exception:
+        return False

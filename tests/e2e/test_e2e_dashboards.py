@@ -14,7 +14,7 @@ import pytest
 
 from dashboards.queries import all_queries, substitute
 from exporter.catalog import CATALOG, HARDWARE_GROUPS
-from tests.test_e2e_demo import _gpu_present
+from tests import support
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def _queries():
 def test_every_panel_query_returns_data_from_the_demo(demo_stack):
     queries = _queries()
     assert len(queries) > 100
-    gpu = _gpu_present()
+    gpu = support.gpu_present()
 
     def empty():
         missing = []

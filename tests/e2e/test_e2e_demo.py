@@ -12,15 +12,7 @@ from tests import support
 pytestmark = pytest.mark.e2e
 
 
-def _gpu_present() -> bool:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        pynvml.nvmlShutdown()
-        return True
-    except Exception:
-        return False
+_gpu_present = support.gpu_present
 
 
 def _expected_families() -> set[str]:

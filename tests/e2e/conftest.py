@@ -1,0 +1,47 @@
+"""Fixtures of the end-to-end tests. ``demo_stack`` is the real thing: the demo
+exporter as a subprocess on a free loopback port, scraped every second by a
+real Prometheus binary. Session-scoped, so every end-to-end test (catalog,
+dashboards, scale profile) shares one stack.
+
+Every test here is marked ``e2e`` (``-m "not e2e"`` leaves them out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import support
+
+# Demo traffic stops by itself: long enough for the whole session, bounded anyway.
+DEMO_DURATION_SECONDS = 600
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class DemoStack:
+    exporter_url: str
+    exporter_target: str
+    prometheus: support.Prometheus
+
+
+@pytest.fixture(scope="session")
+def demo_stack(tmp_path_factory):
+    port = support.free_port()
+    log_path = tmp_path_factory.mktemp("demo") / "exporter.log"
+    target = f"{support.LOOPBACK}:{port}"
+    with support.exporter(port, "--demo", "--demo-duration", str(DEMO_DURATION_SECONDS), log_path=log_path):
+        with support.prometheus([target]) as prom:
+            support.wait_until(
+                lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, what="first scrape"
+            )
+            yield DemoStack(f"http://{target}", target, prom)

@@ -172,3 +172,70 @@ def gpu_present() -> bool:
         return True
     except Exception:
         return False
+
+
+# --- more than one process at a time ---------------------------------------------
+#
+# Prometheus hands discovered targets (static_configs too) to its scrape and
+# notifier managers at most every 5 s, so nothing is scraped, and no alert
+# reaches an Alertmanager, until about 5 s after it started; no flag shortens
+# that in 2.42. Tests that need several processes therefore start every
+# Prometheus first (ports are known up front), then what it scrapes, and let
+# those waits overlap instead of adding up.
+
+
+@contextlib.contextmanager
+def prometheus_from(config: dict, workdir: Path, *flags: str) -> Iterator[Prometheus]:
+    """A real Prometheus running ``config`` exactly as given (written to
+    ``workdir/prometheus.yml``), with extra command-line ``flags``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    cmd = [
+        binary("prometheus"),
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        *flags,
+    ]
+    with running(cmd, f"{url}/-/ready", log_path=workdir / "prometheus.log"):
+        yield Prometheus(url, workdir)
+
+
+@contextlib.contextmanager
+def alertmanager(config: dict, workdir: Path, port: int | None = None) -> Iterator[str]:
+    """A real Alertmanager (no clustering) running ``config``; yields its URL."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = port or free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    cmd = [
+        binary("alertmanager", "prometheus-alertmanager"),
+        f"--config.file={workdir / 'alertmanager.yml'}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--cluster.listen-address=",
+    ]
+    with running(cmd, f"{url}/-/ready", log_path=workdir / "alertmanager.log"):
+        yield url
+
+
+import re  # appended helpers; the imports above are left as they are
+
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
+                      "y": 31_536_000_000}
+_DURATION = re.compile(r"(\d+)(ms|[smhdwy])")
+
+
+def duration_ms(text: str) -> int:
+    """A Prometheus/Alertmanager duration ("1h30m", "10s", "0s", "500ms") in milliseconds."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _DURATION_UNITS_MS[u] for n, u in parts)
+
+
+def scaled_duration(text: str, factor: float) -> str:
+    """``text`` divided by ``factor``, as a duration both Prometheus and Alertmanager parse."""
+    return f"{round(duration_ms(text) / factor)}ms"

@@ -28,7 +28,7 @@ from prometheus_client import values as prometheus_values
 
 import exporter.instrument.deferred
 from exporter.instrument import _compat
-import exporter.instrument.recorder
+import exporter.instrument.recorder_core
 from exporter.api.app import INGEST as INGEST_KEY
 from exporter.catalog import spec
 from exporter.instrument.deferred import DeferredUpdates
@@ -65,7 +65,7 @@ def new_recorder(**kwargs) -> tuple[CollectorRegistry, Recorder]:
 def no_deferral_recorder(monkeypatch) -> tuple[CollectorRegistry, Recorder]:
     """A recorder built as in multiprocess mode: batches record counters and histograms directly."""
     with monkeypatch.context() as patch:
-        patch.setattr(exporter.instrument.recorder, "deferred_available", lambda: False)
+        patch.setattr(exporter.instrument.recorder_core, "deferred_available", lambda: False)
         registry, rec = new_recorder()
     assert rec._deferred is None
     return registry, rec
@@ -983,7 +983,7 @@ def test_without_before_collect_nothing_is_queued(tmp_path, monkeypatch, how):
     if how == "no collect hook":
         monkeypatch.setattr(Recorder, "before_collect", lambda self, source: False)
     else:  # multiprocess mode: no per-thread tables either
-        monkeypatch.setattr(exporter.instrument.recorder, "deferred_available", lambda: False)
+        monkeypatch.setattr(exporter.instrument.recorder_core, "deferred_available", lambda: False)
     api, registry = make_api(tmp_path)
     assert api.backlog.deferring is False
     api.ingest(body(FEATURE_USED, FEATURE_USED, {"type": "queue_length", "queue": "ocr", "length": 3}))

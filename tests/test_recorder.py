@@ -413,7 +413,7 @@ async def test_time_inference_async_with_and_async_decorator(registry, rec):
 
 
 def test_time_inference_sync_decorator_times_each_call_separately(registry, rec, monkeypatch):
-    import exporter.instrument.recorder as recorder_module
+    import exporter.instrument.timing as recorder_module
 
     ticks = iter([10.0, 10.5, 20.0, 22.0])
     monkeypatch.setattr(recorder_module.time, "perf_counter", lambda: next(ticks))

@@ -17,239 +17,23 @@ and never get session state.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import secrets
-import threading
-import time
 from bisect import bisect_left
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from collections.abc import Iterable, Mapping
+from typing import overload
 
-from prometheus_client import CollectorRegistry
 
-from exporter.instrument.sketches import ActiveLicenses, ActiveUsers
-from exporter.catalog import TIER
 from exporter.instrument import _compat
-from exporter.instrument.deferred import DeferredUpdates, count_elements, group_values, kept_pairs
-from exporter.instrument.deferred import available as deferred_available
-from exporter.instrument.metrics import CatalogMetrics
-from exporter.instrument.hashing import Hasher
+from exporter.instrument.recorder_core import DIGEST_CACHE_LIMIT, RecorderCore
+from exporter.instrument.timing import Timed
 
 URGENT_RATING = 2
 # Bounds on the hot-path caches (raw values -> prepared objects); past them lookups still work.
 HTTP_SERIES_CACHE_LIMIT = 10_000
-DIGEST_CACHE_LIMIT = 10_000
-# Open sessions tracked at once, and how long an open session is remembered.
-MAX_SESSIONS = 100_000
-SESSION_MAX_AGE = 24 * 3600.0
-
-OptOut = Callable[[str], bool]
-"""Called with an HMAC-hashed user id; True when the user opted out of per-user state."""
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Timed:
-    """Times one block or every call of a function; sync or async.
-
-    Use it as ``with``, ``async with``, or decorate a sync or async function
-    (each call is timed separately). An exception (re-raised) or a call to
-    :meth:`fail` makes the outcome ``"failure"``; otherwise ``"success"``.
-    """
-
-    __slots__ = ("_finish", "_start", "value")
-
-    def __init__(self, finish: Callable[[str, float], None]):
-        self._finish = finish
-        self._start = 0.0
-        self.value = "success"
-
-    @property
-    def outcome(self) -> str:
-        return self.value
-
-    def fail(self) -> None:
-        """Mark a soft failure (no exception, but the work did not succeed)."""
-        self.value = "failure"
-
-    def __enter__(self) -> Timed:
-        self.value = "success"
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self.value = "failure"
-        self._finish(self.value, time.perf_counter() - self._start)
-        return False
-
-    async def __aenter__(self) -> Timed:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type, exc, tb) -> bool:
-        return self.__exit__(exc_type, exc, tb)
-
-    def __call__(self, func: F) -> F:
-        finish = self._finish
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def timed_async(*args, **kwargs):
-                with Timed(finish):
-                    return await func(*args, **kwargs)
-
-            return timed_async  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def timed(*args, **kwargs):
-            with Timed(finish):
-                return func(*args, **kwargs)
-
-        return timed  # type: ignore[return-value]
-
-
-_Outcome = Timed  # the name older code imported
-
-
-class Recorder:
-    """Typed entry points onto the catalog metrics.
-
-    Args:
-        registry: where the catalog's metric objects are registered.
-        hasher: HMAC for user ids, license keys and session ids.
-        allow_lists: replacements for configurable label allow-lists.
-        is_opted_out: per-user opt-out check on the HMAC-hashed user id
-            (default: nobody opted out). Called on every per-user event, so
-            it must be cheap (a set lookup); its answer is not cached.
-        clock: monotonic clock for session durations (tests pass a fake).
-        max_sessions: open sessions tracked at once; the oldest is
-            forgotten past it.
-    """
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        hasher: Hasher,
-        allow_lists: Mapping[str, Iterable[str]] | None = None,
-        *,
-        is_opted_out: OptOut | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        max_sessions: int = MAX_SESSIONS,
-    ):
-        self.metrics = CatalogMetrics(registry, allow_lists)
-        # Where batches sum counters and histograms; None where they must record directly (multiprocess).
-        self._deferred = DeferredUpdates(self.metrics) if deferred_available() else None
-        self.hasher = hasher
-        self.active_users = ActiveUsers()
-        self.active_licenses = ActiveLicenses()
-        registry.register(self.active_users)
-        registry.register(self.active_licenses)
-        self._child = self.metrics.child
-        self.is_opted_out = is_opted_out
-        self._clock = clock
-        self._max_sessions = max_sessions
-        self._sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._sessions_lock = threading.Lock()
-        self._http: dict[tuple, tuple] = {}
-        self._digests: dict[str, str] = {}
-        self._license_ids: dict[str, str] = {}
-        self._tiers: dict[object, str] = {}
-        self._held_back: list[Callable[[], None]] = []  # before_collect sources
-
-    def _tier(self, tier: str) -> str:
-        found = self._tiers.get(tier)
-        if found is None:
-            found = self.metrics.guard.value(TIER, tier)
-            if len(self._tiers) < 1000:
-                self._tiers[tier] = found
-        return found
-
-    # The three ways a method touches a metric: through here, so a batch can sum them.
-    def _inc(self, name: str, labels: tuple, amount: float = 1) -> None:
-        self._child(name, *labels).inc(amount)
-
-    def _observe(self, name: str, labels: tuple, value: float) -> None:
-        self._child(name, *labels).observe(value)
-
-    def _set(self, name: str, labels: tuple, value: float) -> None:
-        for source in self._held_back:  # what arrived before this set is recorded first: this value wins
-            source()
-        self._child(name, *labels).set(value)
-
-    def count_each(self, name: str, labels: Iterable[tuple]) -> None:
-        """Increment counter ``name`` once per label tuple of ``labels`` (raw values, as the methods take).
-
-        The bulk form the ingestion API records whole event batches with;
-        one update per distinct tuple.
-        """
-        counts: dict[tuple, int] = {}
-        count_elements(counts, labels)
-        for key, count in counts.items():
-            self._inc(name, key, count)
-
-    def add_each(self, name: str, labels: Iterable[tuple], amounts: Iterable[float]) -> None:
-        """Add each amount to counter ``name`` under the label tuple beside it (summed per tuple first)."""
-        for key, group in group_values(labels, amounts, bool).items():
-            self._inc(name, key, sum(group))
-
-    def set_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
-        """Set gauge ``name`` under each label tuple to the last value beside it; None is skipped.
-
-        Tuples are set in the order of their last values, so where several
-        fold into one series (``other``) the last value wins there too.
-        """
-        labels, values = kept_pairs(labels, values)
-        last = dict(zip(labels, values))  # the last value per tuple
-        for key in reversed(dict.fromkeys(reversed(labels))):
-            self._set(name, key, last[key])
-
-    def observe_each(self, name: str, labels: Iterable[tuple], values: Iterable[float | None]) -> None:
-        """Observe each value in histogram ``name`` under the label tuple beside it; None is skipped."""
-        for key, value in zip(labels, values):
-            if value is not None:
-                self._observe(name, key, value)
-
-    def before_collect(self, source: Callable[[], None]) -> bool:
-        """Run ``source`` before any catalog family is collected, to record what it held back.
-
-        Also before every direct gauge ``set`` (not a batch's), so that a
-        value set now wins over older values still held back. ``source``
-        must be cheap when it holds nothing. Returns False, registering
-        nothing, where no code runs before a scrape (prometheus_client's
-        multiprocess mode): record at once there.
-        """
-        if self._deferred is None:
-            return False
-        self._deferred.add_source(source)
-        self._held_back.append(source)
-        return True
-
-    def batch(self) -> RecorderBatch:
-        """This recorder for many calls in a row from one thread, at a fraction of the cost per call.
-
-        Same methods, same label checks at call time (``LabelRejected`` is
-        raised by the call, as here); counters and histograms are summed in
-        plain per-thread totals that scrapes fold in (:mod:`exporter.instrument.deferred`),
-        gauges are set at ``commit()``. The ingestion API records each event
-        batch this way. Everything else (user sketches, sessions, caches) is
-        this recorder's own state.
-        """
-        return RecorderBatch(self)
-
-    def _license_id(self, license_key: str) -> str:
-        found = self._license_ids.get(license_key)
-        if found is None:
-            found = self.hasher.license_id(license_key)
-            if len(self._license_ids) >= DIGEST_CACHE_LIMIT:
-                self._license_ids.clear()
-            self._license_ids[license_key] = found
-        return found
-
-    def opted_out(self, user_id: str) -> bool:
-        """Whether ``user_id`` (raw) opted out, according to the ``is_opted_out`` hook."""
-        return self.is_opted_out is not None and bool(self.is_opted_out(self.hasher.digest(user_id)))
+class Recorder(RecorderCore):
+    """Typed entry points onto the catalog metrics (arguments: :class:`RecorderCore`)."""
 
     # --- API traffic ------------------------------------------------------
 
@@ -521,18 +305,8 @@ class Recorder:
             if self._hashed_user(user_id) is None:
                 return token
             self.user_seen(tier, user_id)
-        now = self._clock()
-        with self._sessions_lock:
-            self._sessions[token] = (self._tier(tier), now)
-            self._expire_sessions(now)
+        self._sessions.start(token, self._tier(tier))
         return token
-
-    def _expire_sessions(self, now: float) -> None:
-        sessions = self._sessions
-        while len(sessions) > self._max_sessions:
-            sessions.popitem(last=False)
-        while sessions and next(iter(sessions.values()))[1] < now - SESSION_MAX_AGE:
-            sessions.popitem(last=False)
 
     @property
     def open_sessions(self) -> int:
@@ -557,14 +331,10 @@ class Recorder:
         if duration is not None:
             self._observe("clary_session_duration_seconds", (tier_or_token,), duration)
             return duration
-        now = self._clock()
-        with self._sessions_lock:
-            found = self._sessions.pop(tier_or_token, None)
-            self._expire_sessions(now)
+        found = self._sessions.end(tier_or_token)
         if found is None:
             return None
-        tier, started = found
-        elapsed = max(0.0, now - started)
+        tier, elapsed = found
         self._observe("clary_session_duration_seconds", (tier,), elapsed)
         return elapsed
 
@@ -573,46 +343,3 @@ class Recorder:
     def event(self, event_type: str, outcome: str, count: int = 1) -> None:
         """``count`` ingested events of one type were accepted or rejected (the exporter's own health)."""
         self._inc("clary_exporter_events_total", (event_type, outcome), count)
-
-
-class RecorderBatch(Recorder):
-    """What :meth:`Recorder.batch` returns: the recorder's methods, with cheaper metric updates.
-
-    Counters and histograms go into this thread's running totals
-    (:mod:`exporter.instrument.deferred`), folded into the metric objects when they are
-    scraped; gauges are set once per series at ``commit()`` (the last value).
-    Shares every other piece of state with its recorder (a shallow copy of
-    it), so a user seen or a session started through the batch is seen by
-    both. Use a batch from the thread that made it; commit it once.
-    """
-
-    def __init__(self, recorder: Recorder):  # shares the recorder's state, builds nothing
-        self.__dict__.update(recorder.__dict__)
-        if recorder._deferred is not None:  # else (multiprocess mode) counters and histograms go straight in
-            table = recorder._deferred.table()
-            self._inc = table.inc
-            self._observe = table.observe
-            self.observe_each = table.observe_each
-        self._gauges: dict[tuple, list] = {}  # (name, labels) -> [child, last value]
-
-    def _set(self, name: str, labels: tuple, value: float) -> None:
-        # Re-inserted on every set: raw labels that fold into one series (``other``) are
-        # set at commit in the order of their last values, so the last value wins there too.
-        slot = self._gauges.pop((name, labels), None)
-        self._gauges[name, labels] = [self._child(name, *labels) if slot is None else slot[0], value]
-
-    def http_request(
-        self, tier: str, method: str, route: str, code: int, duration: float, trace_id: str | None = None
-    ) -> None:
-        """As :meth:`Recorder.http_request`, summed; a traced request goes straight in (exemplar)."""
-        if trace_id is not None:
-            Recorder.http_request(self, tier, method, route, code, duration, trace_id)
-            return
-        self._inc("clary_http_requests_total", (tier, method, route, code))
-        self._observe("clary_http_request_duration_seconds", (tier, method, route), duration)
-
-    def commit(self) -> None:
-        """Set the gauges (counters and histograms need nothing: scrapes fold them in)."""
-        gauges, self._gauges = self._gauges, {}
-        for child, value in gauges.values():
-            child.set(value)

@@ -39,9 +39,9 @@ def demo_stack(tmp_path_factory):
     port = support.free_port()
     log_path = tmp_path_factory.mktemp("demo") / "exporter.log"
     target = f"{support.LOOPBACK}:{port}"
-    with support.exporter(port, "--demo", "--demo-duration", str(DEMO_DURATION_SECONDS), log_path=log_path):
-        with support.prometheus([target]) as prom:
-            support.wait_until(
-                lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, what="first scrape"
-            )
-            yield DemoStack(f"http://{target}", target, prom)
+    # Prometheus first: its ~5 s until the first scrape (see support) overlaps the exporter's start-up.
+    with support.prometheus([target]) as prom, \
+            support.exporter(port, "--demo", "--demo-duration", str(DEMO_DURATION_SECONDS), log_path=log_path):
+        support.wait_until(lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, interval=0.1,
+                           what="first scrape")
+        yield DemoStack(f"http://{target}", target, prom)

@@ -19,9 +19,11 @@ relabelling to targets carrying the pod metadata Kubernetes SD would attach.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,13 @@ def test_stack_layout_swaps_only_addresses(tmp_path: Path):
 
 
 # --- the scale profile with real processes ------------------------------------
+#
+# One module fixture starts every Prometheus of this section at once, then the
+# second replica: each Prometheus scrapes nothing for its first ~5 s (see
+# tests/support.py), and those waits overlap instead of adding up. Each test
+# then waits, bounded and polling, only for what it asserts.
+
+REMOTE_WRITE_EXAMPLES = ["remote-write-mimir.yml", "remote-write-thanos.yml", "remote-write-victoriametrics.yml"]
 
 
 def _run_prometheus(config: dict, workdir: Path, targets: list[dict] | None = None):
@@ -146,12 +155,7 @@ def _run_prometheus(config: dict, workdir: Path, targets: list[dict] | None = No
     if targets is not None:
         (workdir / "targets").mkdir()
         (workdir / "targets" / "clary-exporter-test.yml").write_text(yaml.safe_dump(targets))
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = support.free_port()
-    url = f"http://{support.LOOPBACK}:{port}"
-    cmd = [support.binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-           f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address={support.LOOPBACK}:{port}"]
-    return support.running(cmd, f"{url}/-/ready", log_path=workdir / "prometheus.log"), support.Prometheus(url, workdir)
+    return support.prometheus_from(config, workdir)
 
 
 def _fast(config: dict) -> dict:
@@ -160,89 +164,6 @@ def _fast(config: dict) -> dict:
     config.pop("alerting", None)
     config.pop("remote_write", None)
     return config
-
-
-@pytest.fixture(scope="module")
-def two_replicas(demo_stack, tmp_path_factory):
-    """Two demo exporters: the session's and a second one."""
-    port = support.free_port()
-    log = tmp_path_factory.mktemp("replica") / "exporter.log"
-    with support.exporter(port, "--demo", "--demo-duration", "300", log_path=log):
-        yield [demo_stack.exporter_target, f"{support.LOOPBACK}:{port}"]
-
-
-@pytest.fixture(scope="module")
-def cluster_prometheus(two_replicas, tmp_path_factory):
-    """scale/file-sd.yml: replicas found through file_sd, the bundle's rules."""
-    config = _fast(yaml.safe_load((SCALE_DIR / "file-sd.yml").read_text()))
-    targets = [{"targets": two_replicas, "labels": {"region": "test"}}]
-    ctx, prom = _run_prometheus(config, tmp_path_factory.mktemp("cluster"), targets)
-    with ctx:
-        support.wait_until(lambda: len(prom.query('up{job="clary-exporter"} == 1')) == 2,
-                           timeout=30, what="both replicas up")
-        yield prom
-
-
-def test_file_sd_replicas_aggregate_by_tier(cluster_prometheus, two_replicas):
-    prom = cluster_prometheus
-    up = prom.query('up{job="clary-exporter"}')
-    assert sorted(s["metric"]["instance"] for s in up) == sorted(two_replicas)
-    assert {s["metric"]["region"] for s in up} == {"test"}
-    # The raw counters come from both replicas; the recording rule sums them into one series per tier.
-    series = support.wait_until(
-        lambda: prom.query("tier:clary_http_requests:rate5m > 0"), timeout=30, what="recording rule")
-    tiers = [s["metric"]["tier"] for s in series]
-    assert len(tiers) == len(set(tiers)) and {"lite", "standard", "professional"} <= set(tiers)
-    assert all(set(s["metric"]) == {"__name__", "tier"} for s in series)
-    instances = {s["metric"]["instance"] for s in prom.query("clary_http_requests_total")}
-    assert instances == set(two_replicas)
-
-
-def test_federation_pulls_recording_rules(cluster_prometheus, tmp_path):
-    config = _fast(yaml.safe_load((SCALE_DIR / "federation.yml").read_text()))
-    cluster_address = urllib.parse.urlsplit(cluster_prometheus.url).netloc
-    (job,) = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [cluster_address]}]
-    ctx, prom = _run_prometheus(config, tmp_path / "global")
-    with ctx:
-        federated = support.wait_until(
-            lambda: prom.query('tier:clary_http_requests:rate5m{cluster="clary-eu-1"}'),
-            timeout=30, what="federated recording rule")
-        assert {s["metric"]["tier"] for s in federated} >= {"lite", "standard", "professional"}
-        # Only aggregates and up travel, never the raw per-instance families.
-        assert prom.query("clary_http_requests_total") == []
-        assert len(prom.query('up{job="clary-exporter",cluster="clary-eu-1"}')) == 2
-        names = {s["metric"]["__name__"] for s in prom.query('{cluster="clary-eu-1"}')}
-        assert names and all(":" in n or n == "up" for n in names), names
-
-
-def test_kubernetes_relabelling_keeps_only_labelled_metrics_ports(two_replicas, tmp_path):
-    """The Kubernetes example's relabel rules, applied by a real Prometheus to
-    targets carrying the metadata Kubernetes SD attaches to pods."""
-    config = _fast(yaml.safe_load((SCALE_DIR / "kubernetes-sd.yml").read_text()))
-    config = _swap_kubernetes_sd(config, "targets/clary-exporter-*.yml")
-    pod = {"__meta_kubernetes_pod_label_app_kubernetes_io_name": "clary-exporter",
-           "__meta_kubernetes_pod_container_port_name": "metrics",
-           "__meta_kubernetes_pod_phase": "Running",
-           "__meta_kubernetes_namespace": "clary",
-           "__meta_kubernetes_pod_node_name": "node-1"}
-    targets = [
-        {"targets": [two_replicas[0]], "labels": {**pod, "__meta_kubernetes_pod_name": "clary-exporter-0"}},
-        # Same pod, another container port: dropped.
-        {"targets": [two_replicas[1]], "labels": {**pod, "__meta_kubernetes_pod_name": "clary-exporter-0",
-                                                  "__meta_kubernetes_pod_container_port_name": "http"}},
-        # Another app: dropped.
-        {"targets": ["127.0.0.1:1"], "labels": {**pod, "__meta_kubernetes_pod_name": "other-0",
-                                                "__meta_kubernetes_pod_label_app_kubernetes_io_name": "other"}},
-    ]
-    ctx, prom = _run_prometheus(config, tmp_path / "k8s", targets)
-    with ctx:
-        up = support.wait_until(lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, what="pod scraped")
-        active = prom.api("targets")["activeTargets"]
-        assert len(active) == 1
-        (series,) = up
-        assert series["metric"] == {"__name__": "up", "job": "clary-exporter", "instance": "clary-exporter-0",
-                                    "namespace": "clary", "pod": "clary-exporter-0", "node": "node-1"}
 
 
 class _Receiver:
@@ -274,28 +195,136 @@ class _Receiver:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("name", ["remote-write-mimir.yml", "remote-write-thanos.yml",
-                                  "remote-write-victoriametrics.yml"])
-def test_remote_write_examples_ship_samples(name, two_replicas, tmp_path):
+@dataclass
+class Scale:
+    replicas: list[str]
+    cluster: support.Prometheus
+    federation: support.Prometheus
+    kubernetes: support.Prometheus
+    remote_write: dict[str, tuple[_Receiver, str]]  # example -> (its receiver, the example's URL path)
+
+
+def _kubernetes_targets(replicas: list[str]) -> list[dict]:
+    """The metadata Kubernetes SD attaches to pods, for the replicas and one stranger."""
+    pod = {"__meta_kubernetes_pod_label_app_kubernetes_io_name": "clary-exporter",
+           "__meta_kubernetes_pod_container_port_name": "metrics",
+           "__meta_kubernetes_pod_phase": "Running",
+           "__meta_kubernetes_namespace": "clary",
+           "__meta_kubernetes_pod_node_name": "node-1"}
+    return [
+        {"targets": [replicas[0]], "labels": {**pod, "__meta_kubernetes_pod_name": "clary-exporter-0"}},
+        # Same pod, another container port: dropped.
+        {"targets": [replicas[1]], "labels": {**pod, "__meta_kubernetes_pod_name": "clary-exporter-0",
+                                              "__meta_kubernetes_pod_container_port_name": "http"}},
+        # Another app: dropped.
+        {"targets": ["127.0.0.1:1"], "labels": {**pod, "__meta_kubernetes_pod_name": "other-0",
+                                                "__meta_kubernetes_pod_label_app_kubernetes_io_name": "other"}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def scale(demo_stack, tmp_path_factory):
+    """Two demo exporters (the session's and a second one) and every scale-profile Prometheus."""
+    tmp = tmp_path_factory.mktemp("scale")
+    port = support.free_port()
+    replicas = [demo_stack.exporter_target, f"{support.LOOPBACK}:{port}"]
+    with contextlib.ExitStack() as stack:
+        # scale/file-sd.yml: replicas found through file_sd, the bundle's rules.
+        config = _fast(yaml.safe_load((SCALE_DIR / "file-sd.yml").read_text()))
+        cluster = stack.enter_context(
+            _run_prometheus(config, tmp / "cluster", [{"targets": replicas, "labels": {"region": "test"}}]))
+        # scale/federation.yml: a global Prometheus federating the cluster one.
+        config = _fast(yaml.safe_load((SCALE_DIR / "federation.yml").read_text()))
+        (job,) = config["scrape_configs"]
+        job["static_configs"] = [{"targets": [urllib.parse.urlsplit(cluster.url).netloc]}]
+        federation = stack.enter_context(_run_prometheus(config, tmp / "global"))
+        # scale/kubernetes-sd.yml: its relabelling, applied to targets carrying pod metadata.
+        config = _swap_kubernetes_sd(_fast(yaml.safe_load((SCALE_DIR / "kubernetes-sd.yml").read_text())),
+                                     "targets/clary-exporter-*.yml")
+        kubernetes = stack.enter_context(_run_prometheus(config, tmp / "k8s", _kubernetes_targets(replicas)))
+        # Each remote_write example, pointed at a local receiver of its own.
+        remote_write = {}
+        for name in REMOTE_WRITE_EXAMPLES:
+            config = yaml.safe_load((SCALE_DIR / name).read_text())
+            (remote,) = config["remote_write"]
+            original = urllib.parse.urlsplit(remote["url"])
+            receiver = _Receiver()
+            stack.callback(receiver.close)
+            remote["url"] = f"http://{support.LOOPBACK}:{receiver.port}{original.path}"
+            fast = _fast(config)
+            fast["remote_write"] = [remote]
+            fast["remote_write"][0].setdefault("queue_config", {})["batch_send_deadline"] = "1s"
+            stack.enter_context(_run_prometheus(fast, tmp / name.removesuffix(".yml"), [{"targets": replicas}]))
+            remote_write[name] = (receiver, original.path)
+        # The second replica last: its start-up overlaps the Prometheus' first ~5 s.
+        stack.enter_context(support.exporter(port, "--demo", "--demo-duration", "300", log_path=tmp / "replica.log"))
+        yield Scale(replicas, cluster, federation, kubernetes, remote_write)
+
+
+@pytest.fixture(scope="module")
+def two_replicas(scale):
+    return scale.replicas
+
+
+@pytest.fixture(scope="module")
+def cluster_prometheus(scale):
+    """scale/file-sd.yml, once both replicas are up."""
+    prom = scale.cluster
+    support.wait_until(lambda: len(prom.query('up{job="clary-exporter"} == 1')) == 2,
+                       timeout=30, interval=0.1, what="both replicas up")
+    return prom
+
+
+def test_file_sd_replicas_aggregate_by_tier(cluster_prometheus, two_replicas):
+    prom = cluster_prometheus
+    up = prom.query('up{job="clary-exporter"}')
+    assert sorted(s["metric"]["instance"] for s in up) == sorted(two_replicas)
+    assert {s["metric"]["region"] for s in up} == {"test"}
+    # The raw counters come from both replicas; the recording rule sums them into one series per tier.
+    series = support.wait_until(
+        lambda: prom.query("tier:clary_http_requests:rate5m > 0"), timeout=30, interval=0.1, what="recording rule")
+    tiers = [s["metric"]["tier"] for s in series]
+    assert len(tiers) == len(set(tiers)) and {"lite", "standard", "professional"} <= set(tiers)
+    assert all(set(s["metric"]) == {"__name__", "tier"} for s in series)
+    instances = {s["metric"]["instance"] for s in prom.query("clary_http_requests_total")}
+    assert instances == set(two_replicas)
+
+
+def test_federation_pulls_recording_rules(cluster_prometheus, scale):
+    prom = scale.federation
+    federated = support.wait_until(
+        lambda: prom.query('tier:clary_http_requests:rate5m{cluster="clary-eu-1"}'),
+        timeout=30, interval=0.1, what="federated recording rule")
+    assert {s["metric"]["tier"] for s in federated} >= {"lite", "standard", "professional"}
+    # Only aggregates and up travel, never the raw per-instance families.
+    assert prom.query("clary_http_requests_total") == []
+    assert len(prom.query('up{job="clary-exporter",cluster="clary-eu-1"}')) == 2
+    names = {s["metric"]["__name__"] for s in prom.query('{cluster="clary-eu-1"}')}
+    assert names and all(":" in n or n == "up" for n in names), names
+
+
+def test_kubernetes_relabelling_keeps_only_labelled_metrics_ports(scale):
+    """The Kubernetes example's relabel rules, applied by a real Prometheus to
+    targets carrying the metadata Kubernetes SD attaches to pods."""
+    prom = scale.kubernetes
+    up = support.wait_until(lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, interval=0.1,
+                            what="pod scraped")
+    active = prom.api("targets")["activeTargets"]
+    assert len(active) == 1
+    (series,) = up
+    assert series["metric"] == {"__name__": "up", "job": "clary-exporter", "instance": "clary-exporter-0",
+                                "namespace": "clary", "pod": "clary-exporter-0", "node": "node-1"}
+
+
+@pytest.mark.parametrize("name", REMOTE_WRITE_EXAMPLES)
+def test_remote_write_examples_ship_samples(name, scale):
     """Each example's remote_write section, pointed at a local receiver, really sends."""
-    config = yaml.safe_load((SCALE_DIR / name).read_text())
-    (remote,) = config["remote_write"]
-    original = urllib.parse.urlsplit(remote["url"])
-    receiver = _Receiver()
-    try:
-        remote["url"] = f"http://{support.LOOPBACK}:{receiver.port}{original.path}"
-        fast = _fast(config)
-        fast["remote_write"] = [remote]
-        fast["remote_write"][0].setdefault("queue_config", {})["batch_send_deadline"] = "1s"
-        ctx, _ = _run_prometheus(fast, tmp_path / "rw", [{"targets": two_replicas}])
-        with ctx:
-            support.wait_until(lambda: receiver.received, timeout=30, what=f"remote write from {name}")
-        path, headers, size = receiver.received[0]
-        assert path == original.path and size > 0
-        assert headers["content-encoding"] == "snappy"
-        assert headers["content-type"] == "application/x-protobuf"
-        assert headers["x-prometheus-remote-write-version"].startswith("0.1")
-        # Not asserted: remote.get("headers") (Mimir's X-Scope-OrgID). Debian's Prometheus 2.42
-        # sent no custom headers in this test; promtool accepts them and upstream honours them.
-    finally:
-        receiver.close()
+    receiver, original_path = scale.remote_write[name]
+    support.wait_until(lambda: receiver.received, timeout=30, interval=0.1, what=f"remote write from {name}")
+    path, headers, size = receiver.received[0]
+    assert path == original_path and size > 0
+    assert headers["content-encoding"] == "snappy"
+    assert headers["content-type"] == "application/x-protobuf"
+    assert headers["x-prometheus-remote-write-version"].startswith("0.1")
+    # Not asserted: remote.get("headers") (Mimir's X-Scope-OrgID). Debian's Prometheus 2.42
+    # sent no custom headers in this test; promtool accepts them and upstream honours them.

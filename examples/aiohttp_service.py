@@ -22,17 +22,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import logs
-from exporter.config import ApiKey
-from exporter.instrument.exposition import Renderer
-from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, key_table_resolver
-from exporter.instrument.hashing import Hasher
-from exporter.instrument.recorder import Recorder
+from exporter.instrument import IDENTITY, Hasher, Identity, Recorder, Renderer, instrument, key_table_resolver
 
 # In a real service the key table comes from your key store (or the exporter's config file).
 API_KEYS = {
-    "example-lite-key": ApiKey(tier="lite", user="user-lite-1"),
-    "example-standard-key": ApiKey(tier="standard", user="user-standard-1"),
-    "example-pro-key": ApiKey(tier="professional", user="user-pro-1"),
+    "example-lite-key": Identity("lite", "user-lite-1"),
+    "example-standard-key": Identity("standard", "user-standard-1"),
+    "example-pro-key": Identity("professional", "user-pro-1"),
 }
 RECORDER = web.AppKey("recorder", Recorder)
 RENDERER = web.AppKey("renderer", Renderer)

@@ -8,7 +8,7 @@ Run it with several workers (see gunicorn.conf.py in this directory):
 Each worker builds its own recorder in a private registry; every value it
 records lands in the shared directory, and ``/metrics`` (whichever worker
 answers) aggregates all workers. Custom collectors (active users/licenses)
-are per process and not served here: see exporter/instrument/multiprocess.py.
+are per process and not served here: see docs/deployment.md (Multiprocess workers).
 """
 
 from __future__ import annotations
@@ -19,14 +19,10 @@ import os
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.instrument import multiprocess
-from exporter.config import ApiKey
-from exporter.instrument.aiohttp_middleware import IDENTITY, instrument, key_table_resolver
-from exporter.instrument.hashing import Hasher
-from exporter.instrument.recorder import Recorder
+from exporter.instrument import IDENTITY, Hasher, Identity, Recorder, instrument, key_table_resolver, multiprocess
 
 API_KEYS = {
-    f"example-{tier}-key": ApiKey(tier=tier, user=f"example-{tier}-user")
+    f"example-{tier}-key": Identity(tier, f"example-{tier}-user")
     for tier in ("lite", "standard", "professional")
 }
 RECORDER = web.AppKey("recorder", Recorder)

@@ -12,8 +12,7 @@ import tempfile
 # Before anything imports prometheus_client: the value class is chosen at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "clary-multiproc"))
 
-from exporter.instrument.multiprocess import child_exit as _child_exit  # noqa: E402
-from exporter.instrument.multiprocess import prepare_directory  # noqa: E402
+from exporter.instrument import multiprocess  # noqa: E402
 
 pythonpath = os.path.dirname(os.path.abspath(__file__))
 wsgi_app = "app:create_app"
@@ -27,9 +26,9 @@ graceful_timeout = 10
 
 def on_starting(server):
     """Master, once: a previous run's files would add its counts to this one's."""
-    prepare_directory()
+    multiprocess.prepare_directory()
 
 
 def child_exit(server, worker):
     """Master, per exited worker: its live* gauge values go (counters stay)."""
-    _child_exit(server, worker)
+    multiprocess.child_exit(server, worker)

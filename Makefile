@@ -3,6 +3,8 @@
 #   make test  - the whole test suite against real Prometheus/Alertmanager binaries
 # Each installs what it needs: a venv with the project, and the Debian
 # packages prometheus + prometheus-alertmanager when their binaries are missing.
+# `make` alone (or `make help`) lists every target; a target's line comes from
+# its `## ` comment.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +13,12 @@ STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:25279
 
-.PHONY: run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware deps system-deps dashboards check clean
+.PHONY: help run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware deps system-deps dashboards check clean
+.DEFAULT_GOAL := help
+
+help: ## list the targets (this text)
+	@echo 'Usage: make <target>   (LISTEN=host:port for run; PYTHON=python3.11 to pick the interpreter)'
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:[^=]*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv </dev/null \
@@ -20,9 +27,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,deploy]'
 	touch $@
 
-deps: $(STAMP)
+deps: $(STAMP) ## create .venv and install the project with its test and deploy extras
 
-system-deps:
+system-deps: ## install Debian's prometheus and prometheus-alertmanager when their binaries are missing
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
 	    && command -v amtool >/dev/null \
 	    && (command -v alertmanager >/dev/null || command -v prometheus-alertmanager >/dev/null); then \
@@ -33,37 +40,37 @@ system-deps:
 	    prometheus prometheus-alertmanager </dev/null; \
 	fi
 
-run: deps
+run: deps ## the exporter in demo mode on LISTEN (127.0.0.1:25279): demo API and demo traffic, until Ctrl-C
 	$(VENV)/bin/clary-exporter --demo --listen-address $(LISTEN)
 
-test: deps system-deps
+test: deps system-deps ## the whole test suite, against real Prometheus, promtool, Alertmanager and amtool
 	$(PY) -m pytest -q
 
-stack: deps system-deps
+stack: deps system-deps ## exporter + Prometheus + Alertmanager on 127.0.0.1, no docker, until Ctrl-C
 	$(PY) -m exporter.stack
 
-bench: bench-scrape bench-dashboards bench-ingest bench-middleware
+bench: bench-scrape bench-dashboards bench-ingest bench-middleware ## all four benchmarks: scrape stall, dashboard build, ingest throughput, middleware overhead
 
-bench-scrape: deps
+bench-scrape: deps ## benchmark: event-loop stall while /metrics renders 1k-50k series
 	$(PY) -m benchmarks.scrape_stall --seconds 6 --rounds 3
 
-bench-dashboards: deps
+bench-dashboards: deps ## benchmark: time to build all dashboards in a fresh process
 	$(PY) -m benchmarks.dashboards_build
 
-bench-ingest: deps
+bench-ingest: deps ## benchmark: event ingestion vs a bare JSON endpoint (one and varied label sets)
 	$(PY) -m benchmarks.ingest_throughput --labels one
 	$(PY) -m benchmarks.ingest_throughput --labels varied
 
-bench-middleware: deps
+bench-middleware: deps ## benchmark: request-metrics overhead vs bare aiohttp/Starlette and peers (installs wrk, peers)
 	command -v wrk >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk </dev/null
 	$(PY) -m pip install --quiet aiohttp-prometheus-exporter starlette-exporter prometheus-fastapi-instrumentator
 	$(PY) -m benchmarks.middleware_overhead --duration 5 --rounds 3
 
-dashboards: deps
+dashboards: deps ## regenerate the dashboard JSON in provisioning/dashboards/
 	$(VENV)/bin/clary-dashboards build
 
-check: deps
+check: deps ## fail if the committed dashboard JSON differs from what the code generates
 	$(VENV)/bin/clary-dashboards check
 
-clean:
+clean: ## remove .venv and test caches
 	rm -rf $(VENV) .pytest_cache .hypothesis

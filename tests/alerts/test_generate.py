@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,8 +14,7 @@ import exporter
 from alerts import checks, cli, render
 from alerts.config import BURN_RATE_WINDOWS, RECEIVERS, SLO_PERIOD_DAYS, SLO_WINDOWS, Config, seconds
 from alerts.groups import RULE_FILES
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
 
 
 def _run(cmd, **kw) -> subprocess.CompletedProcess:

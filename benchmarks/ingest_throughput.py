@@ -60,7 +60,7 @@ TOKEN = "bench-ingest-token-0123456789"
 RESULTS = {"one": Path(__file__).resolve().parent / "results" / "ingest_throughput.md",
            "varied": Path(__file__).resolve().parent / "results" / "ingest_throughput_varied.md"}
 
-# One of each event type (as in README: Ingestion, feedback and privacy API); a batch cycles through them.
+# One of each event type (as in docs/api.md); a batch cycles through them.
 EVENTS = [
     {"type": "document_processed", "tier": "standard", "doc_type": "pdf", "outcome": "success",
      "duration_seconds": 1.2, "features": ["ocr", "table_extraction"]},

@@ -34,7 +34,7 @@ Every option can also be set with a {ENV_PREFIX}* environment variable
 > config file > default.
 
 Endpoints: /metrics (Prometheus text or OpenMetrics, gzip), /healthz, /readyz, /,
-and the event, feedback and privacy API under /api/v1/ (README: Ingestion, feedback and privacy API, /api/v1/openapi.json).
+and the event, feedback and privacy API under /api/v1/ (docs/api.md, /api/v1/openapi.json).
 
 `clary-exporter purge [--config FILE] [--data-dir DIR] [--retention-days N]` deletes
 stored feedback and per-user activity older than the retention (as the running
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also serve the demo API under /demo/ and send demo traffic to it")
     p.add_argument("--demo-duration", type=float, metavar="SECONDS",
                    help="stop demo traffic after this many seconds (default: run until shutdown)")
-    p.add_argument("--config", metavar="FILE", help="YAML config file (see README: Configuration)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file (see docs/configuration.md)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], type=str.lower,
                    help="log verbosity (default info)")
     p.add_argument("--log-format", choices=["text", "json"], type=str.lower,
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="where stored state lives (default ./data)")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic auth, in the Prometheus exporter-toolkit format "
-                   f"(env {WEB_CONFIG_ENV}; see README: Deployment and scaling)")
+                   f"(env {WEB_CONFIG_ENV}; see docs/deployment.md)")
     p.add_argument("--retention-days", type=int, metavar="DAYS",
                    help="keep stored feedback and per-user activity this long (default 365)")
     for name, entry in registered().items():

@@ -64,7 +64,7 @@ class Config(BaseModel):
     collectors: Collectors = Field(default_factory=Collectors)  # type: ignore[valid-type]
     allow_lists: dict[str, list[str]] = Field(default_factory=dict)
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
-    # Ingestion and feedback API (exporter.api.app); see README: Ingestion, feedback and privacy API.
+    # Ingestion and feedback API (exporter.api.app); see docs/api.md.
     ingest_tokens: list[str] = Field(default_factory=list, description="Bearer tokens for POST /api/v1/events")
     admin_token: str | None = Field(None, min_length=16, description="Bearer token for admin endpoints")
     retention_days: int = Field(365, ge=1, le=36500, description="days stored feedback and activity are kept")

@@ -39,6 +39,8 @@ from typing import NoReturn
 
 import yaml
 
+from exporter import __version__
+
 LOOPBACK = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROMETHEUS_CONFIG = Path("provisioning/prometheus/prometheus.yml")
@@ -245,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(not removed on exit)")
     p.add_argument("--demo-duration", type=float, default=0, metavar="SECONDS",
                    help="stop demo traffic after this many seconds (default: until shutdown)")
+    p.add_argument("--version", action="version", version=f"clary-stack {__version__}")
     return p
 
 

@@ -516,11 +516,11 @@ def test_substitute():
         queries.substitute("x{t=\"$tenant\"}")
 
 
-def test_readme_lists_every_dashboard(dashboards):
-    readme = (ROOT / "README.md").read_text()
+def test_docs_list_every_dashboard(dashboards):
+    readme = (ROOT / "docs" / "dashboards.md").read_text()
     for rel in EXPECTED_FILES:
         uid = Path(rel).stem
-        assert f"| `{uid}` | `{rel}` |" in readme, f"README.md does not list {uid}"
+        assert f"| `{uid}` | `{rel}` |" in readme, f"docs/dashboards.md does not list {uid}"
     assert "clary-dashboards build" in readme and "clary-dashboards check" in readme
 
 

@@ -32,7 +32,7 @@ def test_every_catalog_gauge_has_a_documented_multiprocess_mode():
     gauges = {s.name for s in CATALOG if s.kind is Kind.GAUGE and not s.collected}
     assert set(MULTIPROCESS_MODES) == gauges
     assert set(MULTIPROCESS_MODES.values()) <= set(Gauge._MULTIPROC_MODES)
-    docs = (ROOT / "README.md").read_text()  # section "Deployment and scaling"
+    docs = (ROOT / "docs" / "deployment.md").read_text()  # section "Multiprocess workers"
     for name, mode in MULTIPROCESS_MODES.items():
         assert f"`{name}`" in docs and f"`{mode}`" in docs, name
 

@@ -265,7 +265,7 @@ def test_fuzz_list_feedback(server, document, data):
 
 
 # Dot segments ("." and "..") are normalised away by URL handling before routing:
-# such user ids cannot be addressed in a path (documented in README: Ingestion, feedback and privacy API).
+# such user ids cannot be addressed in a path (documented in docs/api.md).
 USER_IDS = st.text(min_size=0, max_size=300).filter(lambda s: s not in (".", ".."))
 
 

@@ -11,12 +11,14 @@ certificate (it connects to 127.0.0.1, which the certificate need not name).
 
 from __future__ import annotations
 
+import argparse
 import os
 import ssl
 import sys
 import urllib.error
 import urllib.request
 
+from exporter import __version__
 from exporter.config import DEFAULT_PORT, parse_listen_address
 
 TIMEOUT_SECONDS = 3.0
@@ -40,7 +42,13 @@ def probe_url(environ: dict[str, str] | None = None) -> tuple[str, ssl.SSLContex
     return f"{scheme}://127.0.0.1:{port}/readyz", context
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter.server.healthcheck",
+        description="Exit 0 when the exporter in this container answers GET /readyz with 200, else 1. "
+        "Reads CLARY_LISTEN_ADDRESS and CLARY_WEB_CONFIG_FILE.")
+    parser.add_argument("--version", action="version", version=f"clary-healthcheck {__version__}")
+    parser.parse_args(argv)
     try:
         url, context = probe_url()
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS, context=context) as resp:

@@ -313,7 +313,7 @@ def test_client_that_does_not_trust_the_certificate_fails_the_handshake(tls_expo
 
 
 def test_prometheus_scrapes_over_tls_with_basic_auth(tls_exporter, pki, tmp_path):
-    """The scrape config documented in README: Deployment and scaling, on a real Prometheus."""
+    """The scrape config documented in docs/deployment.md, on a real Prometheus."""
     _, port, _, d = tls_exporter
     (tmp_path / "password").write_text(PASSWORD)
     (tmp_path / "wrong").write_text("not-the-password")

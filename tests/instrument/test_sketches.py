@@ -119,9 +119,10 @@ def test_memory_stays_bounded_over_three_days():
         for tier in (*TIERS, "unknown"):
             users.seen(tier, f"{tier}-{i}")
         if i % 97 == 0:
+            # Private peek: memory held is not observable through estimates, only by counting the sketches.
             most = max(most, max(sum(len(b.sketches) for b in per_tier.values())
                                  for per_tier in users._tiers.values()))
-    for per_tier in users._tiers.values():
+    for per_tier in users._tiers.values():  # private, as above: the number of sketches kept per bucket size
         assert set(per_tier) == {60, 3600}
         assert len(per_tier[60].sketches) == 60
         assert len(per_tier[3600].sketches) == 24
@@ -162,12 +163,22 @@ def test_active_licenses_24h_window_and_tiers():
 def test_active_licenses_memory_limit_drops_the_oldest():
     clock = Clock()
     licenses = ActiveLicenses(clock, limit=3)
-    for i in range(5):
+    for i in range(5):  # license i seen at T0 + i + 1
         clock.now += 1
         licenses.seen("standard", f"{i:012x}")
-    (family,) = licenses.collect()
-    assert {s.labels["tier"]: s.value for s in family.samples}["standard"] == 3
-    assert [lic for _, lic in licenses._last_seen] == [f"{i:012x}" for i in (2, 3, 4)]
+
+    def standard() -> float:
+        (family,) = licenses.collect()
+        return {s.labels["tier"]: s.value for s in family.samples}["standard"]
+
+    assert standard() == 3
+    # Which three were kept shows in when they leave the 24 h window: one at a time, after licenses 2, 3
+    # and 4 reach a day old. Had 0 or 1 been kept, the count would drop before T0 + 2.5 + DAY.
+    counts = []
+    for age in (2.5, 3.5, 4.5, 5.5):
+        clock.now = T0 + DAY + age
+        counts.append(standard())
+    assert counts == [3, 2, 1, 0]
 
 
 def test_repeat_activity_within_a_minute_skips_the_sketches(monkeypatch):
@@ -180,6 +191,7 @@ def test_repeat_activity_within_a_minute_skips_the_sketches(monkeypatch):
         updates.append((self.size, key))
         original(self, now, key)
 
+    # Private seam: skipping the sketches is a saving only (estimates are the same), seen only by counting updates.
     monkeypatch.setattr(activity._Buckets, "update", counting)
     clock = Clock(T0 - 20)  # 10 s into a minute
     users = ActiveUsers(clock)
@@ -208,8 +220,12 @@ def test_repeat_suppression_is_bounded_and_exact(monkeypatch):
     for _ in range(3):
         for user in many:
             users.seen("professional", user)
+    # Private peek: the suppression set's size is memory only; estimates are the same either way.
     assert len(users._recent["professional"]) == 5
     assert windows(users, "professional") == {"5m": 40, "1h": 40, "24h": 40}
     clock.now += MINUTE
     users.seen("professional", many[0])
-    assert users._recent["professional"] == {many[0]}, "a new minute starts with an empty set"
+    # A new minute starts with an empty set: many[0], suppressed all of the last minute, is recorded in this
+    # one, so it is the one user active in the 5 minutes that start with it (the first minute left out).
+    clock.now += 4 * MINUTE
+    assert windows(users, "professional") == {"5m": 1, "1h": 40, "24h": 40}, "a new minute starts with an empty set"

@@ -47,12 +47,15 @@ import os
 import platform
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+from benchmarks import baseline
 
 VARIANTS = ("bare", "validate", "exporter")
 BATCH = 100
@@ -241,11 +244,11 @@ def _wait_ready(port: int, timeout: float = 30) -> None:
 class Server:
     """One variant's server process, started once and measured segment by segment."""
 
-    def __init__(self, variant: str):
+    def __init__(self, variant: str, baseline_tree: Path | None = None):
         self.variant = variant
         self.port = _free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.ingest_throughput", "--serve", variant,
-                                         "--port", str(self.port)], cwd=Path(__file__).resolve().parent.parent)
+        self.process = subprocess.Popen(**baseline.server("benchmarks.ingest_throughput", variant, self.port,
+                                                          baseline_tree))
 
     def start(self, ctx, shape: LoadShape) -> None:
         _wait_ready(self.port)
@@ -304,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--labels", choices=tuple(RESULTS), default="one",
                         help="one label set per event type, or labels and users varied (see above)")
+    baseline.add_argument(parser)
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -312,17 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     shape = LoadShape(args.connections, args.clients, args.labels)
-    rounds: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    variants = VARIANTS + (("exporter" + baseline.SUFFIX,) if args.baseline_tree else ())
+    rounds: dict[str, list[dict]] = {v: [] for v in variants}
     ctx = multiprocessing.get_context("spawn")
-    servers = {variant: Server(variant) for variant in VARIANTS}
+    servers = {variant: Server(variant, args.baseline_tree) for variant in variants}
     try:
         for server in servers.values():
             server.start(ctx, shape)
         for r in range(args.rounds):
-            for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
+            for variant in variants if r % 2 == 0 else reversed(variants):
                 result = servers[variant].measure(ctx, args.seconds, shape)
                 rounds[variant].append(result)
-                print(f"round {r + 1} {variant:>8}: {result['events_per_s']:>10,.0f} events/s  "
+                print(f"round {r + 1} {variant:>17}: {result['events_per_s']:>10,.0f} events/s  "
                       f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
                       f"server CPU {result['cpu_us_per_batch']:.0f} us/batch", flush=True)
     finally:
@@ -348,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         return f"{ordered[len(ordered) // 4]:.2f}x-{ordered[3 * len(ordered) // 4]:.2f}x"
 
     names = {"bare": "bare (json.loads only)", "validate": "validate (msgspec only, no recording)",
-             "exporter": "exporter (validate + dedupe + record)"}
+             "exporter": "exporter (validate + dedupe + record)",
+             "exporter" + baseline.SUFFIX: f"exporter from the baseline tree ({args.baseline_tree})"}
     keys = ("events_per_s", "batches_per_s", "p50_ms", "p99_ms", "cpu_us_per_batch")
-    result = {v: {k: median(v, k) for k in keys} for v in VARIANTS}
+    result = {v: {k: median(v, k) for k in keys} for v in variants}
     ratio = paired("exporter", "events_per_s")
     cpu_ratio = paired("exporter", "cpu_us_per_batch", inverse=True)
     table = [
@@ -365,13 +371,21 @@ def main(argv: list[str] | None = None) -> int:
         "| events/s vs bare | CPU per event vs bare |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant in VARIANTS:
+    for variant in variants:
         r = result[variant]
         table.append(f"| {names[variant]} | {r['events_per_s']:,.0f} | {r['batches_per_s']:,.0f} | "
                      f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us_per_batch']:.0f} | "
                      f"{paired(variant, 'events_per_s'):.2f}x | "
                      f"{paired(variant, 'cpu_us_per_batch', inverse=True):.2f}x |")
-    cpu = {v: result[v]["cpu_us_per_batch"] for v in VARIANTS}
+    cpu = {v: result[v]["cpu_us_per_batch"] for v in variants}
+    if args.baseline_tree:
+        before = "exporter" + baseline.SUFFIX
+        after_vs_before = statistics.median(a["events_per_s"] / b["events_per_s"]
+                                            for a, b in zip(rounds["exporter"], rounds[before]))
+        cpu_vs_before = statistics.median(b["cpu_us_per_batch"] / a["cpu_us_per_batch"]
+                                          for a, b in zip(rounds["exporter"], rounds[before]))
+        table += ["", f"This tree vs the baseline tree, same rounds (median of per-round ratios): "
+                      f"{after_vs_before:.3f}x events/s, {cpu_vs_before:.3f}x events per CPU second."]
     table += [
         "",
         "Per round, exporter vs bare in events/s: "

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks import baseline
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "middleware_overhead.md"
 LOOPBACK = "127.0.0.1"
@@ -239,11 +241,11 @@ def _cpus() -> list[int]:
         return []
 
 
-def start_server(name: str, cpu: int | None) -> tuple[subprocess.Popen, int]:
+def start_server(name: str, cpu: int | None, baseline_tree: Path | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "benchmarks.middleware_overhead", "--serve", name, "--port", str(port)]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        **baseline.server("benchmarks.middleware_overhead", name, port, baseline_tree),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
     )
     deadline = time.monotonic() + 30
@@ -326,9 +328,10 @@ def check_recorded(name: str, port: int) -> str:
     """How many /items/{id} requests the variant's /metrics reports: proof it measured them."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    if name not in _RECORDED:
+    variant, _ = baseline.variant_of(name)
+    if variant not in _RECORDED:
         return "-"
-    sample_name, labels = _RECORDED[name]
+    sample_name, labels = _RECORDED[variant]
     status, body = _get(f"http://{LOOPBACK}:{port}/metrics")
     total = sum(
         s.value
@@ -401,7 +404,7 @@ PEER_PAIRS = (
 
 
 def run(selected: list[Variant], duration: float, rounds: int, quiet: float | None = None,
-        quiet_timeout: float = 120) -> Results:
+        quiet_timeout: float = 120, baseline_tree: Path | None = None) -> Results:
     cpus = _cpus()
     server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
@@ -412,12 +415,13 @@ def run(selected: list[Variant], duration: float, rounds: int, quiet: float | No
     rng = random.Random(1)
     try:
         for v in selected:
-            servers[v.name] = start_server(v.name, server_cpu)
+            servers[v.name] = start_server(v.name, server_cpu, baseline_tree)
         for v in selected:  # warm-up: caches, first-request paths, page faults
             wrk(*servers[v.name], 1, v.traced, load_cpu)
         names = {v.name for v in selected}
         pairs = [(v.name, base) for v in selected for base in _baselines(v) if base in names and base != v.name]
         pairs += [(a, b) for a, b in PEER_PAIRS if a in names and b in names]
+        pairs += [(v.name, v.name + baseline.SUFFIX) for v in selected if v.name + baseline.SUFFIX in names]
         by_name = {v.name: v for v in selected}
         paired_costs: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
         measurements = 0
@@ -524,6 +528,9 @@ def verdicts(results: Results) -> list[str]:
     check("ASGI ours vs bare Starlette", "starlette-ours", "starlette-bare", 0.90)
     check("ASGI ours vs starlette-exporter", "starlette-ours", "starlette-exporter")
     check("ASGI ours vs prometheus-fastapi-instrumentator", "starlette-ours", "instrumentator")
+    for (name, base) in results.paired:
+        if base == name + baseline.SUFFIX:  # before/after in this run: no slower than the baseline tree
+            check(f"{name} vs the same variant from the baseline tree", name, base, 0.97)
     return out
 
 
@@ -653,7 +660,7 @@ def breakdown(repeats: int = 5, number: int = 100_000) -> str:
 def micro_table(selected: list[Variant], costs: dict[str, float]) -> str:
     lines = ["| stack | variant | µs per request | µs over bare | µs over empty middleware |",
              "|---|---|---:|---:|---:|"]
-    for v in selected:
+    for v in (v for v in selected if v.name in costs):  # in process: this tree's variants only
         over = [f"{costs[v.name] - costs[base]:+.2f}" if base in costs else "-" for base in _baselines(v)]
         lines.append(f"| {v.stack} | {v.label} | {costs[v.name]:.2f} | {' | '.join(over)} |")
     return "\n".join(lines)
@@ -670,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                              "is below this fraction; negative: do not wait")
     parser.add_argument("--micro-calls", type=int, default=20_000,
                         help="in-process calls per repeat for the per-request cost table (0: skip it)")
+    baseline.add_argument(parser)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -691,7 +699,11 @@ def main(argv: list[str] | None = None) -> int:
         print("not installed, skipped: " + ", ".join(v.name for v in missing), file=sys.stderr)
         selected = [v for v in selected if v not in missing]
     costs = micro(selected, args.micro_calls) if args.micro_calls else {}
-    results = run(selected, args.duration, args.rounds, args.quiet if args.quiet >= 0 else None)
+    if args.baseline_tree:  # our variants once more, served from the other checkout
+        selected += [Variant(v.name + baseline.SUFFIX, v.stack, f"{v.label}, from the baseline tree", v.traced)
+                     for v in list(selected) if "-ours" in v.name]
+    results = run(selected, args.duration, args.rounds, args.quiet if args.quiet >= 0 else None,
+                  baseline_tree=args.baseline_tree)
     body = table(selected, results)
     checks = verdicts(results)
     quiet_note = (

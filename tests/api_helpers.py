@@ -15,6 +15,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter.config import Config
+from exporter.instrument.hashing import Hasher
+from exporter.server.app import create_app
 from exporter.store.database import DB_FILENAME, Database
 from tests import support
 
@@ -29,6 +31,8 @@ API_KEYS = {
 }
 INGEST = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+HASH = Hasher(SECRET).digest
+"""How the exporter configured by ``make_config`` hashes a user id."""
 
 # One valid example per event type, and the sample it must move (name, labels, delta).
 EXAMPLES: dict[str, tuple[dict, tuple[str, dict, float]]] = {
@@ -91,6 +95,12 @@ def make_config(data_dir: Path, **overrides) -> Config:
     )
     base.update(overrides)
     return Config(**base)
+
+
+async def app_client(aiohttp_client, data_dir: Path, registry: CollectorRegistry, **overrides):
+    """The exporter app configured by ``make_config(data_dir, **overrides)``, and an aiohttp test client of it."""
+    app = create_app(make_config(data_dir, **overrides), registry)
+    return app, await aiohttp_client(app)
 
 
 def value(registry: CollectorRegistry, name: str, **labels) -> float:

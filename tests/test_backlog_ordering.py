@@ -25,9 +25,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.api.app import INGEST as INGEST_KEY
-from tests.api_helpers import ADMIN, INGEST, database, value
+from tests.api_helpers import ADMIN, HASH, INGEST, app_client, database, value
 from tests.test_ingest_recording import activity, body, make_api
-from tests.test_privacy_ops import HASH, _client
 
 HOUR = 3600.0
 
@@ -74,7 +73,7 @@ def active(api, tier: str = "lite") -> int:
 
 
 async def start(aiohttp_client, tmp_path, registry):
-    app, client = await _client(aiohttp_client, tmp_path, registry)
+    app, client = await app_client(aiohttp_client, tmp_path, registry)
     api = app[INGEST_KEY]
     await asyncio.sleep(0)  # let the start-up runs of the periodic jobs pass
     await api.flush_activity()

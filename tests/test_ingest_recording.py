@@ -41,7 +41,7 @@ from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 from exporter.server.app import create_app
 from tests.api_helpers import make_config, value
-from tests.test_openapi_fuzz import from_schema
+from tests.api.schema_strategies import from_schema
 
 SECRET = "ingest-recording-secret-0123456789"
 HASHER = Hasher(SECRET)

@@ -1,7 +1,7 @@
 """The OpenAPI document, and hypothesis fuzzing of every operation it describes.
 
 Requests are generated from the served document itself (a small JSON-schema
-to hypothesis translation below), then mutated: wrong types, missing and
+to hypothesis translation, tests/api/schema_strategies.py), then mutated: wrong types, missing and
 unknown fields, arbitrary JSON, junk bytes, bad query parameters, odd user
 ids, missing or wrong credentials. Whatever comes in, the API never answers
 5xx, and every 4xx is JSON that names the offending field.
@@ -25,6 +25,7 @@ from exporter.ingest.decode import EventBatch
 from exporter.ingest.schemas import EVENT_MODELS, EVENT_TYPES
 from exporter.server.app import create_app
 from tests import support
+from tests.api.schema_strategies import ANY_JSON, from_schema
 from tests.api_helpers import ADMIN, INGEST, make_config, thread_server
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
@@ -102,78 +103,6 @@ def test_document_changes_with_the_configured_limits(tmp_path):
     doc = openapi_document(make_config(tmp_path, max_batch_items=7, demo=False))
     assert doc["components"]["schemas"]["EventBatch"]["properties"]["events"]["maxItems"] == 7
     assert doc["paths"]["/api/v1/feedback"]["get"]["security"] == [{"adminToken": []}]
-
-
-# --- JSON schema -> hypothesis ------------------------------------------------------------------
-
-JSON_SCALARS = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False) | st.text(max_size=20)
-ANY_JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                        | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-
-
-def from_schema(schema: dict, defs: dict, fuzz: bool) -> st.SearchStrategy:
-    """Values valid for ``schema``; with ``fuzz``, any node may be replaced by arbitrary JSON."""
-    strategy = _valid(schema, defs, fuzz)
-    return st.one_of(strategy, strategy, strategy, ANY_JSON) if fuzz else strategy
-
-
-def _valid(schema: dict, defs: dict, fuzz: bool) -> st.SearchStrategy:
-    if "$ref" in schema:
-        return from_schema(defs[schema["$ref"].rsplit("/", 1)[1]], defs, fuzz)
-    for key in ("oneOf", "anyOf"):
-        if key in schema:
-            return st.one_of([from_schema(s, defs, fuzz) for s in schema[key]])
-    if "const" in schema:
-        return st.just(schema["const"])
-    if "enum" in schema:
-        return st.sampled_from(schema["enum"])
-    kind = schema.get("type")
-    if kind == "string":
-        if schema.get("format") == "date-time":
-            return st.datetimes().map(lambda d: d.isoformat())
-        pattern = schema.get("pattern")
-        size = {"min_size": schema.get("minLength", 0), "max_size": min(schema.get("maxLength", 30), 30)}
-        if pattern:
-            return st.from_regex(pattern, fullmatch=True).filter(
-                lambda s: size["min_size"] <= len(s) <= schema.get("maxLength", 10**6))
-        return st.text(**size)
-    if kind == "integer":
-        return st.integers(schema.get("minimum", -(2**63)), schema.get("maximum", 2**63))
-    if kind == "number":
-        return st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False, allow_infinity=False)
-    if kind == "boolean":
-        return st.booleans()
-    if kind == "null":
-        return st.none()
-    if kind == "array":
-        items = from_schema(schema.get("items", {}), defs, fuzz)
-        return st.lists(items, min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 6), 6))
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties", {})
-        required = set(schema.get("required", ()))
-        fixed = {name: from_schema(s, defs, fuzz) for name, s in props.items() if name in required}
-        optional = {name: from_schema(s, defs, fuzz) for name, s in props.items() if name not in required}
-        extra = schema.get("additionalProperties")
-        base = st.fixed_dictionaries(fixed, optional=optional)
-        if isinstance(extra, dict):
-            base = st.tuples(base, st.dictionaries(st.text(min_size=1, max_size=10), from_schema(extra, defs, fuzz),
-                                                   max_size=min(schema.get("maxProperties", 3), 3))).map(
-                lambda pair: {**pair[1], **pair[0]})
-        if fuzz:
-            base = st.tuples(base, st.sampled_from(["keep", "keep", "drop", "add"]), st.text(max_size=8), ANY_JSON).map(
-                _mutate_object)
-        return base
-    return ANY_JSON  # an unconstrained schema (JsonValue)
-
-
-def _mutate_object(args):
-    obj, how, key, junk = args
-    obj = dict(obj)
-    if how == "drop" and obj:
-        obj.pop(sorted(obj)[0])
-    elif how == "add":
-        obj[key or "x"] = junk
-    return obj
 
 
 def body_strategy(document: dict, ref: str) -> st.SearchStrategy[bytes]:

@@ -12,15 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.api.app import INGEST as INGEST_KEY
-from exporter.instrument.hashing import Hasher
-from exporter.server.app import create_app
 from exporter.store.database import DAY, FeedbackRecord
 from tests import support
-from tests.api_helpers import ADMIN, INGEST, SECRET, database, make_config, value
+from tests.api_helpers import ADMIN, HASH, INGEST, app_client, database, value
 
 ALICE = {"X-API-Key": "key-lite-alice"}
 BOB = {"X-API-Key": "key-pro-bob"}
-HASH = Hasher(SECRET).digest
 
 
 @pytest.fixture
@@ -28,14 +25,9 @@ def registry():
     return CollectorRegistry()
 
 
-async def _client(aiohttp_client, tmp_path, registry, **overrides):
-    app = create_app(make_config(tmp_path, **overrides), registry)
-    return app, await aiohttp_client(app)
-
-
 async def test_delete_user_removes_every_record_of_that_user_only(aiohttp_client, tmp_path, registry):
     dead_hook = f"http://{support.LOOPBACK}:{support.free_port()}/hook"  # deliveries stay pending
-    app, client = await _client(aiohttp_client, tmp_path, registry, webhooks=[dead_hook])
+    app, client = await app_client(aiohttp_client, tmp_path, registry, webhooks=[dead_hook])
     app[INGEST_KEY].notifier.base_backoff = 3600  # keep the pending rows put during the test
     for headers, body in [(ALICE, {"type": "bug", "rating": 1, "text": "a1"}),
                           (ALICE, {"type": "general", "rating": 4, "text": "a2"}),
@@ -67,7 +59,7 @@ async def test_delete_user_removes_every_record_of_that_user_only(aiohttp_client
 
 
 async def test_user_ids_with_any_characters_are_deleted(aiohttp_client, tmp_path, registry):
-    app, client = await _client(aiohttp_client, tmp_path, registry)
+    app, client = await app_client(aiohttp_client, tmp_path, registry)
     user = "ann.o'neil+test@example.com ü"
     event = {"type": "user_action", "tier": "lite", "action": "view", "user_id": user}
     await client.post("/api/v1/events", json={"events": [event]}, headers=INGEST)
@@ -80,7 +72,7 @@ async def test_user_ids_with_any_characters_are_deleted(aiohttp_client, tmp_path
 ])
 @pytest.mark.parametrize("headers", [{}, INGEST, ALICE, {"Authorization": "Bearer not-the-admin-token"}])
 async def test_privacy_operations_need_the_admin_token(aiohttp_client, tmp_path, registry, method, path, headers):
-    app, client = await _client(aiohttp_client, tmp_path, registry)
+    app, client = await app_client(aiohttp_client, tmp_path, registry)
     await client.post("/api/v1/feedback", json={"type": "general", "rating": 5}, headers=ALICE)
     resp = await client.request(method, path, headers=headers)
     assert resp.status == 401 and (await resp.json())["field"] == "Authorization"
@@ -90,18 +82,18 @@ async def test_privacy_operations_need_the_admin_token(aiohttp_client, tmp_path,
 
 
 async def test_invalid_user_id_is_400(aiohttp_client, tmp_path, registry):
-    app, client = await _client(aiohttp_client, tmp_path, registry)
+    app, client = await app_client(aiohttp_client, tmp_path, registry)
     for user in ("x" * 257, quote("tab\there", safe="")):
         resp = await client.delete(f"/api/v1/users/{user}", headers=ADMIN)
         assert resp.status == 400 and (await resp.json())["field"] == "user_id"
 
 
 async def test_opt_out_persists_across_restart_and_opt_in_undoes_it(aiohttp_client, tmp_path, registry):
-    app, client = await _client(aiohttp_client, tmp_path, registry)
+    app, client = await app_client(aiohttp_client, tmp_path, registry)
     assert await (await client.post("/api/v1/users/alice/opt-out", headers=ADMIN)).json() == {"opted_out": True}
     await client.close()  # the app stops; a fresh one reads the opt-out back from the store
 
-    app, client = await _client(aiohttp_client, tmp_path, CollectorRegistry())
+    app, client = await app_client(aiohttp_client, tmp_path, CollectorRegistry())
     assert app[INGEST_KEY].activity.is_opted_out(HASH("alice"))
     await client.post("/api/v1/feedback", json={"type": "general", "rating": 5, "text": "opted out"}, headers=ALICE)
     resp = await client.post("/api/v1/users/alice/opt-in", headers=ADMIN)
@@ -113,7 +105,7 @@ async def test_opt_out_persists_across_restart_and_opt_in_undoes_it(aiohttp_clie
 
 
 async def test_opt_out_reaches_the_recorders_hook(aiohttp_client, tmp_path, registry):
-    app, client = await _client(aiohttp_client, tmp_path, registry)
+    app, client = await app_client(aiohttp_client, tmp_path, registry)
     recorder = app[INGEST_KEY].recorder
     await client.post("/api/v1/users/alice/opt-out", headers=ADMIN)
     hook = recorder.is_opted_out
@@ -130,7 +122,7 @@ async def test_opt_out_reaches_the_recorders_hook(aiohttp_client, tmp_path, regi
 
 
 async def test_users_opted_out_in_config_cannot_be_opted_in_by_api(aiohttp_client, tmp_path, registry):
-    app, client = await _client(aiohttp_client, tmp_path, registry, opted_out_users=["alice"])
+    app, client = await app_client(aiohttp_client, tmp_path, registry, opted_out_users=["alice"])
     resp = await client.post("/api/v1/users/alice/opt-in", headers=ADMIN)
     assert resp.status == 409 and (await resp.json())["field"] == "user_id"
     assert app[INGEST_KEY].activity.is_opted_out(HASH("alice"))
@@ -152,7 +144,7 @@ async def test_the_running_exporter_purges_on_start_and_periodically(aiohttp_cli
                                                                      monkeypatch):
     monkeypatch.setattr("exporter.api.app.PURGE_INTERVAL_SECONDS", 0.2)
     _seed(tmp_path, time.time())
-    app, client = await _client(aiohttp_client, tmp_path, registry, retention_days=10)
+    app, client = await app_client(aiohttp_client, tmp_path, registry, retention_days=10)
     db = database(tmp_path)
 
     async def texts():

@@ -35,13 +35,23 @@ class DemoStack:
 
 
 @pytest.fixture(scope="session")
-def demo_stack(tmp_path_factory):
+def demo_started(tmp_path_factory):
+    """The demo stack's processes, started and answering, but not yet scraped:
+    for fixtures that only need the exporter's address, so that their own
+    Prometheus' first ~5 s (see tests/support.py) overlap this one's."""
     port = support.free_port()
     log_path = tmp_path_factory.mktemp("demo") / "exporter.log"
     target = f"{support.LOOPBACK}:{port}"
-    # Prometheus first: its ~5 s until the first scrape (see support) overlaps the exporter's start-up.
+    # Prometheus first: its ~5 s until the first scrape overlaps the exporter's start-up.
     with support.prometheus([target]) as prom, \
             support.exporter(port, "--demo", "--demo-duration", str(DEMO_DURATION_SECONDS), log_path=log_path):
-        support.wait_until(lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, interval=0.1,
-                           what="first scrape")
         yield DemoStack(f"http://{target}", target, prom)
+
+
+@pytest.fixture(scope="session")
+def demo_stack(demo_started):
+    """The demo exporter, scraped at least once by its Prometheus."""
+    prom = demo_started.prometheus
+    support.wait_until(lambda: prom.query('up{job="clary-exporter"} == 1'), timeout=30, interval=0.1,
+                       what="first scrape")
+    return demo_started

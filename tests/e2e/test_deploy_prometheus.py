@@ -223,11 +223,11 @@ def _kubernetes_targets(replicas: list[str]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def scale(demo_stack, tmp_path_factory):
+def scale(demo_started, tmp_path_factory):
     """Two demo exporters (the session's and a second one) and every scale-profile Prometheus."""
     tmp = tmp_path_factory.mktemp("scale")
     port = support.free_port()
-    replicas = [demo_stack.exporter_target, f"{support.LOOPBACK}:{port}"]
+    replicas = [demo_started.exporter_target, f"{support.LOOPBACK}:{port}"]
     with contextlib.ExitStack() as stack:
         # scale/file-sd.yml: replicas found through file_sd, the bundle's rules.
         config = _fast(yaml.safe_load((SCALE_DIR / "file-sd.yml").read_text()))

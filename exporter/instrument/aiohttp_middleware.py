@@ -115,68 +115,49 @@ class _HotPath:
             request[IDENTITY] = resolve(request.headers.get(_API_KEY), ANONYMOUS)
             return handler(request)
 
-        if not request_metrics.deferred:
-            # Multiprocess mode: straight into the metric objects, through the shared enter/leave.
-            enter = request_metrics.enter
-            leave = request_metrics.leave
+        # The per-request path, inlined: RequestMetrics.leave's steps without its calls (its twin is
+        # tested bound by bound: tests/instrument/test_request_path_buckets.py). In multiprocess mode
+        # (not deferred) values go straight into the metric objects through enter/leave instead.
+        deferred = request_metrics.deferred
+        enter = request_metrics.enter
+        leave = request_metrics.leave
+        local = request_metrics.local
+        new_table = request_metrics.new_table
+        new_series = request_metrics.new_series
+        bounds = request_metrics.bounds
+        first_bound = bounds[0] if bounds else 0.0
+        exemplar = request_metrics.exemplar
+        saw_user = request_metrics.saw_user
+        tracer_configured = _compat.tracer_configured
 
-            async def measure(handler: Handler, template: str, request: web.Request):
-                headers, state, method = request_fields(request)
-                identity = resolve(headers.get(_API_KEY), ANONYMOUS)
-                state[IDENTITY] = identity
-                code = 500
-                table = enter()
-                start = perf_counter()
-                try:
-                    response = await handler(request)
-                    code = response.status
-                    return response
-                except web.HTTPException as exc:
-                    code = exc.status
-                    raise
-                except asyncio.CancelledError:
-                    code = CLIENT_CLOSED
-                    raise
-                except Exception as exc:
-                    return unhandled(request, exc, template, identity)
-                finally:
-                    leave(table, identity, method, template, code, start, headers.get(_TRACEPARENT))
-
-        else:
-            # The per-request path, inlined: RequestMetrics.leave's steps without its calls.
-            local = request_metrics.local
-            new_table = request_metrics.new_table
-            new_series = request_metrics.new_series
-            bounds = request_metrics.bounds
-            first_bound = bounds[0]
-            exemplar = request_metrics.exemplar
-            saw_user = request_metrics.saw_user
-            tracer_configured = _compat.tracer_configured
-
-            async def measure(handler: Handler, template: str, request: web.Request):
-                headers, state, method = request_fields(request)
-                identity = resolve(headers.get(_API_KEY), ANONYMOUS)
-                state[IDENTITY] = identity
+        async def measure(handler: Handler, template: str, request: web.Request):
+            headers, state, method = request_fields(request)
+            identity = resolve(headers.get(_API_KEY), ANONYMOUS)
+            state[IDENTITY] = identity
+            if deferred:
                 try:
                     table = local.table
                 except AttributeError:
                     table = new_table()
                 table.in_flight += 1
-                code = 500
-                start = perf_counter()
-                try:
-                    response = await handler(request)
-                    code = response.status
-                    return response
-                except web.HTTPException as exc:
-                    code = exc.status
-                    raise
-                except asyncio.CancelledError:
-                    code = CLIENT_CLOSED
-                    raise
-                except Exception as exc:
-                    return unhandled(request, exc, template, identity)
-                finally:
+            else:
+                table = enter()
+            code = 500
+            start = perf_counter()
+            try:
+                response = await handler(request)
+                code = response.status
+                return response
+            except web.HTTPException as exc:
+                code = exc.status
+                raise
+            except asyncio.CancelledError:
+                code = CLIENT_CLOSED
+                raise
+            except Exception as exc:
+                return unhandled(request, exc, template, identity)
+            finally:
+                if deferred:
                     end = perf_counter()
                     duration = end - start
                     table.in_flight -= 1
@@ -197,6 +178,8 @@ class _HotPath:
                     user = identity.user
                     if user and (end >= table.users_until or table.users.get(user) != tier):
                         saw_user(table, tier, user, end)
+                else:
+                    leave(table, identity, method, template, code, start, headers.get(_TRACEPARENT))
 
         def checked(handler: Handler, template: str, request: web.Request):
             if request.path in excluded:

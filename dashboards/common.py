@@ -21,7 +21,8 @@ from grafanalib import core as g
 
 from exporter.catalog import TIERS
 
-from .panels import DATASOURCE_UID, DATASOURCE_VAR, Row, layout
+from .layout import Row, layout
+from .targets import DATASOURCE_UID, DATASOURCE_VAR
 
 KINDS: tuple[str, ...] = ("usage", "performance", "license", "feedback")
 KIND_TITLES = {

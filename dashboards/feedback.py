@@ -13,9 +13,12 @@ from exporter.promql import (
     sum_total,
 )
 
-from . import tiers
+from . import tier_rows
 from .common import Built, tier_dashboard
-from .panels import Q, Row, bargauge, instant, piechart, stat, steps, timeseries
+from .layout import Row
+from .panels import bargauge, piechart, stat, timeseries
+from .styling import steps
+from .targets import Q, instant
 
 KIND = "feedback"
 
@@ -157,7 +160,7 @@ def rows(tier: str) -> list[Row]:
         submissions_row(tier),
         ratings_row(tier),
         urgent_row(tier),
-        *tiers.extra_rows(tier, KIND),
+        *tier_rows.extra_rows(tier, KIND),
     ]
 
 

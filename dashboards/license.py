@@ -20,22 +20,12 @@ from exporter.promql import (
     sum_total,
 )
 
-from . import tiers
+from . import tier_rows
 from .common import Built, tier_dashboard
-from .panels import (
-    Q,
-    Row,
-    bargauge,
-    gauge,
-    histogram,
-    instant,
-    stat,
-    steps,
-    steps_low_bad,
-    table,
-    table_q,
-    timeseries,
-)
+from .layout import Row
+from .panels import bargauge, gauge, histogram, stat, table, timeseries
+from .styling import steps, steps_low_bad
+from .targets import Q, instant, table_q
 
 KIND = "license"
 
@@ -217,7 +207,7 @@ def rows(tier: str) -> list[Row]:
         validations_row(tier),
         expiry_row(tier),
         compliance_row(tier),
-        *tiers.extra_rows(tier, KIND),
+        *tier_rows.extra_rows(tier, KIND),
     ]
 
 

@@ -29,18 +29,10 @@ from .common import (
     tier_title,
     uid_for,
 )
-from .panels import (
-    Q,
-    Row,
-    bargauge,
-    instant,
-    stat,
-    steps,
-    steps_low_bad,
-    text,
-    timeseries,
-    up_down_mappings,
-)
+from .layout import Row
+from .panels import bargauge, stat, text, timeseries
+from .styling import steps, steps_low_bad, up_down_mappings
+from .targets import Q, instant
 
 KIND = "overview"
 BY_TIER = ("tier",)

@@ -3,7 +3,10 @@
 Kind modules (usage, performance, license, feedback, overview) describe
 *what* to show with the functions below; none of them builds panel JSON by
 hand. Each helper takes the title, a description (required: Grafana shows it
-as the panel's info tooltip), a unit and one or more :class:`Q` queries.
+as the panel's info tooltip), a unit and one or more :class:`~.targets.Q`
+queries. Queries and targets (``targets``), threshold steps and value
+mappings (``styling``) and rows and the grid (``layout``) have their own
+modules; this one is only the panel constructors.
 
 Only current React panel types are produced: timeseries, stat, gauge,
 bargauge, table, heatmap, histogram, piechart and text (plus rows for the
@@ -12,95 +15,19 @@ bar gauge and heatmap (``fieldOptions``, Angular heatmap ``cards``), which a
 Grafana 10+ dashboard with a current ``schemaVersion`` would ignore or
 re-migrate, so those three are :class:`ReactPanel` instances built on
 grafanalib's ``Panel`` base.
-
-Layout: :func:`layout` turns a list of :class:`Row` into grid positions and
-stable panel ids. Row *n* (1-based) has id ``n * 100`` and its panels
-``n * 100 + 1``, ``n * 100 + 2``..., so adding a panel to one row never
-renumbers another row (links to ``viewPanel=<id>`` stay valid).
 """
 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
 from typing import Any
 
 import attr
 from grafanalib import core as g
 
-DATASOURCE_UID = "clary-prometheus"
-DATASOURCE_VAR = "datasource"
-DS = {"type": "prometheus", "uid": "${%s}" % DATASOURCE_VAR}
-
-GRID_WIDTH = 24
-ROW_ID_STRIDE = 100
-
-# Thresholds presets (steps as Grafana writes them: first step has value null).
-BASE = [{"color": "green", "value": None}]
-
-
-def steps(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
-    """``steps(("orange", 0.8), ("red", 0.95))``: green below the first value."""
-    return BASE + [{"color": color, "value": value} for color, value in pairs]
-
-
-def steps_low_bad(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
-    """Red below the first value, then the given colors (e.g. days to expiry)."""
-    return [{"color": "red", "value": None}] + [{"color": c, "value": v} for c, v in pairs]
-
-
-# --- queries --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Q:
-    """One PromQL query of a panel."""
-
-    expr: str
-    legend: str = ""
-    instant: bool = False
-    fmt: str = "time_series"  # time_series | table | heatmap
-
-
-def instant(expr: str, legend: str = "", fmt: str = "time_series") -> Q:
-    return Q(expr, legend, instant=True, fmt=fmt)
-
-
-def table_q(expr: str) -> Q:
-    return Q(expr, "", instant=True, fmt="table")
-
-
-@attr.s
-class PromTarget(g.Target):
-    """A Prometheus target in the shape current Grafana saves."""
-
-    def to_json_data(self):
-        return {
-            "datasource": DS,
-            "editorMode": "code",
-            "expr": self.expr,
-            "format": self.format,
-            "instant": self.instant,
-            "legendFormat": self.legendFormat,
-            "range": not self.instant,
-            "refId": self.refId,
-        }
-
-
-def _targets(queries: tuple[Q, ...]) -> list[PromTarget]:
-    if not queries:
-        raise ValueError("a data panel needs at least one query")
-    if len(queries) > len(string.ascii_uppercase):
-        raise ValueError("too many queries in one panel")
-    return [
-        PromTarget(
-            expr=q.expr,
-            legendFormat=q.legend,
-            refId=string.ascii_uppercase[i],
-            instant=q.instant,
-            format=q.fmt,
-        )
-        for i, q in enumerate(queries)
-    ]
+from .layout import GRID_WIDTH
+from .styling import BASE
+from .targets import DS, Q, prom_targets
 
 
 def _size(w: int, h: int) -> g.GridPos:
@@ -159,7 +86,7 @@ def timeseries(
     return g.TimeSeries(
         **_common(title, description, w, h),
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         unit=unit,
         drawStyle="bars" if bars else "line",
         fillOpacity=60 if bars else (25 if stack else 10),
@@ -195,7 +122,7 @@ def stat(
     return g.Stat(
         **_common(title, description, w, h),
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         format=unit,
         color={"mode": "thresholds"},
         thresholds=thresholds or BASE,
@@ -226,7 +153,7 @@ def gauge(
         **_common(title, description, w, h),
         panelType="gauge",
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         maxDataPoints=None,
         options={
             "orientation": "auto",
@@ -263,7 +190,7 @@ def bargauge(
         **_common(title, description, w, h),
         panelType="bargauge",
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         maxDataPoints=None,
         options={
             "displayMode": "gradient",
@@ -300,7 +227,7 @@ def heatmap(
         **_common(title, description, w, h),
         panelType="heatmap",
         dataSource=DS,
-        targets=_targets((Q(expr, "{{le}}", fmt="heatmap"),)),
+        targets=prom_targets((Q(expr, "{{le}}", fmt="heatmap"),)),
         maxDataPoints=None,
         options={
             "calculate": False,
@@ -343,7 +270,7 @@ def histogram(
     return g.Histogram(
         **_common(title, description, w, h),
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         colorMode="palette-classic",
         combine=True,
         maxDataPoints=None,
@@ -362,7 +289,7 @@ def piechart(
     return g.PieChartv2(
         **_common(title, description, w, h),
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         unit=unit,
         pieType="donut",
         legendDisplayMode="table",
@@ -407,7 +334,7 @@ def table(
     return g.Table(
         **_common(title, description, w, h),
         dataSource=DS,
-        targets=_targets(queries),
+        targets=prom_targets(queries),
         unit=unit,
         thresholds=thresholds or BASE,
         displayMode="color-text",
@@ -426,62 +353,3 @@ def table(
 def text(title: str, description: str, content: str, *, w: int = 24, h: int = 4) -> g.Text:
     """A markdown panel. It has no query, hence no unit."""
     return g.Text(**_common(title, description, w, h), content=content, mode="markdown")
-
-
-def up_down_mappings() -> list[dict[str, Any]]:
-    """Value mappings for 0/1 health gauges."""
-    return [
-        {
-            "options": {
-                "0": {"color": "red", "index": 0, "text": "DOWN"},
-                "1": {"color": "green", "index": 1, "text": "UP"},
-            },
-            "type": "value",
-        }
-    ]
-
-
-# --- rows and layout --------------------------------------------------------
-
-@dataclass
-class Row:
-    """A titled group of panels; laid out left to right, wrapping at 24 columns."""
-
-    title: str
-    panels: list[Any] = field(default_factory=list)
-
-
-def layout(rows: list[Row]) -> list[Any]:
-    """Grid positions and stable ids for a dashboard's rows and panels."""
-    out: list[Any] = []
-    y = 0
-    for r, row in enumerate(rows, start=1):
-        if not row.panels:
-            raise ValueError(f"row {row.title!r} is empty")
-        if len(row.panels) >= ROW_ID_STRIDE:
-            raise ValueError(f"row {row.title!r} has too many panels")
-        row_id = r * ROW_ID_STRIDE
-        out.append(
-            g.RowPanel(
-                title=row.title,
-                id=row_id,
-                gridPos=g.GridPos(h=1, w=GRID_WIDTH, x=0, y=y),
-                collapsed=False,
-                panels=[],
-                maxDataPoints=None,
-            )
-        )
-        y += 1
-        x = 0
-        line_height = 0
-        for p, panel in enumerate(row.panels, start=1):
-            w, h = panel.gridPos.w, panel.gridPos.h
-            if x + w > GRID_WIDTH:
-                y += line_height
-                x = 0
-                line_height = 0
-            out.append(attr.evolve(panel, id=row_id + p, gridPos=g.GridPos(h=h, w=w, x=x, y=y)))
-            x += w
-            line_height = max(line_height, h)
-        y += line_height
-    return out

@@ -21,20 +21,12 @@ from exporter.promql import (
     sum_rate,
 )
 
-from . import tiers
+from . import tier_rows
 from .common import Built, tier_dashboard
-from .panels import (
-    Q,
-    Row,
-    gauge,
-    heatmap,
-    stat,
-    steps,
-    table,
-    table_q,
-    timeseries,
-    up_down_mappings,
-)
+from .layout import Row
+from .panels import gauge, heatmap, stat, table, timeseries
+from .styling import steps, up_down_mappings
+from .targets import Q, table_q
 
 KIND = "performance"
 
@@ -379,7 +371,7 @@ def rows(tier: str) -> list[Row]:
     return [
         requests_row(tier),
         inference_row(tier),
-        *tiers.extra_rows(tier, KIND),
+        *tier_rows.extra_rows(tier, KIND),
         system_row(),
         gpu_row(),
         collector_row(),

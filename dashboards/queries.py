@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Iterator
 
-from .panels import DATASOURCE_UID
+from .targets import DATASOURCE_UID
 
 # Longest names first so that $__range_s is not read as $__range + "_s".
 _VARIABLE = re.compile(

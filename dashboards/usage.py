@@ -16,9 +16,12 @@ from exporter.promql import (
     total_ratio,
 )
 
-from . import tiers
+from . import tier_rows
 from .common import Built, tier_dashboard
-from .panels import Q, Row, bargauge, heatmap, instant, piechart, stat, steps, timeseries
+from .layout import Row
+from .panels import bargauge, heatmap, piechart, stat, timeseries
+from .styling import steps
+from .targets import Q, instant
 
 KIND = "usage"
 
@@ -288,7 +291,7 @@ def rows(tier: str) -> list[Row]:
         features_row(tier),
         api_row(tier),
         users_row(tier),
-        *tiers.extra_rows(tier, KIND),
+        *tier_rows.extra_rows(tier, KIND),
     ]
 
 

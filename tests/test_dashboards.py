@@ -19,7 +19,7 @@ import yaml
 
 from dashboards import build as dbuild
 from dashboards import cli, queries
-from dashboards.panels import DATASOURCE_UID
+from dashboards.targets import DATASOURCE_UID
 from exporter.promql import m, one_of, regex
 from exporter.catalog import BY_NAME, Kind, exposed_name_index
 

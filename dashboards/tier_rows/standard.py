@@ -1,0 +1,76 @@
+"""Standard-only rows: local model usage and performance (performance dashboard)."""
+
+from __future__ import annotations
+
+from exporter.promql import div, m, one_of, quantile, rate_ratio, sum_gauge, sum_rate
+
+from ..layout import Row
+from ..panels import stat, timeseries
+from ..styling import steps
+from ..targets import Q
+from .common import DOCS, LOCAL_MODELS, tier_title
+
+INFERENCE = m("clary_inference_requests_total")
+INFERENCE_TIME = m("clary_inference_duration_seconds")
+MODEL_LOAD = m("clary_model_load_duration_seconds")
+MODEL_MEMORY = m("clary_model_memory_bytes")
+
+
+def standard_local_models_row() -> Row:
+    tier = "standard"
+    t = {"tier": tier}
+    local = {"model": one_of(LOCAL_MODELS)}
+    return Row(
+        tier_title(tier, "local model usage and performance"),
+        [
+            stat(
+                "Inferences per document",
+                "Local model inference requests per processed document.",
+                "short",
+                Q(div(sum_rate(INFERENCE, **t, **local), sum_rate(DOCS, **t))),
+                decimals=2,
+            ),
+            stat(
+                "Local inference failure ratio",
+                "Failed local model inferences divided by all local inferences.",
+                "percentunit",
+                Q(rate_ratio(INFERENCE, {"outcome": "failure"}, **t, **local)),
+                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                decimals=2,
+            ),
+            stat(
+                "Local inference p95",
+                "95th percentile latency over all local models.",
+                "s",
+                Q(quantile(0.95, INFERENCE_TIME, **t, **local)),
+            ),
+            stat(
+                "Local model memory",
+                "Memory held by loaded local models, all replicas. All tiers: no tier label.",
+                "bytes",
+                Q(sum_gauge(MODEL_MEMORY, **local)),
+            ),
+            timeseries(
+                "Local model usage",
+                "Inference requests per second per local model (stacked).",
+                "ops",
+                Q(sum_rate(INFERENCE, ("model",), **t, **local), "{{model}}"),
+                stack=True,
+                w=8,
+            ),
+            timeseries(
+                "Local inference latency p50 / p95 / p99",
+                "Inference latency quantiles over all local models.",
+                "s",
+                *(Q(quantile(q, INFERENCE_TIME, **t, **local), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)),
+                w=8,
+            ),
+            timeseries(
+                "Local model load time p95",
+                "95th percentile time to load each local model. All tiers: no tier label.",
+                "s",
+                Q(quantile(0.95, MODEL_LOAD, ("model",), **local), "{{model}}"),
+                w=8,
+            ),
+        ],
+    )

@@ -32,7 +32,7 @@ from exporter.logs import JsonFormatter, TextFormatter
 from exporter.instrument.aiohttp_middleware import instrument, metrics_middleware
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
-from tests.test_asgi import call
+from tests.instrument.asgi_client import call
 
 KEYS = {
     "sk_live_lite_9f3a1c77e2": ApiKey(tier="lite", user="alice@example.com"),

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 
-
-from tests.instrument.http_helpers import (TRACE_ID, in_flight, openmetrics,
-                                          requests)
+from exporter.instrument import requests as httpmetrics
+from exporter.instrument.identity import ANONYMOUS
+from exporter.instrument.requests import RequestMetrics
+from tests.instrument.http_helpers import TRACE_ID, in_flight, openmetrics, requests
 
 
 async def test_threads_writing_while_a_scrape_folds_lose_nothing(rec, registry):
     """Each thread counts into its own table; scrapes on another thread read them concurrently."""
-    import threading
-
-    from exporter.instrument.identity import ANONYMOUS
-    from exporter.instrument.requests import RequestMetrics
-
     metrics = RequestMetrics.of(rec)
     n, threads = 20_000, 4
     stop = threading.Event()
@@ -43,9 +41,6 @@ async def test_threads_writing_while_a_scrape_folds_lose_nothing(rec, registry):
 
 
 async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
-    from exporter.instrument.identity import ANONYMOUS
-    from exporter.instrument.requests import RequestMetrics
-
     metrics = RequestMetrics.of(rec)
     for deferred in (True, False):
         metrics.deferred = deferred
@@ -54,12 +49,6 @@ async def test_status_outside_the_valid_range_counts_as_500(rec, registry):
 
 
 async def test_a_bucket_exemplar_is_replaced_at_most_every_interval(rec, registry, monkeypatch):
-    import time
-
-    from exporter.instrument import requests as httpmetrics
-    from exporter.instrument.identity import ANONYMOUS
-    from exporter.instrument.requests import RequestMetrics
-
     metrics = RequestMetrics.of(rec)
     other = "0af7651916cd43dd8448eb211c80319c"
 

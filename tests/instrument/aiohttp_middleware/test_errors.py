@@ -12,7 +12,7 @@ import pytest
 from exporter.instrument.aiohttp_middleware import IDENTITY
 from exporter.logs import JsonFormatter, TextFormatter
 from tests.instrument.aiohttp_middleware.service import measured_app
-from tests.instrument.http_helpers import (RAW_ID, eventually, in_flight, requests)
+from tests.instrument.http_helpers import RAW_ID, eventually, in_flight, requests
 
 
 async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(client, registry, caplog):

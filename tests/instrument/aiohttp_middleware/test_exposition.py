@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 from tests.instrument.aiohttp_middleware.service import Handlers, build_app, measured_app
-from tests.instrument.http_helpers import (TRACE_ID, TRACEPARENT, openmetrics,
-                                          requests)
+from tests.instrument.http_helpers import TRACE_ID, TRACEPARENT, openmetrics, requests
 
 
 async def test_traceparent_becomes_an_exemplar_in_openmetrics(client, registry):

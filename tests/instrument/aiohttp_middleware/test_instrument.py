@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 from aiohttp import web
 
 from exporter.instrument.aiohttp_middleware import instrument, key_table_resolver, metrics_middleware
 from tests.instrument.aiohttp_middleware.service import build_app, measured_app
-from tests.instrument.http_helpers import (KEYS, requests)
+from tests.instrument.http_helpers import KEYS, requests
 
 
 async def test_instrument_adds_no_middleware_and_wraps_each_handler_once(aiohttp_client, rec, registry, handlers):

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from tests.instrument.aiohttp_middleware.service import measured_app
-from tests.instrument.http_helpers import (eventually, in_flight, requests)
+from tests.instrument.http_helpers import eventually, in_flight, requests
 
 
 async def test_in_flight_goes_up_and_back_to_zero(client, registry, handlers):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 from aiohttp import web
 from prometheus_client import generate_latest
 
 from exporter.instrument.aiohttp_middleware import IDENTITY
 from tests.instrument.aiohttp_middleware.service import build_app, measured_app
-from tests.instrument.http_helpers import (KEYS, RAW_ID, requests)
+from tests.instrument.http_helpers import KEYS, RAW_ID, requests
 
 
 async def test_route_label_is_the_template_not_the_raw_path(client, registry):

@@ -13,8 +13,7 @@ from exporter.instrument.asgi import MetricsMiddleware
 from exporter.instrument.identity import key_table_resolver
 from exporter.logs import JsonFormatter, TextFormatter
 from tests.instrument.asgi_client import call
-from tests.instrument.http_helpers import (KEYS, LITE, PRO, RAW_ID, in_flight,
-                                          requests)
+from tests.instrument.http_helpers import KEYS, LITE, PRO, RAW_ID, in_flight, requests
 
 
 async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(app, registry, caplog):

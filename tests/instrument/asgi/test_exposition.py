@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-
-
 from tests.instrument.asgi_client import call
-from tests.instrument.http_helpers import (LITE, PRO, TRACE_ID, TRACEPARENT, openmetrics, requests)
+from tests.instrument.http_helpers import LITE, PRO, TRACE_ID, TRACEPARENT, openmetrics, requests
 
 
 async def test_traceparent_becomes_an_exemplar_in_openmetrics(app, registry):

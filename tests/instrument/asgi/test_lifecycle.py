@@ -19,8 +19,7 @@ from exporter.instrument.asgi import MetricsMiddleware
 from exporter.instrument.identity import key_table_resolver
 from tests import support
 from tests.instrument.asgi_client import call
-from tests.instrument.http_helpers import (KEYS, LITE, PRO, RAW_ID, eventually, in_flight,
-                                          requests)
+from tests.instrument.http_helpers import KEYS, LITE, PRO, RAW_ID, eventually, in_flight, requests
 
 
 async def test_in_flight_goes_up_and_back_to_zero(app, registry, handlers):

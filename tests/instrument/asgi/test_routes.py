@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import generate_latest
@@ -12,7 +11,7 @@ from starlette.routing import Mount, Route
 from exporter.instrument.asgi import IDENTITY_SCOPE_KEY, MetricsMiddleware, get_identity
 from exporter.instrument.identity import Identity, key_table_resolver
 from tests.instrument.asgi_client import call
-from tests.instrument.http_helpers import (KEYS, LITE, PRO, RAW_ID, requests)
+from tests.instrument.http_helpers import KEYS, LITE, PRO, RAW_ID, requests
 
 
 async def test_route_label_is_the_template_not_the_raw_path(app, registry):

@@ -1,4 +1,4 @@
-"""Fixtures of the instrumentation tests: a fresh registry and a recorder on it."""
+"""Fixtures of the instrumentation tests: a fresh registry, a recorder on it, a fake monotonic clock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
+from tests.instrument.recorder_helpers import SECRET, Clock
 
 
 @pytest.fixture
@@ -16,4 +17,9 @@ def registry():
 
 @pytest.fixture
 def rec(registry):
-    return Recorder(registry, Hasher("instrument-test-secret-0123"))
+    return Recorder(registry, Hasher(SECRET))
+
+
+@pytest.fixture
+def clock():
+    return Clock(1000.0)

@@ -159,7 +159,7 @@ class AiohttpTarget:
         match_info = await self.app.router.resolve(request)
         match_info.add_app(self.app)
         match_info.freeze()
-        request._match_info = match_info
+        request._match_info = match_info  # private seam: a mocked request has no public way to take a resolved match
         try:
             if self.middleware is None:
                 await match_info.handler(request)

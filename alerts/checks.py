@@ -1,6 +1,6 @@
 """Static checks of the generated rules against the metric catalog.
 
-Used by ``tests/test_alerts_rules.py``; importable by other checks (the
+Used by ``tests/alerts/test_rules.py``; importable by other checks (the
 dashboards have the same need). The PromQL reader here is deliberately small:
 it finds metric selectors, their label matchers, grouping labels and range
 durations, which is all a catalog check needs. It is not a PromQL parser.

@@ -4,7 +4,7 @@ The monitoring-mixin way: the thresholds live in :class:`alerts.config.Config`,
 the burn-rate windows in :data:`alerts.config.BURN_RATE_WINDOWS`, the rule
 groups in ``alerts/groups/``, and this command turns them into
 ``alerts/rules/*.yml`` and ``alerts/alertmanager.yml``. The output is
-deterministic and committed; ``tests/test_alerts_generate.py`` fails when the
+deterministic and committed; ``tests/alerts/test_generate.py`` fails when the
 committed files differ from what the generator produces.
 """
 

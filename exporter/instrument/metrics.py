@@ -58,7 +58,7 @@ CHILD_CACHE_LIMIT = 50_000
 # multiprocess mode (PROMETHEUS_MULTIPROC_DIR; ignored otherwise). Counters and
 # histograms always sum. "live*" modes drop a worker's value when it exits
 # (mark_process_dead); the others keep the last value a dead worker wrote.
-# A gauge missing here gets "all" (one series per pid); tests/test_multiprocess.py
+# A gauge missing here gets "all" (one series per pid); tests/instrument/test_multiprocess.py
 # asserts every catalog gauge is listed. See docs/deployment.md, Multiprocess workers.
 MULTIPROCESS_MODES = {
     "clary_http_requests_in_flight": "livesum",  # requests being served by all live workers

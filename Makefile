@@ -12,6 +12,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:25279
+# Two workers, one test file each at a time (module fixtures stay per file); PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: help run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware deps system-deps dashboards check clean
 .DEFAULT_GOAL := help
@@ -44,7 +46,7 @@ run: deps ## the exporter in demo mode on LISTEN (127.0.0.1:25279): demo API and
 	$(VENV)/bin/clary-exporter --demo --listen-address $(LISTEN)
 
 test: deps system-deps ## the whole test suite, against real Prometheus, promtool, Alertmanager and amtool
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 stack: deps system-deps ## exporter + Prometheus + Alertmanager on 127.0.0.1, no docker, until Ctrl-C
 	$(PY) -m exporter.stack

@@ -281,8 +281,11 @@ def test_file_sd_replicas_aggregate_by_tier(cluster_prometheus, two_replicas):
     assert sorted(s["metric"]["instance"] for s in up) == sorted(two_replicas)
     assert {s["metric"]["region"] for s in up} == {"test"}
     # The raw counters come from both replicas; the recording rule sums them into one series per tier.
-    series = support.wait_until(
-        lambda: prom.query("tier:clary_http_requests:rate5m > 0"), timeout=30, interval=0.1, what="recording rule")
+    def every_tier():  # the demo reaches each tier within seconds; wait for all three, not the first
+        found = prom.query("tier:clary_http_requests:rate5m > 0")
+        return found if {"lite", "standard", "professional"} <= {s["metric"]["tier"] for s in found} else None
+
+    series = support.wait_until(every_tier, timeout=30, interval=0.1, what="recording rule for every tier")
     tiers = [s["metric"]["tier"] for s in series]
     assert len(tiers) == len(set(tiers)) and {"lite", "standard", "professional"} <= set(tiers)
     assert all(set(s["metric"]) == {"__name__", "tier"} for s in series)

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -44,24 +43,34 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, web_co
     resolver = key_table_resolver(config.api_keys)
     app.add_subapp("/demo/", create_demo_app(app[server.RECORDER], resolver))
     if traffic_base is not None:
-        app.cleanup_ctx.append(_traffic(traffic_base, config))
+        _send_traffic(app, traffic_base, config)
     return app
 
 
-def _traffic(base: str, config: Config):
-    async def context(app: web.Application) -> AsyncIterator[None]:
+def _send_traffic(app: web.Application, base: str, config: Config) -> None:
+    """Demo traffic from start-up until shutdown begins.
+
+    Stopped on shutdown, before the server waits for open connections to
+    finish: traffic still running then would keep them busy until the
+    shutdown timeout.
+    """
+    tasks: list[asyncio.Task] = []
+
+    async def start(app: web.Application) -> None:
         generator = DemoTraffic(base, rate=config.demo_rate, duration=config.demo_duration,
                                 ingest_token=DEMO_INGEST_TOKEN)
-        task = asyncio.create_task(_when_listening(base, generator.run), name="demo-traffic")
+        tasks.append(asyncio.create_task(_when_listening(base, generator.run), name="demo-traffic"))
         log.info("demo mode: open %s/metrics; demo API under /demo/api/v1/", base)
-        try:
-            yield
-        finally:
+
+    async def stop(app: web.Application) -> None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        tasks.clear()
 
-    return context
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
 
 
 async def _when_listening(base: str, run) -> None:

@@ -18,7 +18,6 @@ Usage: python -m benchmarks.scrape_stall [--seconds 5] [--rounds 1] [--sizes 100
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import statistics
 import subprocess

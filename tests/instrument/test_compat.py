@@ -23,8 +23,8 @@ def test_request_fields_match_the_public_api():
     request = make_mocked_request("POST", "/x", headers={"X-API-Key": "k"})
     for fields in (_compat.request_fields, _compat._public_request_fields):
         headers, state, method = fields(request)
-        state["probe"] = 1
-        assert (headers.get("X-API-Key"), method, request.get("probe")) == ("k", "POST", 1)
+        state[IDENTITY] = Identity("lite", None)
+        assert (headers.get("X-API-Key"), method, request.get(IDENTITY)) == ("k", "POST", Identity("lite", None))
 
 
 async def test_instrumented_app_works_through_the_public_fallback(aiohttp_client, monkeypatch):

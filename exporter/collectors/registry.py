@@ -8,6 +8,7 @@ by :func:`registered`, ``collectors.<name>`` appears in the config file and
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -48,9 +49,15 @@ def register(name: str, *, help: str, default_enabled: bool = True) -> Callable[
 
 
 def registered() -> dict[str, Registration]:
-    """Every collector of the package, by name (importing its modules once)."""
+    """Every collector of the package, by name."""
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+@functools.cache
+def _discover() -> None:
+    """Import the package's collector modules, once: config, flags and the server all ask."""
     package = importlib.import_module(_PACKAGE)
     for module in pkgutil.iter_modules(package.__path__):
         if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
             importlib.import_module(f"{_PACKAGE}.{module.name}")
-    return dict(sorted(_REGISTRY.items()))

@@ -29,7 +29,8 @@ from typing import Annotated, ClassVar, Literal, Protocol, Union
 from msgspec import Meta, Struct
 
 from exporter.catalog import METHODS
-from exporter.instrument.deferred import count_elements, group_values
+from exporter.instrument._compat import count_elements
+from exporter.instrument.deferred import group_values
 from exporter.instrument.recorder import Recorder
 
 log = logging.getLogger(__name__)

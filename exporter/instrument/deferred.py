@@ -32,14 +32,8 @@ from exporter.catalog import CATALOG
 from exporter.instrument import _compat
 from exporter.instrument.metrics import CatalogMetrics
 
-count_elements = _compat.count_elements
-
-
 # Distinct raw label tuples one thread keeps before it folds and starts over.
 SERIES_LIMIT = 20_000
-
-
-fold_histogram = _compat.fold_histogram
 
 
 def available() -> bool:
@@ -257,5 +251,5 @@ class DeferredUpdates:
             _, sums, folded, child = table.histograms[name, labels]
             now = sums[:]  # one consistent copy (no GIL release while copying)
             if now != folded:
-                fold_histogram(child, now, folded, 1)
+                _compat.fold_histogram(child, now, folded, 1)
                 folded[:] = now

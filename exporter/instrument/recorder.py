@@ -22,7 +22,6 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import overload
 
-
 from exporter.instrument import _compat
 from exporter.instrument.recorder_core import DIGEST_CACHE_LIMIT, RecorderCore
 from exporter.instrument.timing import Timed

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry
 
 from exporter.catalog import TIER
-from exporter.instrument.deferred import DeferredUpdates, count_elements, group_values, kept_pairs
+from exporter.instrument._compat import count_elements
+from exporter.instrument.deferred import DeferredUpdates, group_values, kept_pairs
 from exporter.instrument.deferred import available as deferred_available
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.metrics import CatalogMetrics

@@ -31,6 +31,7 @@ RENDERER = web.AppKey("renderer", Renderer)
 CONFIG = web.AppKey("config", Config)
 READY = web.AppKey("ready", dict)
 
+
 def build_collectors(config: Config) -> CollectorSet:
     """The registered collectors that the config enables, in name order."""
     enabled = config.collectors.model_dump()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from exporter.promql import (
     agg,
-    div,
     hist_buckets,
     m,
     quantile,
@@ -23,8 +22,9 @@ from exporter.promql import (
 
 from . import tier_rows
 from .common import Built, tier_dashboard
+from .gpu_row import gpu_row
 from .layout import Row
-from .panels import gauge, heatmap, stat, table, timeseries
+from .panels import heatmap, stat, table, timeseries
 from .styling import steps, up_down_mappings
 from .targets import Q, table_q
 
@@ -47,12 +47,6 @@ DISK_WRITTEN = m("clary_system_disk_written_bytes_total")
 NET_RX = m("clary_system_network_received_bytes_total")
 NET_TX = m("clary_system_network_transmitted_bytes_total")
 
-GPU_UTIL = m("clary_gpu_utilization_ratio")
-GPU_MEM_USED = m("clary_gpu_memory_used_bytes")
-GPU_MEM_TOTAL = m("clary_gpu_memory_total_bytes")
-GPU_TEMP = m("clary_gpu_temperature_celsius")
-GPU_POWER = m("clary_gpu_power_watts")
-
 COLLECTOR_UP = m("clary_exporter_collector_up")
 COLLECTOR_ERRORS = m("clary_exporter_collector_errors_total")
 COLLECTOR_DURATION = m("clary_exporter_collector_duration_seconds")
@@ -63,7 +57,6 @@ BUILD_INFO = m("clary_exporter_build_info")
 ERROR_CODES = regex("5..")
 ALL_TIERS = "All tiers: this metric carries no tier label."
 PER_HOST = ("instance",)
-PER_GPU = ("instance", "gpu")
 
 
 def latency_quantiles(family, by=(), legend_prefix="", **matchers) -> tuple[Q, ...]:
@@ -245,55 +238,6 @@ def system_row() -> Row:
                 Q(agg(rate(NET_RX.sel()), PER_HOST + ("interface",)), "{{instance}} {{interface}} rx"),
                 Q(agg(rate(NET_TX.sel()), PER_HOST + ("interface",)), "{{instance}} {{interface}} tx"),
                 w=6,
-            ),
-        ],
-    )
-
-
-def gpu_row() -> Row:
-    return Row(
-        "GPU",
-        [
-            timeseries(
-                "GPU utilization",
-                "GPU busy ratio per host and device. Empty on hosts without a GPU. " + ALL_TIERS,
-                "percentunit",
-                Q(sum_gauge(GPU_UTIL, PER_GPU), "{{instance}} gpu{{gpu}}"),
-                min_=0,
-                max_=1,
-                w=6,
-            ),
-            timeseries(
-                "GPU memory used",
-                "GPU framebuffer memory in use and installed, per host and device. " + ALL_TIERS,
-                "bytes",
-                Q(sum_gauge(GPU_MEM_USED, PER_GPU), "{{instance}} gpu{{gpu}} used"),
-                Q(sum_gauge(GPU_MEM_TOTAL, PER_GPU), "{{instance}} gpu{{gpu}} total"),
-                w=6,
-            ),
-            timeseries(
-                "GPU temperature",
-                "GPU core temperature per host and device. " + ALL_TIERS,
-                "celsius",
-                Q(sum_gauge(GPU_TEMP, PER_GPU), "{{instance}} gpu{{gpu}}"),
-                thresholds=steps(("orange", 80), ("red", 90)),
-                w=4,
-            ),
-            timeseries(
-                "GPU power",
-                "GPU power draw per host and device. " + ALL_TIERS,
-                "watt",
-                Q(sum_gauge(GPU_POWER, PER_GPU), "{{instance}} gpu{{gpu}}"),
-                w=4,
-            ),
-            gauge(
-                "GPU memory in use",
-                "Highest GPU memory used / installed ratio across devices. " + ALL_TIERS,
-                "percentunit",
-                Q(agg(div(sum_gauge(GPU_MEM_USED, PER_GPU), sum_gauge(GPU_MEM_TOTAL, PER_GPU)), op="max")),
-                thresholds=steps(("orange", 0.8), ("red", 0.95)),
-                w=4,
-                h=8,
             ),
         ],
     )

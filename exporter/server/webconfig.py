@@ -7,14 +7,25 @@ one set of habits serve node_exporter and this exporter alike::
     tls_server_config:
       cert_file: server.crt          # relative paths: to this file's directory
       key_file: server.key
-      # client_auth_type: RequireAndVerifyClientCert   # mutual TLS
+      # client_auth_type: RequireAndVerifyClientCert   # mutual TLS (needs client_ca_file)
       # client_ca_file: clients-ca.crt
       # min_version: TLS12           # TLS12 (default) or TLS13
     http_server_config:
-      headers:                       # added to every response
+      headers:                       # added to every response (exporter-toolkit's five)
         Strict-Transport-Security: max-age=31536000
-    basic_auth_users:                # user: bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
+    basic_auth_users:                # user: bcrypt hash, cost >= 10 (htpasswd -nBC 10 "" | tr -d ':\\n')
       prometheus: $2y$10$...
+
+The file is checked at start as exporter-toolkit checks it, and stricter
+where a mistake would only show later: only the security headers
+exporter-toolkit allows (:data:`EXTRA_HEADERS`), with values free of control
+characters (a CR/LF accepted here would break every response); bcrypt cost
+at least 10 and no hash of the empty password; every client-certificate mode
+needs ``client_ca_file`` (Python's TLS verifies any client certificate it
+asks for, so ``RequestClientCert``/``RequireAnyClientCert`` act as
+``VerifyClientCertIfGiven``/``RequireAndVerifyClientCert``) and a CA file
+needs a client-certificate mode; each missing file is named by its field.
+Any failure is one line and exit 2.
 
 What basic auth covers: ``/metrics`` and the landing page. Open on purpose:
 ``/healthz`` and ``/readyz`` (liveness/readiness probes carry no
@@ -36,6 +47,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import ssl
 from collections import OrderedDict
 from pathlib import Path
@@ -53,7 +65,29 @@ REALM = "clary-exporter"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 OWN_AUTH_PREFIXES = ("/api/", "/demo/")
 CACHE_SIZE = 1024
-_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
+MIN_BCRYPT_COST = 10
+# The response headers a web config may set and, where the header is an enumeration, the
+# values allowed: exporter-toolkit's list (web/handler.go), spelled as there, so one file
+# serves node_exporter and this exporter alike.
+EXTRA_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
+# RFC 7230 field-value characters we accept: visible ASCII, space and tab.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")
+# client_auth_type -> whether a client certificate is required (every mode verifies it).
+CLIENT_CERT_MODES = {"RequestClientCert": False, "VerifyClientCertIfGiven": False,
+                     "RequireAnyClientCert": True, "RequireAndVerifyClientCert": True}
+
+
+def _short(text: str) -> str:
+    """A value quoted for a one-line message: escaped, at most ~60 characters."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= 60 else quoted[:57] + "..."
 
 
 class WebConfigError(ConfigError):
@@ -68,7 +102,8 @@ class TLSServerConfig(_Strict):
     cert_file: Path
     key_file: Path
     client_auth_type: Literal[
-        "NoClientCert", "RequestClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
+        "NoClientCert", "RequestClientCert", "VerifyClientCertIfGiven", "RequireAnyClientCert",
+        "RequireAndVerifyClientCert"
     ] = "NoClientCert"
     client_ca_file: Path | None = None
     min_version: Literal["TLS12", "TLS13"] = "TLS12"
@@ -76,9 +111,13 @@ class TLSServerConfig(_Strict):
 
     @model_validator(mode="after")
     def _client_ca(self) -> TLSServerConfig:
-        verifies = self.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
-        if verifies and self.client_ca_file is None:
-            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+        mode = self.client_auth_type
+        if mode in CLIENT_CERT_MODES and self.client_ca_file is None:
+            raise ValueError(f"client_auth_type {mode} needs client_ca_file (the CA that client certificates "
+                             "are verified against)")
+        if mode == "NoClientCert" and self.client_ca_file is not None:
+            raise ValueError("client_ca_file is set but client_auth_type is NoClientCert: set "
+                             "RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or drop client_ca_file")
         if self.min_version == "TLS13" and self.max_version == "TLS12":
             raise ValueError("min_version is above max_version")
         return self
@@ -91,10 +130,16 @@ class HTTPServerConfig(_Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = {"authorization", "www-authenticate", "content-type", "content-length", "content-encoding"}
-        for name in value:
-            if name.lower() in reserved:
-                raise ValueError(f"header {name!r} cannot be set here")
+        for name, text in value.items():
+            allowed = EXTRA_HEADERS.get(name)
+            if allowed is None:
+                raise ValueError(f"header {name!r} cannot be configured; allowed (as in exporter-toolkit): "
+                                 + ", ".join(EXTRA_HEADERS))
+            if not _HEADER_VALUE.match(text):
+                raise ValueError(f"header {name}: value {_short(text)} has a control or non-ASCII character "
+                                 "(CR, LF, NUL, ...)")
+            if allowed and text not in allowed:
+                raise ValueError(f"header {name}: value {_short(text)} is not one of " + ", ".join(allowed))
         return value
 
 
@@ -107,11 +152,16 @@ class WebConfig(_Strict):
     @classmethod
     def _hashes(cls, value: dict[str, str]) -> dict[str, str]:
         for user, hashed in value.items():
-            if not user or ":" in user:
-                raise ValueError(f"user name {user!r} must be non-empty and contain no ':'")
-            if not (isinstance(hashed, str) and hashed.startswith(_BCRYPT_PREFIXES) and len(hashed) == 60):
+            if not user or ":" in user or not _HEADER_VALUE.match(user):
+                raise ValueError(f"user name {user!r} must be non-empty, ASCII, without ':' or control characters")
+            match = _BCRYPT.match(hashed)
+            if match is None:
                 raise ValueError(f"basic_auth_users.{user}: expected a bcrypt hash ($2y$..., 60 characters), "
                                  "not a plain password")
+            cost = int(match.group(1))
+            if not MIN_BCRYPT_COST <= cost <= 31:
+                raise ValueError(f"basic_auth_users.{user}: bcrypt cost {cost} is outside {MIN_BCRYPT_COST}..31 "
+                                 f"(make the hash with htpasswd -nBC {MIN_BCRYPT_COST})")
         return value
 
     @property
@@ -125,8 +175,41 @@ def _resolve(base: Path, path: Path | None) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def _check_files(tls: TLSServerConfig) -> None:
+    """Each file the TLS config names exists and is readable; a failure names its field and path."""
+    for field in ("cert_file", "key_file", "client_ca_file"):
+        path = getattr(tls, field)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise WebConfigError(f"tls_server_config.{field}: {path}: no such file") from None
+        except IsADirectoryError:
+            raise WebConfigError(f"tls_server_config.{field}: {path}: is a directory, not a file") from None
+        except OSError as exc:
+            raise WebConfigError(f"tls_server_config.{field}: {path}: {exc.strerror or exc}") from None
+
+
+def _check_passwords(users: dict[str, str]) -> None:
+    """Refuse a hash of the empty password: anyone could scrape with the user name alone."""
+    bcrypt = _bcrypt()
+    for user, hashed in users.items():
+        try:
+            empty = bcrypt.checkpw(b"", hashed.encode())
+        except ValueError:
+            raise WebConfigError(f"basic_auth_users.{user}: not a valid bcrypt hash") from None
+        if empty:
+            raise WebConfigError(f"basic_auth_users.{user}: the hash is of the empty password")
+
+
 def load(path: str | Path) -> WebConfig:
-    """Read and validate the file; paths inside become absolute (relative to it)."""
+    """Read and validate the file; paths inside become absolute (relative to it).
+
+    Checks the files it names and the passwords (one bcrypt check per user),
+    so every mistake is reported at start as one line.
+    """
     path = Path(path)
     data = read_mapping(path, "web config file", WebConfigError)
     try:
@@ -144,8 +227,13 @@ def load(path: str | Path) -> WebConfig:
             "client_ca_file": _resolve(base, tls.client_ca_file),
         })
         config = config.model_copy(update={"tls_server_config": tls})
-    if config.basic_auth_users:
-        _bcrypt()  # fail at start-up, not at the first request
+    try:
+        if tls is not None:
+            _check_files(tls)
+        if config.basic_auth_users:  # also fails without bcrypt at start-up, not at the first request
+            _check_passwords(config.basic_auth_users)
+    except WebConfigError as exc:
+        raise WebConfigError(f"web config file {path}: {exc}") from None
     return config
 
 
@@ -158,22 +246,19 @@ def ssl_context(config: WebConfig) -> ssl.SSLContext | None:
     versions = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
     context.minimum_version = versions[tls.min_version]
     context.maximum_version = versions[tls.max_version]
+    _check_files(tls)  # ssl's own FileNotFoundError does not say which file
     try:
         context.load_cert_chain(tls.cert_file, tls.key_file)
-    except FileNotFoundError as exc:
-        raise WebConfigError(f"tls_server_config: {exc.filename or tls.cert_file}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
-        raise WebConfigError(f"tls_server_config: cannot load {tls.cert_file} / {tls.key_file}: {exc}") from None
-    if tls.client_auth_type != "NoClientCert":
-        context.verify_mode = ssl.CERT_REQUIRED if tls.client_auth_type == "RequireAndVerifyClientCert" \
-            else ssl.CERT_OPTIONAL
-        if tls.client_ca_file is not None:
-            try:
-                context.load_verify_locations(cafile=tls.client_ca_file)
-            except (ssl.SSLError, OSError) as exc:
-                raise WebConfigError(f"tls_server_config.client_ca_file {tls.client_ca_file}: {exc}") from None
-        else:  # RequestClientCert: ask, accept whatever the system trusts
-            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        raise WebConfigError(f"tls_server_config: cannot load cert_file {tls.cert_file} with key_file "
+                             f"{tls.key_file}: {exc}") from None
+    required = CLIENT_CERT_MODES.get(tls.client_auth_type)
+    if required is not None:  # the model guarantees client_ca_file
+        context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise WebConfigError(f"tls_server_config.client_ca_file: {tls.client_ca_file}: {exc}") from None
     return context
 
 

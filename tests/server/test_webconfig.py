@@ -154,7 +154,7 @@ def test_empty_file_means_plain_http_without_auth(tmp_path):
      "needs client_ca_file"),
     ({"tls_server_config": {"cert_file": "a", "key_file": "b", "min_version": "TLS10"}},
      "tls_server_config.min_version: Input should be 'TLS12' or 'TLS13'"),
-    ({"http_server_config": {"headers": {"WWW-Authenticate": "x"}}}, "cannot be set here"),
+    ({"http_server_config": {"headers": {"WWW-Authenticate": "x"}}}, "cannot be configured"),
     (["not", "a", "mapping"], "expected a mapping"),
 ])
 def test_bad_files_are_one_line_errors(tmp_path, data, message):
@@ -169,8 +169,8 @@ def test_bad_files_are_one_line_errors(tmp_path, data, message):
 def test_missing_certificate_is_reported_by_name(tmp_path):
     path = tmp_path / "web.yml"
     path.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "nope.crt", "key_file": "nope.key"}}))
-    with pytest.raises(webconfig.WebConfigError, match="nope"):
-        webconfig.ssl_context(webconfig.load(path))
+    with pytest.raises(webconfig.WebConfigError, match="cert_file: .*nope.crt: no such file"):
+        webconfig.load(path)
 
 
 def test_credentials_parsing():
@@ -194,7 +194,7 @@ def test_which_paths_basic_auth_covers():
 
 async def test_basic_auth_in_the_app(aiohttp_client, tmp_path):
     path = tmp_path / "web.yml"
-    path.write_text(yaml.safe_dump({"basic_auth_users": {USER: _hash(PASSWORD, cost=4)},
+    path.write_text(yaml.safe_dump({"basic_auth_users": {USER: _hash(PASSWORD)},
                                     "http_server_config": {"headers": {"X-Frame-Options": "deny"}}}))
     web_config = webconfig.load(path)
     app = demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}), web_config=web_config)

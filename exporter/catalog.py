@@ -164,6 +164,23 @@ WINDOW = LabelSpec("window", ("5m", "1h", "24h"), None)
 INTERFACE = LabelSpec("interface", None, None, doc="network interface, loopback excluded, count bounded")
 GPU_INDEX = LabelSpec("gpu", None, None, doc="NVML device index")
 GPU_UUID = LabelSpec("uuid", None, None, doc="NVML device UUID")
+GPU = (GPU_INDEX, GPU_UUID)
+GPU_MODEL = LabelSpec("model_name", None, None, doc="NVML product name; a host has few devices")
+DRIVER_VERSION = LabelSpec("driver_version", None, None, doc="NVIDIA driver version")
+# NVML's clock event (formerly throttle) reason bits, by name; the collector decodes the bitmask.
+CLOCK_EVENT_REASON = LabelSpec(
+    "reason",
+    ("gpu_idle", "applications_clocks_setting", "sw_power_cap", "hw_slowdown", "sync_boost",
+     "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "display_clock_setting"),
+    None,
+)
+ECC_ERROR = LabelSpec("error", ("corrected", "uncorrected"), None, doc="single-bit (corrected) or double-bit")
+ECC_SCOPE = LabelSpec("scope", ("volatile", "aggregate"), None, doc="since the driver loaded, or lifetime")
+GPU_INSTANCE = LabelSpec("gpu_instance_id", None, None, doc="MIG GPU instance id (at most 7 per GPU)")
+COMPUTE_INSTANCE = LabelSpec("compute_instance_id", None, None, doc="MIG compute instance id")
+MIG = (*GPU, GPU_INSTANCE, COMPUTE_INSTANCE)
+MIG_PROFILE = LabelSpec("mig_profile", None, None, doc="MIG profile, e.g. 1g.10gb")
+MIG_UUID = LabelSpec("mig_uuid", None, None, doc="MIG device UUID (what CUDA_VISIBLE_DEVICES names)")
 COLLECTOR = LabelSpec("collector", None, None, doc="scrape-time collector name")
 EVENT_TYPE = LabelSpec(
     "type",
@@ -215,6 +232,11 @@ def _g(name, help_, labels=(), **kw) -> MetricSpec:
 
 def _h(name, help_, labels, buckets, **kw) -> MetricSpec:
     return MetricSpec(name, Kind.HISTOGRAM, help_, tuple(labels), buckets=buckets, **kw)
+
+
+def _gpu(make, name, help_, labels=()) -> MetricSpec:
+    """A per-device family of the GPU collector: labelled gpu and uuid first."""
+    return make(name, help_, (*GPU, *labels), group="gpu", collected=True)
 
 
 CATALOG: tuple[MetricSpec, ...] = (
@@ -302,6 +324,36 @@ CATALOG: tuple[MetricSpec, ...] = (
     _g("clary_gpu_memory_total_bytes", "GPU framebuffer memory installed.", (GPU_INDEX, GPU_UUID), group="gpu", collected=True),
     _g("clary_gpu_temperature_celsius", "GPU core temperature.", (GPU_INDEX, GPU_UUID), group="gpu", collected=True),
     _g("clary_gpu_power_watts", "GPU power draw.", (GPU_INDEX, GPU_UUID), group="gpu", collected=True),
+    _g("clary_gpu_devices", "GPUs NVML reports on this host; 0 without a GPU, driver or pynvml.",
+       group="gpu", collected=True),
+    _gpu(_g, "clary_gpu_info", "GPU identity (join on gpu and uuid for the model name); always 1.",
+         (GPU_MODEL, DRIVER_VERSION)),
+    _gpu(_g, "clary_gpu_sm_clock_hertz", "Current SM (streaming multiprocessor) clock."),
+    _gpu(_g, "clary_gpu_memory_clock_hertz", "Current memory clock."),
+    _gpu(_g, "clary_gpu_clock_event_reason_active",
+         "1 while the reason holds the clocks down or explains them (throttling, idle); 0 otherwise.",
+         (CLOCK_EVENT_REASON,)),
+    _gpu(_g, "clary_gpu_memory_copy_utilization_ratio",
+         "Share (0..1) of the driver's last sample period during which device memory was read or written."),
+    _gpu(_g, "clary_gpu_memory_temperature_celsius", "GPU memory (HBM) temperature."),
+    _gpu(_c, "clary_gpu_energy_joules_total", "Energy the GPU consumed since the driver loaded."),
+    _gpu(_g, "clary_gpu_pcie_transmitted_bytes_per_second", "PCIe throughput from the GPU, sampled by the driver."),
+    _gpu(_g, "clary_gpu_pcie_received_bytes_per_second", "PCIe throughput to the GPU, sampled by the driver."),
+    _gpu(_c, "clary_gpu_pcie_replays_total", "PCIe replays (link-level retries)."),
+    _gpu(_g, "clary_gpu_encoder_utilization_ratio", "Video encoder busy ratio (0..1)."),
+    _gpu(_g, "clary_gpu_decoder_utilization_ratio", "Video decoder busy ratio (0..1)."),
+    _gpu(_c, "clary_gpu_ecc_errors_total", "GPU memory ECC errors, corrected or not.", (ECC_ERROR, ECC_SCOPE)),
+    _gpu(_g, "clary_gpu_retired_pages", "Memory pages retired (pre-Ampere), after corrected or uncorrected errors.",
+         (ECC_ERROR,)),
+    _gpu(_g, "clary_gpu_retired_pages_pending", "1 if a page retirement waits for the next GPU reset."),
+    _gpu(_g, "clary_gpu_remapped_rows", "Memory rows remapped (Ampere and later), after corrected or uncorrected errors.",
+         (ECC_ERROR,)),
+    _gpu(_g, "clary_gpu_row_remap_pending", "1 if a row remap waits for the next GPU reset."),
+    _gpu(_g, "clary_gpu_row_remap_failed", "1 if a row remap failed: the GPU needs service."),
+    _g("clary_gpu_mig_info", "MIG device identity (parent gpu, instance ids, profile); always 1.",
+       (*MIG, MIG_PROFILE, MIG_UUID), group="gpu", collected=True),
+    _g("clary_gpu_mig_memory_used_bytes", "Memory in use on a MIG device.", MIG, group="gpu", collected=True),
+    _g("clary_gpu_mig_memory_total_bytes", "Memory of a MIG device.", MIG, group="gpu", collected=True),
     # The exporter itself
     _g("clary_exporter_collector_up", "1 if the collector's last scrape succeeded, 0 if it failed or its hardware is absent.",
        (COLLECTOR,), group="exporter", collected=True),
@@ -318,7 +370,8 @@ CATALOG: tuple[MetricSpec, ...] = (
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOG}
 
-# Families that only exist when the hardware does (no GPU, no series).
+# Families that only exist when the hardware does: without a GPU only
+# clary_gpu_devices (0) is reported, no per-device series.
 HARDWARE_GROUPS = frozenset({"gpu"})
 
 

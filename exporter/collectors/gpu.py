@@ -1,26 +1,34 @@
 """NVIDIA GPU metrics read through NVML at scrape time.
 
-The contract with the alert rules (see ``CollectorSet`` for how it is
-reported):
+What is read per device, and how unsupported readings are dropped, is in
+``exporter.collectors._nvml`` (dcgm-exporter's default set where NVML has
+it). Per-device families carry ``gpu`` (index) and ``uuid`` only; the model
+name and driver version are in ``clary_gpu_info``, like node_exporter's
+``node_uname_info``: a driver upgrade then changes one series, not every
+series of the GPU. MIG devices get their own families, labelled with the
+parent's ``gpu``/``uuid`` and their ``gpu_instance_id``/``compute_instance_id``.
 
-* absent: no pynvml, NVML_ERROR_LIBRARY_NOT_FOUND or
-  NVML_ERROR_DRIVER_NOT_LOADED from ``nvmlInit``, or zero devices:
-  ``CollectorAbsent`` -> ``collector_up 0``, no error counted.
+The contract with the dashboards and alert rules (see ``CollectorSet`` for
+how it is reported):
+
+* no GPU: no pynvml, NVML_ERROR_LIBRARY_NOT_FOUND or
+  NVML_ERROR_DRIVER_NOT_LOADED from ``nvmlInit``, or zero devices: the
+  collector succeeds (up 1) with ``clary_gpu_devices 0`` and no per-device
+  series. A host without a GPU is a fact, not a failure; a GPU that
+  disappears shows as ``clary_gpu_devices`` falling (ClaryGpuDevicesMissing).
 * failing: any other NVML failure, at init or after it worked (device count,
-  handle, UUID or a required field raising): a normal exception ->
-  ``collector_up 0`` and ``errors_total`` +1. NVML is shut down
-  best-effort and re-initialised later.
-* waiting: after an absent or failing attempt the next one is only made
+  handle, UUID or a reading raising something other than NOT_SUPPORTED): a
+  normal exception -> ``collector_up 0`` and ``errors_total`` +1. NVML is
+  shut down best-effort and re-initialised later.
+* waiting: after a no-GPU or failing attempt the next one is only made
   once a backoff has passed (``initial_backoff`` doubling up to
   ``max_backoff``, reset by a success). Scrapes in between make no NVML
-  call and raise ``NvmlRetryPending`` (a ``CollectorAbsent``): up 0, no
-  error counted. So ``errors_total`` counts real failed attempts only, at
-  least one per ``max_backoff`` while NVML stays broken.
+  call: after no-GPU they repeat ``clary_gpu_devices 0``; after a failure
+  they raise ``NvmlRetryPending`` (a ``CollectorAbsent``: up 0, no error
+  counted). So ``errors_total`` counts real failed attempts only, at least
+  one per ``max_backoff`` while NVML stays broken.
 * recovery: the first allowed attempt that works brings the metrics back,
   without a restart.
-
-A field a device does not support (NVML_ERROR_NOT_SUPPORTED, e.g. power
-on some boards) drops that one sample, not the collector.
 """
 
 from __future__ import annotations
@@ -35,30 +43,23 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from exporter.catalog import CATALOG
+from exporter.collectors._nvml import code, mig_devices, read_device, text, unsupported
 from exporter.collectors.base import CollectorAbsent
 from exporter.collectors.registry import register
 from exporter.families import new_family
 
 log = logging.getLogger(__name__)
 
-Getter = Callable[[Any, Any], float]
-
-# (catalog family, reading of one device handle). Memory is read twice per
-# device: two cheap driver calls keep the table flat.
-FIELDS: tuple[tuple[str, Getter], ...] = (
-    ("clary_gpu_utilization_ratio", lambda nvml, h: nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100),
-    ("clary_gpu_memory_used_bytes", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).used),
-    ("clary_gpu_memory_total_bytes", lambda nvml, h: nvml.nvmlDeviceGetMemoryInfo(h).total),
-    ("clary_gpu_temperature_celsius",
-     lambda nvml, h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)),
-    ("clary_gpu_power_watts", lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000),
-)
+# Every family of the catalog's gpu group; a scrape leaves out the empty ones.
+GPU_FAMILIES = tuple(s.name for s in CATALOG if s.group == "gpu")
+DEVICES = "clary_gpu_devices"
 
 _OK, _ABSENT, _FAILING = "ok", "absent", "failing"
 
 
 class NvmlRetryPending(CollectorAbsent):
-    """NVML was absent or failing and the backoff has not passed yet.
+    """NVML was failing and the backoff has not passed yet.
 
     A ``CollectorAbsent`` so that skipped attempts read as up 0 without
     inflating ``errors_total`` at the scrape rate.
@@ -69,7 +70,7 @@ class _NoDevices(Exception):
     """NVML works but reports zero devices."""
 
 
-@register("gpu", help="NVIDIA GPU readings through NVML (up 0 on a host without a GPU)")
+@register("gpu", help="NVIDIA GPU readings through NVML (clary_gpu_devices 0 on a host without a GPU)")
 class GpuCollector:
     """Per-device NVML readings that survive (and recover from) a broken driver."""
 
@@ -98,17 +99,20 @@ class GpuCollector:
             if not self._initialised:
                 now = self._clock()
                 if now < self._next_attempt:
+                    if self._state == _ABSENT:
+                        return _no_gpu()
                     raise NvmlRetryPending(
                         f"NVML {self._state} ({self._last_reason}); "
                         f"next attempt in {self._next_attempt - now:.1f}s"
                     )
-                self._initialise()
+                if not self._initialise():
+                    return _no_gpu()
             try:
                 families = self._read()
             except _NoDevices:
                 self._shutdown()
                 self._give_up(_ABSENT, "no GPU devices")
-                raise CollectorAbsent("NVML reports no GPU devices") from None
+                return _no_gpu()
             except Exception as exc:
                 self._shutdown()
                 self._give_up(_FAILING, _describe(exc))
@@ -123,24 +127,25 @@ class GpuCollector:
 
     # --- state -----------------------------------------------------------
 
-    def _initialise(self) -> None:
-        """Import pynvml if needed and call nvmlInit, classifying failures."""
+    def _initialise(self) -> bool:
+        """Import pynvml if needed and call nvmlInit: False when there is no GPU stack."""
         nvml = self._nvml
         if nvml is None:
             try:
                 nvml = self._nvml = _import_pynvml()
             except ImportError as exc:
                 self._give_up(_ABSENT, f"pynvml not importable: {exc}")
-                raise CollectorAbsent("pynvml is not installed") from exc
+                return False
         try:
             nvml.nvmlInit()
         except Exception as exc:
             if _is_absent_code(nvml, exc):
                 self._give_up(_ABSENT, _describe(exc))
-                raise CollectorAbsent(f"NVML unavailable: {_describe(exc)}") from exc
+                return False
             self._give_up(_FAILING, _describe(exc))
             raise
         self._initialised = True
+        return True
 
     def _shutdown(self) -> None:
         """Best effort: a lost GPU often makes nvmlShutdown fail too."""
@@ -153,13 +158,16 @@ class GpuCollector:
             log.debug("nvmlShutdown failed: %s", _describe(exc))
 
     def _give_up(self, state: str, reason: str) -> None:
-        """Record a failed attempt and schedule the next one."""
+        """Record an attempt that found no GPU or failed, and schedule the next one."""
         self._next_attempt = self._clock() + self._backoff
         self._backoff = min(self._backoff * 2, self._max_backoff)
         if state != self._state:
-            level = logging.INFO if state == _ABSENT else logging.WARNING
-            log.log(level, "GPU collector %s: %s; retrying with backoff up to %ss",
-                    state, reason, self._max_backoff)
+            if state == _ABSENT:
+                log.info("GPU collector: no GPU (%s); looking again with backoff up to %ss",
+                         reason, self._max_backoff)
+            else:
+                log.warning("GPU collector failing: %s; retrying with backoff up to %ss",
+                            reason, self._max_backoff)
         self._state, self._last_reason = state, reason
 
     def _succeeded(self) -> None:
@@ -179,38 +187,49 @@ class GpuCollector:
         count = nvml.nvmlDeviceGetCount()
         if count == 0:
             raise _NoDevices
-        families = {name: new_family(name) for name, _ in FIELDS}
+        families = {name: new_family(name) for name in GPU_FAMILIES}
+        families[DEVICES].add_metric([], count)
+        driver = _optional(nvml, nvml.nvmlSystemGetDriverVersion)
         for index in range(count):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            labels = [str(index), _text(nvml.nvmlDeviceGetUUID(handle))]
-            for name, getter in FIELDS:
-                try:
-                    value = getter(nvml, handle)
-                except Exception as exc:
-                    if _code(exc) != nvml.NVML_ERROR_NOT_SUPPORTED:
-                        raise
-                    continue  # this board lacks the sensor: omit the sample
-                families[name].add_metric(labels, float(value))
-        return list(families.values())
+            gpu = [str(index), text(nvml.nvmlDeviceGetUUID(handle))]
+            model = _optional(nvml, nvml.nvmlDeviceGetName, handle)
+            families["clary_gpu_info"].add_metric([*gpu, model, driver], 1)
+            for family, extra, value in read_device(nvml, handle):
+                families[family].add_metric([*gpu, *extra], float(value))
+            for mig in mig_devices(nvml, handle):
+                ids = [*gpu, mig.gpu_instance_id, mig.compute_instance_id]
+                families["clary_gpu_mig_info"].add_metric([*ids, mig.profile, mig.uuid], 1)
+                if mig.memory is not None:
+                    families["clary_gpu_mig_memory_used_bytes"].add_metric(ids, float(mig.memory.used))
+                    families["clary_gpu_mig_memory_total_bytes"].add_metric(ids, float(mig.memory.total))
+        return [family for family in families.values() if family.samples]
+
+
+def _no_gpu() -> list[Metric]:
+    """What a host without a GPU reports: zero devices, and nothing per device."""
+    devices = new_family(DEVICES)
+    devices.add_metric([], 0)
+    return [devices]
+
+
+def _optional(nvml: Any, call: Callable[..., Any], *args: Any) -> str:
+    """A text reading for an info label: ``unknown`` where the device lacks it."""
+    try:
+        return text(call(*args))
+    except Exception as exc:
+        if unsupported(nvml, exc):
+            return "unknown"
+        raise
 
 
 def _import_pynvml() -> ModuleType:
     return importlib.import_module("pynvml")
 
 
-def _code(exc: BaseException) -> int | None:
-    """NVML error code of an NVMLError (its ``value``), None for anything else."""
-    value = getattr(exc, "value", None)
-    return value if isinstance(value, int) else None
-
-
 def _is_absent_code(nvml: Any, exc: BaseException) -> bool:
-    return _code(exc) in (nvml.NVML_ERROR_LIBRARY_NOT_FOUND, nvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    return code(exc) in (nvml.NVML_ERROR_LIBRARY_NOT_FOUND, nvml.NVML_ERROR_DRIVER_NOT_LOADED)
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

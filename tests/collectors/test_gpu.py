@@ -1,4 +1,7 @@
-"""GpuCollector against a fake pynvml: absence, failure, backoff, recovery, values.
+"""GpuCollector against a fake pynvml: no GPU, failure, backoff, recovery, the original five readings.
+
+What each reading is worth (dcgm-exporter's set, MIG, NOT_SUPPORTED per
+reading) is in test_gpu_readings.py.
 
 Every scrape goes through a real CollectorRegistry and CollectorSet. Note
 that ``registry.get_sample_value`` runs a whole scrape per call; where the
@@ -16,10 +19,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectors.base import CollectorSet
-from exporter.collectors.gpu import FIELDS, GpuCollector
-from tests.collectors.fake_nvml import ERROR_CODES, Device, FakeNvml, NVMLError
+from exporter.collectors.gpu import GpuCollector
+from tests.collectors.fake_nvml import Device, FakeNvml, NVMLError
 
-GPU_FAMILIES = tuple(name for name, _ in FIELDS)
+# Samples of one two_gpus() device: the info series, and every reading but the
+# memory temperature (NOT_SUPPORTED by default) and MIG (none): utilization 2,
+# memory 2, temperature, power, energy, 2 clocks, 9 clock event reasons, PCIe
+# 2 + replays, encoder, decoder, 4 ECC counters, 2 retired-page counts and the
+# pending flag, 2 remapped-row counts and 2 remap flags.
+PER_DEVICE = 1 + 2 + 2 + 1 + 1 + 1 + 2 + 9 + 3 + 2 + 4 + 3 + 4
 
 
 class Clock:
@@ -62,8 +70,13 @@ class Scrape:
     def errors(self) -> float | None:
         return self.get("clary_exporter_collector_errors_total", collector="gpu")
 
+    @property
+    def devices(self) -> float | None:
+        return self.get("clary_gpu_devices")
+
     def gpu_sample_count(self) -> int:
-        return sum(1 for name, _ in self.samples if name.startswith("clary_gpu_"))
+        """Per-device samples (clary_gpu_devices left out)."""
+        return sum(1 for name, _ in self.samples if name.startswith("clary_gpu_") and name != "clary_gpu_devices")
 
 
 def two_gpus() -> FakeNvml:
@@ -75,21 +88,7 @@ def two_gpus() -> FakeNvml:
     ])
 
 
-# --- contract with the real pynvml --------------------------------------------
-
-
-def test_fake_matches_real_pynvml():
-    pynvml = pytest.importorskip("pynvml")
-    assert pynvml.NVML_TEMPERATURE_GPU == FakeNvml.NVML_TEMPERATURE_GPU
-    for constant, (class_name, code) in ERROR_CODES.items():
-        assert getattr(pynvml, constant) == code, constant
-        real = pynvml.NVMLError(code)
-        assert type(real).__name__ == class_name
-        assert isinstance(real, pynvml.NVMLError) and real.value == code
-    for call in ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
-                 "nvmlDeviceGetUUID", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo",
-                 "nvmlDeviceGetTemperature", "nvmlDeviceGetPowerUsage"):
-        assert callable(getattr(pynvml, call)), call
+# --- the real NVMLError ----------------------------------------------------------
 
 
 def test_real_not_supported_exception_is_recognised():
@@ -128,7 +127,7 @@ def test_several_gpus_exact_values_and_labels():
     assert value("clary_exporter_collector_up", {"collector": "gpu"}) == 1.0
     assert value("clary_exporter_collector_errors_total", {"collector": "gpu"}) == 0.0
     scrape = Scrape(registry)
-    assert scrape.gpu_sample_count() == 2 * len(FIELDS)
+    assert scrape.gpu_sample_count() == 2 * PER_DEVICE
     assert 'clary_gpu_power_watts{gpu="0",uuid="GPU-aaaa"} 123.456' in scrape.text
     assert "# TYPE clary_gpu_utilization_ratio gauge" in scrape.text
 
@@ -141,37 +140,46 @@ def test_not_supported_field_is_omitted_for_that_device_only():
     assert scrape.get("clary_gpu_power_watts", gpu="1", uuid="GPU-bbbb") is None
     assert scrape.get("clary_gpu_power_watts", gpu="0", uuid="GPU-aaaa") == 123.456
     assert scrape.get("clary_gpu_temperature_celsius", gpu="1", uuid="GPU-bbbb") == 31.0
-    assert scrape.gpu_sample_count() == 2 * len(FIELDS) - 1
+    assert scrape.gpu_sample_count() == 2 * PER_DEVICE - 1
 
 
-# --- absent -------------------------------------------------------------------
+# --- no GPU: a fact about the host, not a failure ----------------------------------
 
 
-def test_pynvml_not_importable_is_absent(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
-    scrape = Scrape(make()[0])
-    assert (scrape.up, scrape.errors) == (0.0, 0.0)
+def assert_no_gpu(scrape: Scrape) -> None:
+    """Up 1, no error, clary_gpu_devices 0 and not one per-device series."""
+    assert (scrape.up, scrape.errors, scrape.devices) == (1.0, 0.0, 0.0)
     assert scrape.gpu_sample_count() == 0
-    assert "clary_gpu_" not in scrape.text
+    assert "clary_gpu_devices 0.0" in scrape.text
+    assert [line for line in scrape.text.splitlines()
+            if line.startswith("clary_gpu_") and not line.startswith("clary_gpu_devices ")] == []
+
+
+def test_pynvml_not_importable_is_no_gpu(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
+    assert_no_gpu(Scrape(make()[0]))
 
 
 @pytest.mark.parametrize("code", ["NVML_ERROR_LIBRARY_NOT_FOUND", "NVML_ERROR_DRIVER_NOT_LOADED"])
-def test_init_without_library_or_driver_is_absent(code):
+def test_init_without_library_or_driver_is_no_gpu(code):
     nvml = two_gpus()
     nvml.init_error = getattr(nvml, code)
     registry, _ = make(nvml)
     for _ in range(3):
-        scrape = Scrape(registry)
-        assert (scrape.up, scrape.errors) == (0.0, 0.0)
-        assert scrape.gpu_sample_count() == 0
-    assert nvml.init_calls == 1  # later scrapes wait for the backoff
+        assert_no_gpu(Scrape(registry))
+    assert nvml.init_calls == 1  # later scrapes wait for the backoff, and still say "no GPU"
 
 
-def test_zero_devices_is_absent_and_shuts_nvml_down():
+def test_zero_devices_is_no_gpu_and_shuts_nvml_down():
     nvml = FakeNvml([])
-    scrape = Scrape(make(nvml)[0])
-    assert (scrape.up, scrape.errors) == (0.0, 0.0)
+    assert_no_gpu(Scrape(make(nvml)[0]))
     assert (nvml.init_calls, nvml.shutdown_calls, nvml.initialised) == (1, 1, False)
+
+
+def test_devices_count_the_gpus():
+    scrape = Scrape(make(two_gpus())[0])
+    assert scrape.devices == 2.0
+    assert "# TYPE clary_gpu_devices gauge" in scrape.text
 
 
 # --- failing ------------------------------------------------------------------
@@ -202,7 +210,7 @@ def test_failure_mid_run_counts_an_error_and_shuts_down(break_it):
     registry, _ = make(nvml)
     first = Scrape(registry)
     assert (first.up, first.errors) == (1.0, 0.0)
-    assert first.gpu_sample_count() == 2 * len(FIELDS)
+    assert first.gpu_sample_count() == 2 * PER_DEVICE
     break_it(nvml)
     second = Scrape(registry)
     assert (second.up, second.errors) == (0.0, 1.0)
@@ -263,7 +271,7 @@ def test_backoff_doubles_caps_and_recovery_brings_metrics_back():
     scrape = Scrape(registry)
     assert (scrape.up, scrape.errors, nvml.init_calls) == (1.0, 5.0, 6)
     assert scrape.get("clary_gpu_power_watts", gpu="0", uuid="GPU-aaaa") == 123.456
-    assert scrape.gpu_sample_count() == 2 * len(FIELDS)
+    assert scrape.gpu_sample_count() == 2 * PER_DEVICE
 
     # A success resets the backoff: the next failure waits initial_backoff again.
     nvml.count_error = nvml.NVML_ERROR_UNKNOWN
@@ -280,14 +288,32 @@ def test_absent_is_retried_with_backoff_and_a_late_driver_is_picked_up():
     nvml.init_error = nvml.NVML_ERROR_DRIVER_NOT_LOADED
     clock = Clock()
     registry, _ = make(nvml, clock=clock, initial_backoff=10.0, max_backoff=300.0)
-    assert (Scrape(registry).up, nvml.init_calls) == (0.0, 1)
+    assert_no_gpu(Scrape(registry))
+    assert nvml.init_calls == 1
     nvml.init_error = None  # driver loaded later
     clock.now = 9.0
-    assert (Scrape(registry).up, nvml.init_calls) == (0.0, 1)
+    assert_no_gpu(Scrape(registry))
+    assert nvml.init_calls == 1
     clock.now = 10.0
     scrape = Scrape(registry)
-    assert (scrape.up, scrape.errors, nvml.init_calls) == (1.0, 0.0, 2)
+    assert (scrape.up, scrape.errors, scrape.devices, nvml.init_calls) == (1.0, 0.0, 2.0, 2)
     assert scrape.get("clary_gpu_utilization_ratio", gpu="1", uuid="GPU-bbbb") == 1.0
+
+
+def test_a_failure_after_no_gpu_is_a_failure():
+    """No GPU, then a driver that loads but fails: up 0 and an error, not "no GPU"."""
+    nvml = two_gpus()
+    nvml.init_error = nvml.NVML_ERROR_DRIVER_NOT_LOADED
+    clock = Clock()
+    registry, _ = make(nvml, clock=clock, initial_backoff=1.0, max_backoff=1.0)
+    assert_no_gpu(Scrape(registry))
+    nvml.init_error = nvml.NVML_ERROR_UNKNOWN
+    clock.now = 1.0
+    scrape = Scrape(registry)
+    assert (scrape.up, scrape.errors, scrape.devices) == (0.0, 1.0, None)
+    clock.now = 1.5  # waiting after a failure: up 0, no "no GPU" claim
+    scrape = Scrape(registry)
+    assert (scrape.up, scrape.errors, scrape.devices) == (0.0, 1.0, None)
 
 
 def test_state_transitions_are_logged_once(caplog):
@@ -317,26 +343,28 @@ def test_state_transitions_are_logged_once(caplog):
 
 
 def test_real_nvml_on_this_machine():
-    """No injection: absent here (no GPU), up with samples where a GPU exists."""
+    """No injection: "no GPU" here (up 1, devices 0), up with samples where a GPU exists."""
     try:
         import pynvml
     except ImportError:
-        expected_up, expected_errors, devices = 0.0, 0.0, 0
+        expected_up, expected_errors, devices = 1.0, 0.0, 0
     else:
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
             absent = exc.value in (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
-            expected_up, expected_errors, devices = 0.0, (0.0 if absent else 1.0), 0
+            expected_up, expected_errors, devices = (1.0, 0.0, 0) if absent else (0.0, 1.0, None)
         else:
             try:
                 devices = pynvml.nvmlDeviceGetCount()
             finally:
                 pynvml.nvmlShutdown()
-            expected_up, expected_errors = (1.0 if devices else 0.0), 0.0
+            expected_up, expected_errors = 1.0, 0.0
     registry, collector = make()
     scrape = Scrape(registry)
     collector.close()
     assert (scrape.up, scrape.errors) == (expected_up, expected_errors)
-    indexes = {dict(labels)["gpu"] for name, labels in scrape.samples if name.startswith("clary_gpu_")}
-    assert indexes == {str(i) for i in range(devices)}
+    assert scrape.devices == (None if devices is None else float(devices))
+    indexes = {dict(labels)["gpu"] for name, labels in scrape.samples
+               if name.startswith("clary_gpu_") and name != "clary_gpu_devices"}
+    assert indexes == {str(i) for i in range(devices or 0)}

@@ -25,6 +25,8 @@ TEAMS = {"sre", "ml", "licensing", "support"}
 NO_VALUE_IN_DESCRIPTION = {
     "ClaryExporterDown": "the value is always 0 (up == 0); the description names the target",
     "ClaryExporterAbsent": "absent() has no value; the description names the job",
+    "ClaryGpuMemoryRepairPending": "a 0/1 flag (repair pending); the description names the GPU",
+    "ClaryGpuRowRemapFailed": "a 0/1 flag (remap failed); the description names the GPU",
     "Watchdog": "the value is always 1",
 }
 # Alerts that are per tier: every firing case must carry the tier label.
@@ -271,6 +273,8 @@ def test_alert_names_labels_and_annotations():
         "ClaryLicenseUsageOverLimit", "ClaryErrorBudgetBurn", "ClaryHttpErrorSpike",
         "ClaryHttpLatencyHigh", "ClaryInferenceFailureRatioHigh", "ClaryModelUnavailable",
         "ClaryGpuTemperatureHigh", "ClaryGpuMemorySaturated", "ClaryExporterCollectorFailing",
+        "ClaryGpuEccUncorrectedErrors", "ClaryGpuMemoryRepairPending", "ClaryGpuRowRemapFailed",
+        "ClaryGpuThermalThrottling", "ClaryGpuPowerThrottling", "ClaryGpuDevicesMissing",
         "ClaryExporterDown", "ClaryExporterAbsent", "ClaryUrgentBugReport", "Watchdog",
     }
     assert expected <= names, sorted(expected - names)

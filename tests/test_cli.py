@@ -113,7 +113,7 @@ def test_clean_shutdown_on_signal(sig, tmp_path):
 
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert records[-1]["msg"] == "shutting down"
-    unexpected = [r for r in records if r["level"] == "error" and r["msg"] != "unhandled exception"]
+    unexpected = [r for r in records if r["level"] == "error"]  # the demo's deliberate errors are info
     assert unexpected == []
     with pytest.raises(OSError):
         import socket
@@ -127,13 +127,15 @@ def test_json_logs_are_json_lines(tmp_path):
     port = support.free_port()
     log_path = tmp_path / "log"
     with support.exporter(port, "--demo", "--log-format", "json", log_path=log_path):
-        support.wait_until(lambda: "unhandled exception" in log_path.read_text(), timeout=20, what="boom log")
+        support.wait_until(lambda: "deliberate error (expected)" in log_path.read_text(), timeout=20,
+                           what="boom log")
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
-    boom = next(r for r in records if r["msg"] == "unhandled exception")
+    boom = next(r for r in records if r["msg"] == "deliberate error (expected)")
     assert boom["route"] == "/demo/api/v1/boom" and boom["error_type"] == "RuntimeError"
+    assert (boom["logger"], boom["level"], boom["deliberate"]) == ("exporter.demo", "info", True)
     assert not any(f"demo-{tier}-" in json.dumps(boom) for tier in ("lite", "standard", "professional"))
-    assert "RuntimeError" in boom["stack"]
+    assert "stack" not in boom  # deliberate: one line, no traceback
 
 
 def test_module_entry_point_runs():

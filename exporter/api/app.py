@@ -9,7 +9,7 @@ lifetime. Endpoints (docs/api.md and ``/api/v1/openapi.json``):
   recorded per item; duplicates by ``id`` skipped.
 - ``POST /api/v1/feedback`` (``X-API-Key``): durable feedback; urgent bugs
   notify the configured webhooks in the background.
-- ``GET /api/v1/feedback`` (admin token, or none in demo mode): paginated,
+- ``GET /api/v1/feedback`` (admin token, in demo mode too): paginated,
   filtered, JSON or CSV.
 - ``DELETE /api/v1/users/{user_id}``, ``POST .../opt-out`` and ``.../opt-in``
   (admin token): privacy operations.

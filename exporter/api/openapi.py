@@ -69,7 +69,7 @@ def openapi_document(config: Config) -> dict:
             },
             "get": {
                 "summary": "List stored feedback, newest first (JSON pages or CSV export)",
-                "operationId": "listFeedback", "security": [] if config.demo else admin,
+                "operationId": "listFeedback", "security": admin,
                 "parameters": parameters,
                 "responses": {"200": {"description": "a page of feedback, or CSV with ?format=csv", "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackPage"}},

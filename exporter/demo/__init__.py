@@ -38,16 +38,17 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, web_co
     ``traffic_base`` (a loopback URL of this app's listener) also sends the
     demo traffic there while the app runs, bounded by ``config.demo_duration``.
     """
+    admin_auth = "configured admin token" if config.admin_token else "public demo admin token"
     config = with_demo_credentials(config.model_copy(update={"demo": True}))
     app = server.create_app(config, registry, web_config)
     resolver = key_table_resolver(config.api_keys)
     app.add_subapp("/demo/", create_demo_app(app[server.RECORDER], resolver))
     if traffic_base is not None:
-        _send_traffic(app, traffic_base, config)
+        _send_traffic(app, traffic_base, config, admin_auth)
     return app
 
 
-def _send_traffic(app: web.Application, base: str, config: Config) -> None:
+def _send_traffic(app: web.Application, base: str, config: Config, admin_auth: str) -> None:
     """Demo traffic from start-up until shutdown begins.
 
     Stopped on shutdown, before the server waits for open connections to
@@ -60,7 +61,9 @@ def _send_traffic(app: web.Application, base: str, config: Config) -> None:
         generator = DemoTraffic(base, rate=config.demo_rate, duration=config.demo_duration,
                                 ingest_token=DEMO_INGEST_TOKEN)
         tasks.append(asyncio.create_task(_when_listening(base, generator.run), name="demo-traffic"))
-        log.info("demo mode: open %s/metrics; demo API under /demo/api/v1/", base)
+        log.info("demo mode: open %s/metrics; demo API under /demo/api/v1/. Its errors are deliberate and "
+                 "expected: simulated failures (4xx/5xx) and GET /demo/api/v1/boom (a 500, logged as one "
+                 "'deliberate error (expected)' line)", base, extra={"fields": {"admin_auth": admin_auth}})
 
     async def stop(app: web.Application) -> None:
         for task in tasks:

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from exporter.instrument.aiohttp_middleware import IDENTITY, Identity, Resolver, instrument
+from exporter.instrument.errors import expected
 from exporter.instrument.recorder import Recorder
 
 LOCAL_MODELS = ("layout-small", "layout-base", "ocr-fast", "ocr-accurate", "classifier-v2", "ner-base")
@@ -273,7 +274,9 @@ class DemoApi:
         return web.json_response({"ok": True}, status=201)
 
     async def boom(self, request: web.Request) -> web.Response:
-        raise RuntimeError("demo failure: this route always raises")
+        # Deliberate: a 500 with an error id, counted in clary_errors_total{error_type="RuntimeError"},
+        # logged as one INFO line by exporter.demo without a stack trace.
+        raise expected(RuntimeError("demo failure: this route always raises"), "exporter.demo")
 
 
 def create_demo_app(recorder: Recorder, resolver: Resolver, rng: random.Random | None = None) -> web.Application:

@@ -3,6 +3,12 @@
 The log record carries the error id, type, message and stack trace, the
 route template, method and tier; never an API key, a user id or a raw path:
 those are replaced by ``[redacted]`` wherever the exception repeats them.
+
+An exception marked with :func:`expected` (a failure raised on purpose, like
+the demo's ``/boom`` route) is counted under its own type and answered the
+same way, but logged as one INFO line without a stack trace, marked
+``deliberate``: a demo that fails on purpose should not look broken, and
+every unmarked exception keeps its ERROR record with the stack.
 """
 
 from __future__ import annotations
@@ -11,12 +17,28 @@ import json
 import logging
 import traceback
 import uuid
+from typing import TypeVar
 
 from exporter.catalog import METHODS as _METHODS
 from exporter.catalog import TIER as _TIER_LABEL
 from exporter.instrument.recorder import Recorder
 
 INTERNAL_ERROR = "internal_error"
+_EXPECTED = "_clary_expected_logger"
+_E = TypeVar("_E", bound=BaseException)
+
+
+def expected(exc: _E, logger: str = "exporter.instrument") -> _E:
+    """Mark ``exc`` as raised on purpose: answered and counted as unhandled, logged as one line.
+
+    An attribute on this one instance, not a class, so the ``error_type``
+    label keeps the exception's own type (``RuntimeError``, not a marker
+    class that would fold into ``other``). ``logger`` names the logger of the
+    line (the raiser's, e.g. ``exporter.demo``): the record says who fails on
+    purpose. Usage: ``raise expected(RuntimeError("..."), "exporter.demo")``.
+    """
+    setattr(exc, _EXPECTED, logger)
+    return exc
 
 # --- unhandled exceptions -----------------------------------------------------
 
@@ -88,20 +110,20 @@ def record_unhandled(
         message = str(exc)
     except Exception:  # pragma: no cover - a broken __str__
         message = ""
-    logger.error(
-        "unhandled exception",
-        exc_info=logged,
-        extra={
-            "fields": {
-                "error_id": error_id,
-                "error_type": error_type,
-                "error": _redact(message, found)[:500],
-                "route": route,
-                "method": method.upper() if method.upper() in _METHODS else "other",
-                "tier": recorder.metrics.guard.value(_TIER_LABEL, tier),
-            }
-        },
-    )
+    fields = {
+        "error_id": error_id,
+        "error_type": error_type,
+        "error": _redact(message, found)[:500],
+        "route": route,
+        "method": method.upper() if method.upper() in _METHODS else "other",
+        "tier": recorder.metrics.guard.value(_TIER_LABEL, tier),
+    }
+    expected_by = getattr(exc, _EXPECTED, None)
+    if isinstance(expected_by, str):
+        logging.getLogger(expected_by).info("deliberate error (expected)",
+                                            extra={"fields": {**fields, "deliberate": True}})
+    else:
+        logger.error("unhandled exception", exc_info=logged, extra={"fields": fields})
     return error_id
 
 

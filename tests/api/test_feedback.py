@@ -235,16 +235,16 @@ async def test_empty_store_lists_nothing_and_creates_no_file(client, tmp_path):
 
 # --- demo mode -----------------------------------------------------------------------------
 
-async def test_demo_mode_keys_submit_and_list_is_open(aiohttp_client, tmp_path, registry):
+async def test_demo_mode_keys_submit_and_the_demo_admin_token_lists(aiohttp_client, tmp_path, registry):
     config = Config(demo=True, collectors={"system": False, "gpu": False}, data_dir=tmp_path)
     client = await aiohttp_client(demo.create_app(config, registry))
     resp = await client.post(URL, json={"type": "bug", "rating": 2, "text": "demo"},
                              headers={"X-API-Key": "demo-standard-key"})
     assert resp.status == 201
-    resp = await client.get(URL)  # no admin token in demo mode
+    assert (await client.get(URL)).status == 401  # demo mode too (tests/demo/test_admin_and_errors.py)
+    resp = await client.get(URL, headers={"Authorization": f"Bearer {demo.DEMO_ADMIN_TOKEN}"})
     items = (await resp.json())["items"]
     assert [(i["tier"], i["type"], i["urgent"]) for i in items] == [("standard", "bug", True)]
-    # Admin operations still need the (unset) admin token.
     assert (await client.delete("/api/v1/users/demo-standard-user")).status == 401
 
 

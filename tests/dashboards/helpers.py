@@ -17,7 +17,7 @@ EXPECTED_FILES = {f"{t}/clary-{t}-{k}.json" for t in TIERS for k in KINDS} | {"o
 ALLOWED_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "heatmap", "histogram", "piechart", "text"}
 LAYOUT_TYPES = {"row"}
 # Grafana unit ids the dashboards may use (a typo such as "seconds" fails).
-KNOWN_UNITS = {"s", "bytes", "Bps", "percentunit", "reqps", "ops", "short", "d", "celsius", "watt"}
+KNOWN_UNITS = {"s", "bytes", "Bps", "percentunit", "reqps", "ops", "short", "d", "celsius", "watt", "hertz", "joule"}
 
 METRIC = re.compile(r"clary_[a-z0-9_]+")
 SELECTOR = re.compile(r"(clary_[a-z0-9_]+)(\{[^}]*\})?")

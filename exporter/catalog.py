@@ -157,6 +157,8 @@ LIMIT = LabelSpec("limit", ("documents", "features", "api_calls"), "other", conf
 QUEUE = LabelSpec("queue", ("ingest", "ocr", "inference", "llm", "export"), "other", configurable=True)
 LICENSE_RESULT = LabelSpec("result", ("valid", "invalid", "expired", "revoked", "error"), "error")
 FEEDBACK_TYPE = LabelSpec("type", ("bug", "feature_request", "general", "survey"), None)
+SUPPRESS_REASON = LabelSpec("reason", ("duplicate", "rate_limited"), None,
+                            doc="why an urgent notification was not sent (exporter.api.limits)")
 LICENSE_ID = LabelSpec("license", None, None, doc="first 12 hex chars of HMAC-SHA256(secret, key)")
 TEMPLATE_KIND = LabelSpec("kind", ("builtin", "custom"), None)
 DIRECTION = LabelSpec("direction", ("input", "output"), None)
@@ -300,6 +302,11 @@ CATALOG: tuple[MetricSpec, ...] = (
     _h("clary_feedback_rating", "Ratings (1..5) given with feedback.",
        (TIER, FEEDBACK_TYPE), RATING_BUCKETS, group="feedback", prefill=True),
     _c("clary_feedback_urgent_total", "Urgent feedback: bug reports rated 2 or lower.",
+       (TIER,), group="feedback", prefill=True),
+    _c("clary_feedback_notifications_suppressed_total",
+       "Urgent feedback stored but not sent to the webhooks: a duplicate, or over the tier's notification limit.",
+       (TIER, SUPPRESS_REASON), group="feedback", prefill=True),
+    _c("clary_feedback_rate_limited_total", "Feedback submissions refused with 429: the API key was over its rate.",
        (TIER,), group="feedback", prefill=True),
     # User activity
     _g("clary_active_users", "Distinct users seen in the window (HyperLogLog estimate over hashed ids).",

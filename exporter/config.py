@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from exporter.catalog import configurable_labels
 from exporter.collectors.registry import registered
@@ -38,6 +46,42 @@ class ApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tier: Literal["lite", "standard", "professional"]
     user: str = Field(min_length=1, max_length=256)
+
+
+SLACK_WEBHOOK_HOST = "hooks.slack.com"
+
+
+class Webhook(BaseModel):
+    """One receiver of urgent-feedback notifications, and the markup its message is rendered in.
+
+    ``format`` decides how user text is escaped (exporter.api.webhook_text):
+    ``slack`` (mrkdwn), ``html`` or ``json`` (plain strings). A bare URL in
+    the config is ``{url: URL}``; the format then defaults to ``slack`` for
+    Slack's incoming-webhook host and ``json`` for anything else.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    format: Literal["json", "slack", "html"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"url": value}
+        if isinstance(value, dict) and "format" not in value and isinstance(value.get("url"), str):
+            host = urlsplit(value["url"]).hostname
+            value = {**value, "format": "slack" if host == SLACK_WEBHOOK_HOST else "json"}
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # The URL itself is not echoed: webhook URLs often embed a secret.
+            raise ValueError("not an http(s) URL")
+        return value
 
 
 def _collectors_model() -> type[BaseModel]:
@@ -68,7 +112,16 @@ class Config(BaseModel):
     ingest_tokens: list[str] = Field(default_factory=list, description="Bearer tokens for POST /api/v1/events")
     admin_token: str | None = Field(None, min_length=16, description="Bearer token for admin endpoints")
     retention_days: int = Field(365, ge=1, le=36500, description="days stored feedback and activity are kept")
-    webhooks: list[str] = Field(default_factory=list, max_length=20, description="URLs notified of urgent feedback")
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=20,
+                                    description="receivers of urgent feedback: URLs or {url, format}")
+    # Abuse limits of the feedback API and its notifications (exporter.api.limits); see docs/api.md.
+    feedback_rate_per_minute: float = Field(10.0, ge=0, le=1_000_000,
+                                            description="feedback submissions per minute per API key; 0 = no limit")
+    feedback_burst: int = Field(20, ge=1, le=1_000_000, description="submissions an API key may make at once")
+    urgent_notify_limit: int = Field(10, ge=1, le=10_000,
+                                     description="urgent notifications per tier per urgent_notify_window_seconds")
+    urgent_notify_window_seconds: int = Field(600, ge=1, le=86_400,
+                                              description="window of urgent_notify_limit and of duplicate suppression")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request body limit")
     max_batch_items: int = Field(1000, ge=1, le=100_000, description="events per batch limit")
     opted_out_users: list[str] = Field(default_factory=list, description="user ids always treated as opted out")
@@ -104,12 +157,12 @@ class Config(BaseModel):
 
     @field_validator("webhooks")
     @classmethod
-    def _webhooks(cls, value: list[str]) -> list[str]:
-        for index, url in enumerate(value):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                # The URL itself is not echoed: webhook URLs often embed a secret.
-                raise ValueError(f"entry {index} is not an http(s) URL")
+    def _webhooks(cls, value: list[Webhook]) -> list[Webhook]:
+        seen: set[str] = set()
+        for index, hook in enumerate(value):
+            if hook.url in seen:
+                raise ValueError(f"entry {index} repeats an earlier URL")
+            seen.add(hook.url)
         return value
 
     @property
@@ -120,7 +173,8 @@ class Config(BaseModel):
 # Settings that may come from CLARY_<NAME> (flags use the same names).
 ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "hmac_secret", "data_dir", "config",
                 "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
-                "opted_out_users")
+                "opted_out_users", "feedback_rate_per_minute", "feedback_burst", "urgent_notify_limit",
+                "urgent_notify_window_seconds")
 # Settings whose environment value is a comma-separated list.
 _ENV_LISTS = ("ingest_tokens", "webhooks", "opted_out_users")
 _TRUE = {"1", "true", "yes", "on"}

@@ -39,6 +39,7 @@ from exporter.api import feedback, privacy
 from exporter.api.auth import Credentials
 from exporter.api.body import read_body
 from exporter.api.errors import ApiError
+from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
 from exporter.api.user_activity import UserActivity
@@ -72,6 +73,7 @@ class IngestApi:
         self.clock = clock
         self.store = store or Store(config.data_dir)
         self.notifier = notifier or Notifier(self.store, config.webhooks)
+        self.limits = FeedbackLimits(config)  # per API key, and urgent notifications per tier
         self.dedupe = dedupe or DedupeWindow()
         self.activity = UserActivity(recorder, clock)
         self.backlog = EventBacklog(recorder, self.activity)

@@ -7,7 +7,10 @@ import csv
 import io
 import json
 import logging
+import math
+import re
 import sqlite3
+import unicodedata
 from datetime import timezone
 from typing import TYPE_CHECKING
 
@@ -31,6 +34,7 @@ CSV_PAGE = 1000
 
 async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
     caller = api.auth.caller(request)
+    _rate_limit(api, request, caller.tier)
     body = await read_body(request, api.config.max_body_bytes)
     try:
         feedback = FeedbackIn.model_validate_json(body)
@@ -46,14 +50,19 @@ async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
         rating=feedback.rating, text=feedback.text, metadata=feedback.metadata, user_hash=user_hash,
         urgent=urgent,
     )
-    deliveries = []
+    deliveries, ticket = [], None
     if urgent and api.notifier.urls:
-        payload = json.dumps(summary({**record.as_dict(), "created_at": iso(record.created_at)}))
-        deliveries = [(url, payload) for url in api.notifier.urls]
+        ticket = api.limits.urgent.admit(caller.tier, feedback.text)
+        if ticket.send:
+            payload = json.dumps(summary({**record.as_dict(), "created_at": iso(record.created_at)},
+                                         ticket.suppressed_before))
+            deliveries = [(url, payload) for url in api.notifier.urls]
     try:
         # Shielded: once started, the commit completes even if the client goes away.
         await asyncio.shield(api.store.add_feedback(record, deliveries))
     except sqlite3.Error as exc:
+        if ticket is not None:
+            api.limits.urgent.release(ticket)
         log.error("feedback not stored", extra={"fields": {"error": str(exc)[:200]}})
         raise ApiError(503, "storage_unavailable", "body", "feedback could not be stored; retry later") from None
     api.recorder.feedback(caller.tier, feedback.type, feedback.rating)
@@ -62,8 +71,21 @@ async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
         api.activity.add(user_hash, caller.tier, "feedback")
     if deliveries:
         api.notifier.wake()
+    elif ticket is not None:
+        api.recorder.count_each("clary_feedback_notifications_suppressed_total", [(caller.tier, ticket.reason)])
     created = FeedbackCreated(id=record.id, created_at=iso(record.created_at), urgent=urgent)
     return web.json_response(created.model_dump(), status=201)
+
+
+def _rate_limit(api: IngestApi, request: web.Request, tier: str) -> None:
+    """429 with Retry-After once the caller's API key is past its token bucket (``exporter.api.limits``)."""
+    wait = api.limits.keys.take(request.headers["X-API-Key"])  # a configured key: caller() accepted it
+    if wait:
+        seconds = max(1, math.ceil(wait))
+        api.recorder.count_each("clary_feedback_rate_limited_total", [(tier,)])
+        raise ApiError(429, "rate_limited", "X-API-Key",
+                       f"too many feedback submissions with this API key; retry in {seconds} s",
+                       {"Retry-After": str(seconds)})
 
 async def get_feedback(api: IngestApi, request: web.Request) -> web.StreamResponse:
     api.auth.admin(request)  # demo mode too: its admin token is the configured one, else the public demo token
@@ -96,11 +118,11 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
     while True:
         rows, cursor = await api.store.list_feedback(**filters, limit=CSV_PAGE, before_seq=cursor)
         for row in rows:
-            writer.writerow([
+            writer.writerow([csv_safe(str(cell)) for cell in (
                 row["id"], iso(row["created_at"]), row["tier"], row["type"], row["rating"],
-                "true" if row["urgent"] else "false", csv_safe(row["text"]),
+                "true" if row["urgent"] else "false", row["text"],
                 json.dumps(row["metadata"]) if row["metadata"] is not None else "", row["user_hash"] or "",
-            ])
+            )])
         await response.write(buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()
@@ -109,7 +131,26 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
     await response.write_eof()
     return response
 
+
+# A spreadsheet may run a cell as a formula when one of these comes first, also after leading
+# blanks or line breaks, and some read compatibility forms such as fullwidth "＝" as "=".
+FORMULA_STARTS = ("=", "+", "-", "@")
+_CONTROL_STARTS = ("\t", "\r")
+_BLANKS = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff]*")
+
+
 def csv_safe(text: str) -> str:
-    """Neutralise spreadsheet formulas in exported free text (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """Neutralise spreadsheet formulas in an exported cell (CSV injection), as OWASP suggests.
+
+    A cell that starts with tab or CR, or whose first character other than
+    whitespace (and zero-width characters), after Unicode NFKC
+    normalisation, is ``=``, ``+``, ``-`` or ``@`` gets a leading ``'``: the
+    spreadsheet shows it as text, and the original is the cell without its
+    first character.
+    """
+    if text[:1] in _CONTROL_STARTS:
+        return "'" + text
+    normal = unicodedata.normalize("NFKC", text)
+    first = normal[_BLANKS.match(normal).end():][:1]
+    return "'" + text if first in FORMULA_STARTS else text
 

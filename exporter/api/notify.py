@@ -1,13 +1,22 @@
 """Background delivery of urgent-feedback notifications to webhooks.
 
 Feedback that is urgent (a bug rated 2 or lower) is stored together with one
-outbox row per configured webhook URL, in the same transaction (see
-``exporter.store.database``). This module drains the outbox: it POSTs each row's JSON
-summary, deletes the row on a 2xx answer, and otherwise schedules a retry
-with exponential backoff (capped, with jitter). The user's request never
-waits for any of this. Pending rows survive a restart and are retried as
-soon as the exporter is back (delivery is at least once: receivers can
-de-duplicate on the ``X-Clary-Delivery`` header).
+outbox row per configured webhook, in the same transaction (see
+``exporter.store.database``), unless the per-tier gate held it back
+(``exporter.api.limits``). This module drains the outbox: it renders each
+row's summary for its webhook's format (``exporter.api.webhook_text``: the
+customer's text escaped, links and mentions neutralised), POSTs it, deletes
+the row on a 2xx answer, and otherwise schedules a retry with exponential
+backoff (capped, with jitter). The user's request never waits for any of
+this. Pending rows survive a restart and are retried as soon as the exporter
+is back (delivery is at least once: receivers can de-duplicate on the
+``X-Clary-Delivery`` header).
+
+When the store cannot record an outcome (disk full, read-only, locked), the
+outcome is kept in memory (bounded) and written later: a delivered row is
+never sent again because its delete failed, a failed one keeps its backoff,
+and the notifier retries the store with its own backoff instead of every
+second.
 
 Webhook URLs often embed a secret (Slack, Teams), so logs name only the host.
 """
@@ -15,35 +24,44 @@ Webhook URLs often embed a secret (Slack, Teams), so logs name only the host.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from exporter import __version__
+from exporter.api.webhook_text import render
+from exporter.config import Webhook
 from exporter.store.database import Delivery, Store
 
 log = logging.getLogger(__name__)
 
 TEXT_PREVIEW = 1000
+# Outcomes the store could not record yet, kept in memory; past this many, nothing new is sent until it can.
+MAX_UNSAVED = 10_000
+STORAGE_BACKOFF_CAP = 60.0
+STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
-def summary(feedback: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body sent to webhooks for one urgent feedback record.
+def summary(feedback: dict[str, Any], suppressed: int = 0) -> dict[str, Any]:
+    """What the outbox keeps for one urgent feedback: the structured fields, no user id.
 
-    ``text`` doubles as the message for chat incoming-webhooks (Slack and
-    compatible); ``feedback`` carries the structured fields. No user id.
+    The body each webhook gets is rendered from it at delivery time, for that
+    webhook's format (:func:`exporter.api.webhook_text.render`);
+    ``suppressed`` is how many urgent reports of the tier were held back since
+    its previous notification.
     """
     text = feedback["text"]
     preview = text if len(text) <= TEXT_PREVIEW else text[:TEXT_PREVIEW] + "…"
-    headline = f"Urgent Clary feedback: {feedback['type']} rated {feedback['rating']}/5 from a {feedback['tier']} customer"
-    return {
+    body: dict[str, Any] = {
         "event": "urgent_feedback",
-        "text": f"{headline}: {preview}" if preview else headline,
         "feedback": {
             "id": feedback["id"],
             "created_at": feedback["created_at"],
@@ -54,27 +72,47 @@ def summary(feedback: dict[str, Any]) -> dict[str, Any]:
             "metadata": feedback.get("metadata"),
         },
     }
+    if suppressed:
+        body["suppressed"] = suppressed
+    return body
 
 
 def _host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One delivery attempt's result, to be recorded in the outbox."""
+
+    delivery_id: int
+    delivered: bool
+    attempts: int = 0  # failed attempts so far, this one included
+    next_at: float = 0.0
+    error: str = ""
+
+
 class Notifier:
-    """Drains the webhook outbox in a background task."""
+    """Drains the webhook outbox in a background task.
+
+    ``urls``: the configured webhooks (``Webhook`` objects, or URLs that get
+    their default format).
+    """
 
     def __init__(
         self,
         store: Store,
-        urls: Sequence[str],
+        urls: Sequence[Webhook | str],
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         timeout: float = 10.0,
         concurrency: int = 8,
         rng: random.Random | None = None,
     ):
+        hooks = [hook if isinstance(hook, Webhook) else Webhook.model_validate(hook) for hook in urls]
+        self.formats = {hook.url: hook.format for hook in hooks}
         self.store = store
-        self.urls = list(urls)
+        self.urls = list(self.formats)
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
@@ -82,14 +120,18 @@ class Notifier:
         self.rng = rng or random.Random()
         self.delivered = 0
         self.failed_attempts = 0
+        self.storage_failures = 0  # consecutive failed attempts to record outcomes
+        self._unsaved: dict[int, Outcome] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    def backoff(self, attempts: int) -> float:
-        """Delay before the next try after ``attempts`` failed ones (1, 2, ...)."""
-        delay = min(self.max_backoff, self.base_backoff * 2 ** max(0, attempts - 1))
-        return delay * self.rng.uniform(0.8, 1.2)
+    def backoff(self, attempts: int, cap: float | None = None) -> float:
+        """Delay before the next try after ``attempts`` failed ones (1, 2, ...): doubling from
+        ``base_backoff`` up to ``cap`` (``max_backoff``), ±20 % jitter."""
+        cap = self.max_backoff if cap is None else cap
+        exponent = min(max(0, attempts - 1), 64)  # 2.0 ** 64 is past any cap; no float overflow
+        return min(cap, self.base_backoff * 2.0 ** exponent) * self.rng.uniform(0.8, 1.2)
 
     def wake(self) -> None:
         """New outbox rows were committed: look now rather than at the next timer."""
@@ -118,63 +160,115 @@ class Notifier:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._unsaved:
+            await self._save()  # a last try; what still fails is sent again after a restart
 
     async def _run(self) -> None:
         while True:
             self._wake.clear()
             try:
                 await self.drain()
-                next_at = await self.store.next_delivery_at()
+                next_at = None if self._unsaved else await self.store.next_delivery_at()
+                if not self._unsaved:
+                    self.storage_failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a broken disk must not kill the loop for good
+            except STORAGE_ERRORS as exc:  # a broken disk must not kill the loop for good
+                self._storage_failed(exc, "read")
+                next_at = None
+            except Exception:  # nor must anything else
                 log.exception("webhook outbox error")
-                next_at = time.time() + self.base_backoff
-            wait = 60.0 if next_at is None else min(60.0, max(0.0, next_at - time.time()))
+                self.storage_failures += 1
+                next_at = None
+            if self.storage_failures:
+                wait = self.backoff(self.storage_failures, STORAGE_BACKOFF_CAP)
+            else:
+                wait = 60.0 if next_at is None else min(60.0, max(0.0, next_at - time.time()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
+
+    def _storage_failed(self, exc: BaseException, what: str) -> None:
+        self.storage_failures += 1
+        if self.storage_failures == 1 or self.storage_failures % 10 == 0:
+            log.warning("webhook outbox: storage unavailable; outcomes kept in memory", extra={"fields": {
+                "operation": what, "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+                "unsaved": len(self._unsaved), "failures": self.storage_failures}})
+
+    async def _save(self) -> bool:
+        """Write the outcomes not recorded yet; False (and they stay in memory) when the store fails."""
+        if not self._unsaved:
+            return True
+        outcomes = list(self._unsaved.values())
+        done = [o.delivery_id for o in outcomes if o.delivered]
+        failed = [(o.delivery_id, o.attempts, o.next_at, o.error) for o in outcomes if not o.delivered]
+        try:
+            await self.store.record_deliveries(done, failed)
+        except STORAGE_ERRORS as exc:
+            self._storage_failed(exc, "write")
+            return False
+        for outcome in outcomes:
+            if self._unsaved.get(outcome.delivery_id) is outcome:
+                del self._unsaved[outcome.delivery_id]
+        if self.storage_failures:
+            log.info("webhook outbox: storage back; outcomes recorded", extra={"fields": {"recorded": len(outcomes)}})
+        self.storage_failures = 0
+        return True
+
+    def _ready(self, delivery: Delivery, now: float) -> bool:
+        held = self._unsaved.get(delivery.id)
+        return held is None or (not held.delivered and held.next_at <= now)
 
     async def drain(self) -> int:
         """Attempt every due delivery once; returns how many succeeded."""
-        due = await self.store.due_deliveries(time.time(), limit=self.concurrency * 4)
+        if not await self._save() and len(self._unsaved) >= MAX_UNSAVED:
+            return 0  # nothing new until the store records what was already sent
+        now = time.time()
+        batch = self.concurrency * 4
+        due = await self.store.due_deliveries(now, limit=batch + len(self._unsaved))
+        due = [d for d in due if self._ready(d, now)][:batch]
         if not due:
             return 0
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(delivery: Delivery) -> bool:
+        async def one(delivery: Delivery) -> Outcome:
             async with limit:
                 return await self._deliver(delivery)
 
-        results = await asyncio.gather(*(one(d) for d in due))
-        return sum(results)
+        outcomes = await asyncio.gather(*(one(d) for d in due))
+        self._unsaved.update((o.delivery_id, o) for o in outcomes)
+        await self._save()
+        return sum(o.delivered for o in outcomes)
 
-    async def _deliver(self, delivery: Delivery) -> bool:
+    async def _deliver(self, delivery: Delivery) -> Outcome:
         assert self._session is not None
+        held = self._unsaved.get(delivery.id)
+        attempts = max(delivery.attempts, held.attempts if held else 0) + 1
         headers = {
             "Content-Type": "application/json",
             "X-Clary-Delivery": f"{delivery.feedback_id}/{delivery.id}",
         }
+        fields: dict[str, Any] = {"webhook_host": _host(delivery.url), "feedback_id": delivery.feedback_id,
+                                  "attempts": attempts}
         error = None
         try:
-            async with self._session.post(delivery.url, data=delivery.payload.encode(), headers=headers) as resp:
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    self.delivered += 1
-                    await self.store.delivery_done(delivery.id)
-                    log.info("urgent feedback delivered", extra={"fields": {
-                        "webhook_host": _host(delivery.url), "feedback_id": delivery.feedback_id,
-                        "attempts": delivery.attempts + 1}})
-                    return True
-                error = f"HTTP {resp.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            error = type(exc).__name__
-        attempts = delivery.attempts + 1
+            body = render(json.loads(delivery.payload), self.formats.get(delivery.url, "json"))
+        except (ValueError, KeyError, TypeError) as exc:
+            body, error = None, f"unreadable outbox row ({type(exc).__name__})"
+        if body is not None:
+            try:
+                async with self._session.post(delivery.url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if 200 <= resp.status < 300:
+                        self.delivered += 1
+                        log.info("urgent feedback delivered", extra={"fields": fields})
+                        return Outcome(delivery.id, True)
+                    error = f"HTTP {resp.status}"
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                error = type(exc).__name__
         delay = self.backoff(attempts)
         self.failed_attempts += 1
-        await self.store.delivery_failed(delivery.id, time.time() + delay, error)
         log.warning("webhook delivery failed; will retry", extra={"fields": {
-            "webhook_host": _host(delivery.url), "feedback_id": delivery.feedback_id, "error": error,
-            "attempts": attempts, "retry_in_seconds": round(delay, 1)}})
-        return False
+            **fields, "error": error, "retry_in_seconds": round(delay, 1)}})
+        return Outcome(delivery.id, False, attempts, time.time() + delay, error or "")

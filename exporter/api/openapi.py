@@ -17,6 +17,7 @@ PREFIX = "/api/v1"
 def _error_responses(*codes: int) -> dict:
     reasons = {400: "invalid input; `field` names it", 401: "missing or wrong credentials; nothing recorded",
                409: "conflict with the configuration", 413: "body or batch over the limit; nothing recorded",
+               429: "the API key is over its feedback rate; nothing recorded, retry after `Retry-After` seconds",
                503: "storage unavailable; retry"}
     return {str(code): {"description": reasons[code],
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
@@ -65,7 +66,8 @@ def openapi_document(config: Config) -> dict:
                                "notifies the configured webhooks in the background.",
                 "operationId": "postFeedback", "security": [{"apiKey": []}],
                 "requestBody": json_body("FeedbackIn"),
-                "responses": {"201": _json("FeedbackCreated", "stored"), **_error_responses(400, 401, 413, 503)},
+                "responses": {"201": _json("FeedbackCreated", "stored"),
+                              **_error_responses(400, 401, 413, 429, 503)},
             },
             "get": {
                 "summary": "List stored feedback, newest first (JSON pages or CSV export)",

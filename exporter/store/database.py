@@ -311,15 +311,15 @@ class Database:
             return None
         return conn.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()[0]
 
-    def delivery_done(self, delivery_id: int) -> None:
+    def record_deliveries(self, done: Iterable[int] = (),
+                          failed: Iterable[tuple[int, int, float, str]] = ()) -> None:
+        """Outcomes of delivery attempts, in one transaction: ``done`` rows (ids) are deleted,
+        ``failed`` ones get (id, attempts so far, next attempt time, error)."""
         with self._write() as conn:
-            conn.execute("DELETE FROM outbox WHERE id = ?", (delivery_id,))
-
-    def delivery_failed(self, delivery_id: int, next_attempt_at: float, error: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                (next_attempt_at, error[:500], delivery_id),
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(delivery_id,) for delivery_id in done])
+            conn.executemany(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                [(attempts, next_at, error[:500], delivery_id) for delivery_id, attempts, next_at, error in failed],
             )
 
     def resume_deliveries(self, urls: Iterable[str], now: float) -> tuple[int, int]:

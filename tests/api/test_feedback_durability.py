@@ -18,8 +18,9 @@ pytestmark = pytest.mark.e2e
 
 def _args(tmp_path) -> tuple[str, ...]:
     path = tmp_path / "clary.yml"
+    # No feedback rate limit: one key submits from four threads as fast as it can.
     path.write_text(yaml.safe_dump({"hmac_secret": SECRET, "admin_token": ADMIN_TOKEN, "api_keys": API_KEYS,
-                                    "collectors": {"system": False, "gpu": False}}))
+                                    "collectors": {"system": False, "gpu": False}, "feedback_rate_per_minute": 0}))
     return ("--config", str(path), "--data-dir", str(tmp_path / "data"))
 
 

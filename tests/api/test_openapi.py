@@ -38,7 +38,9 @@ FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz")
-    app = create_app(make_config(data_dir, max_batch_items=50, max_body_bytes=64 * 1024), CollectorRegistry())
+    # No feedback rate limit: the fuzzer submits far more than one API key may (tested in test_feedback_limits.py).
+    app = create_app(make_config(data_dir, max_batch_items=50, max_body_bytes=64 * 1024, feedback_rate_per_minute=0),
+                     CollectorRegistry())
     with thread_server(app) as srv:
         yield srv
 

@@ -113,15 +113,24 @@ def test_outbox_schedule_and_resume(db):
     due = db.due_deliveries(NOW)
     assert [(d.feedback_id, d.url, d.payload, d.attempts) for d in due] == [
         (record.id, "http://127.0.0.1:9/a", '{"n": 1}', 0), (record.id, "http://127.0.0.1:9/gone", '{"n": 2}', 0)]
-    db.delivery_failed(due[0].id, NOW + 60, "HTTP 502")
+    db.record_deliveries(failed=[(due[0].id, 1, NOW + 60, "HTTP 502")])
     assert [d.url for d in db.due_deliveries(NOW)] == ["http://127.0.0.1:9/gone"]
     assert db.next_delivery_at() == NOW
     # After a restart: configured URLs are due now, unconfigured ones dropped.
     assert db.resume_deliveries(["http://127.0.0.1:9/a"], NOW) == (1, 1)
     (row,) = db.outbox()
     assert row[2:6] == ("http://127.0.0.1:9/a", 1, NOW, "HTTP 502")
-    db.delivery_done(row[0])
+    db.record_deliveries(done=[row[0]])
     assert db.outbox() == [] and db.next_delivery_at() is None
+
+
+def test_delivery_outcomes_are_recorded_together(db):
+    record = db.add_feedback(feedback(0, U1, "urgent", urgent=True),
+                             [(f"http://127.0.0.1:9/{n}", "{}") for n in range(3)])
+    ids = [d.id for d in db.due_deliveries(NOW)]
+    db.record_deliveries(done=ids[:2], failed=[(ids[2], 7, NOW + 300, "x" * 900)])
+    (row,) = db.outbox()
+    assert row[:6] == (ids[2], record.id, "http://127.0.0.1:9/2", 7, NOW + 300, "x" * 500)
 
 
 def test_a_failed_transaction_leaves_nothing_behind(db):

@@ -126,7 +126,8 @@ class FakeNvml:
     ``device_errors[(handle, call)]``: code a device call raises; a handle is
     the device index, or a ``MigHandle``; ``call`` is the short name passed
     to ``_device`` below. Device calls made while not initialised raise
-    Uninitialized, as NVML does.
+    Uninitialized, as NVML does; like NVML, init and shutdown are counted (it
+    stays initialised until every nvmlInit has had its nvmlShutdown).
     """
 
     NVMLError = NVMLError
@@ -142,7 +143,7 @@ class FakeNvml:
         self.init_error: int | None = None
         self.count_error: int | None = None
         self.device_errors: dict[tuple[object, str], int] = {}
-        self.initialised = False
+        self.refs = 0
         self.init_calls = 0
         self.shutdown_calls = 0
 
@@ -152,12 +153,16 @@ class FakeNvml:
         self.init_calls += 1
         if self.init_error is not None:
             raise NVMLError(self.init_error)
-        self.initialised = True
+        self.refs += 1
 
     def nvmlShutdown(self) -> None:
         self.shutdown_calls += 1
         self._check()
-        self.initialised = False
+        self.refs -= 1
+
+    @property
+    def initialised(self) -> bool:
+        return self.refs > 0
 
     def nvmlSystemGetDriverVersion(self) -> str | bytes:
         self._check()

@@ -197,7 +197,8 @@ async def test_basic_auth_in_the_app(aiohttp_client, tmp_path):
     path.write_text(yaml.safe_dump({"basic_auth_users": {USER: _hash(PASSWORD)},
                                     "http_server_config": {"headers": {"X-Frame-Options": "deny"}}}))
     web_config = webconfig.load(path)
-    app = demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}), web_config=web_config)
+    app = demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}, data_dir=tmp_path / "data"),
+                          web_config=web_config)
     client = await aiohttp_client(app)
 
     resp = await client.get("/metrics")

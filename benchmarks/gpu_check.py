@@ -328,7 +328,8 @@ def run(nvml: Any, require_gpu: bool, smi: str | None) -> int:
     up = samples.get(("clary_exporter_collector_up", (("collector", "gpu"),)))
     errors = samples.get(("clary_exporter_collector_errors_total", (("collector", "gpu"),)))
     devices = samples.get(("clary_gpu_devices", ()))
-    print(f"collector: up {up}, errors {errors}, clary_gpu_devices {devices}")
+    took = samples.get(("clary_exporter_collector_duration_seconds", (("collector", "gpu"),)))
+    print(f"collector: up {up}, errors {errors}, clary_gpu_devices {devices}, took {took * 1000:.1f} ms")
     if up != 1.0 or errors != 0.0:
         print("FAIL: the GPU collector failed (its log line above names NVML's error)")
         return 1

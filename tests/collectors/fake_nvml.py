@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import namedtuple
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import ClassVar
 
 # Codes and class names as in nvidia-ml-py; test_fake_matches_real_pynvml checks them.
 ERROR_CODES = {
@@ -50,12 +51,11 @@ CONSTANTS = {
 class NVMLError(Exception):
     """Like pynvml's: ``NVMLError(code)`` builds the subclass for that code."""
 
-    _by_code: dict[int, type[NVMLError]] = {}
+    _by_code: ClassVar[dict[int, type[NVMLError]]] = {}
 
     def __new__(cls, value: int):
-        if cls is NVMLError:
-            cls = NVMLError._by_code.get(value, cls)
-        obj = Exception.__new__(cls)
+        kind = NVMLError._by_code.get(value, cls) if cls is NVMLError else cls
+        obj = Exception.__new__(kind)
         obj.value = value
         return obj
 

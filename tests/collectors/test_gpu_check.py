@@ -28,7 +28,7 @@ def test_a_faithful_collector_passes(capsys):
     nvml = FakeNvml([full_gpu(), mig_gpu()])
     code, out = check(capsys, nvml)
     assert code == 0, out
-    assert "collector: up 1.0, errors 0.0, clary_gpu_devices 2.0" in out
+    assert "collector: up 1.0, errors 0.0, clary_gpu_devices 2.0, took " in out
     assert 'OK                                 clary_gpu_sm_clock_hertz{gpu="0",uuid="GPU-full"} = 1.98e+09' \
         '  <- clock SM MHz: 1.98e+09 .. 1.98e+09' in out
     assert 'OK (not supported)                 clary_gpu_memory_temperature_celsius{gpu="1",uuid="GPU-mig"}' in out
@@ -116,7 +116,7 @@ def test_a_failing_collector_fails_the_check(capsys):
     finally:
         gpu_module.read_device = real
     assert code == 1
-    assert "collector: up 0.0, errors 1.0" in out and "FAIL: the GPU collector failed" in out
+    assert "collector: up 0.0, errors 1.0, clary_gpu_devices None, took " in out and "FAIL: the GPU collector failed" in out
 
 
 def test_runs_cleanly_on_this_machine():

@@ -13,14 +13,17 @@ and fold them into these metric objects only then, at scrape time.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from exporter import __version__
 from exporter.catalog import CATALOG, Kind, MetricSpec, spec
+from exporter.instrument import _compat
 from exporter.labels import LabelGuard
 
 
@@ -71,6 +74,12 @@ MULTIPROCESS_MODES = {
 }
 
 
+def shared_series_dir() -> Path | None:
+    """In multiprocess mode, prometheus_client's directory: the workers share series budgets there."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # exporter.instrument.multiprocess.ENV
+    return Path(path) if path and _compat.multiprocess_mode() else None
+
+
 class CatalogMetrics:
     """The catalog's metric objects plus the label guard in front of them."""
 
@@ -83,12 +92,13 @@ class CatalogMetrics:
         self.families: dict[str, MetricWrapperBase] = {
             s.name: self._create(s, registry) for s in CATALOG if not s.collected
         }
-        self.guard = LabelGuard(self.families["clary_exporter_label_overflow_total"], allow_lists)
+        self.guard = LabelGuard(self.families["clary_exporter_label_overflow_total"], allow_lists,
+                                shared_series_dir())
         self._children: dict[tuple, object] = {}
         self._hooks: dict[str, list[Callable[[], None]]] = {}
         self._hooks_lock = threading.Lock()
         self._prefill()
-        self.families["clary_exporter_build_info"].labels(__version__).set(1)
+        self.child("clary_exporter_build_info", __version__).set(1)
 
     @staticmethod
     def _create(s: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
@@ -105,9 +115,8 @@ class CatalogMetrics:
         overflow = self.families["clary_exporter_label_overflow_total"]
         for s in CATALOG:
             if not s.collected:
-                for label in s.labels:
-                    if not label.fixed:
-                        overflow.labels(s.name, label.name)
+                for label in s.labels:  # any label folds once its family's last series is reached
+                    overflow.labels(s.name, label.name)
         for s in CATALOG:
             if not s.prefill:
                 continue

@@ -8,6 +8,8 @@ aggregates all files at scrape time:
 
 - counters and histograms are summed over all processes, dead ones included
   (a worker's requests do not vanish when it is recycled);
+- series budgets hold for all workers together: the label guard shares
+  the series each family admitted through a file in the directory;
 - gauges combine as their ``multiprocess_mode`` says
   (``exporter.instrument.metrics.MULTIPROCESS_MODES``); the ``live*`` ones drop a dead
   worker's value once :func:`mark_dead` ran for its pid;
@@ -38,6 +40,7 @@ from prometheus_client import CollectorRegistry, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from exporter.instrument.exposition import Renderer
+from exporter.labels import SHARED_SERIES_GLOB
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,9 @@ def prepare_directory(path: str | os.PathLike | None = None) -> Path:
     if target is None:
         raise RuntimeError(f"{ENV} is not set")
     target.mkdir(parents=True, exist_ok=True)
-    for stale in target.glob("*.db"):
-        stale.unlink()
+    for pattern in ("*.db", SHARED_SERIES_GLOB):  # values, and the series each family admitted
+        for stale in target.glob(pattern):
+            stale.unlink()
     return target
 
 

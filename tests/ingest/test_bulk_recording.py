@@ -274,9 +274,10 @@ def test_license_status_repeats_collapse_but_licenses_are_admitted_in_arrival_or
     """Room for one more license: L1 came first, so L1 gets its own series and L2 folds, though L1 repeats last.
 
     The repeated L1 event is skipped as overridden by its last one; the
-    samples still equal applying every event in order.
+    samples still equal applying every event in order. (Room: the series
+    kept as they are, the budget less the reserve for folded series.)
     """
-    budget = spec("clary_license_expiry_timestamp_seconds").budget
+    budget = new_recorder()[1].metrics.guard.exact_limit(spec("clary_license_expiry_timestamp_seconds"))
     events = [msgspec.convert(d, Event) for d in [
         {"type": "license_status", "tier": "lite", "license_key": "L1", "expires_at": 1e9, "usage": {"seats": 1}},
         {"type": "license_status", "tier": "lite", "license_key": "L2", "expires_at": 2e9, "usage": {"seats": 2}},

@@ -2,7 +2,7 @@
 
 Values are checked against the catalog's allow-lists (replaceable from the
 config file), out-of-set values become the label's fallback, routes lose
-the identifiers a raw path carries (:func:`route_template`), and each family
+the identifiers a raw path carries (:func:`route_label`), and each family
 has a series budget that is a hard cap (:meth:`LabelGuard.admit`): past it,
 new label combinations fold into ``other`` and
 ``clary_exporter_label_overflow_total`` counts each folded label.
@@ -109,7 +109,7 @@ def _segment(segment: str) -> str:
     return _PLACEHOLDER.sub(r"{\1}", segment)
 
 
-def route_template(value: object) -> str:
+def route_label(value: object) -> str:
     """A ``route`` label value: a template with every identifier-like segment replaced by ``{param}``.
 
     ``/users/raw-user-carol-99`` -> ``/users/{param}``; ``/api/v1/documents/{id}``
@@ -246,7 +246,7 @@ class LabelGuard:
         if label.name == "code":
             return _valid_code(raw)
         if label.name == "route":
-            return route_template(raw)
+            return route_label(raw)
         if label.name == "method" and isinstance(raw, str):
             raw = raw.upper()
         elif label.name == "tier" and isinstance(raw, str):

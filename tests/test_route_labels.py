@@ -1,6 +1,6 @@
 """``route`` label values: identifiers in a path become ``{param}``, non-templates ``other``.
 
-The rule is :func:`exporter.labels.route_template` (documented in
+The rule is :func:`exporter.labels.route_label` (documented in
 docs/metrics.md, "Routes"); the guard applies it to every ``route`` value,
 whichever way it arrives: ``api_call`` events, ``Recorder.http_request``,
 the middlewares' router templates.
@@ -17,13 +17,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 from exporter.ingest.backlog import record_events
 from exporter.ingest.decode import decode_batch
 from exporter.ingest.schemas import TRACK_EVERYONE
-from exporter.instrument import Identity, instrument, key_table_resolver
-from exporter.labels import route_template
+from exporter.instrument import (
+    Identity,
+    MetricsMiddleware,
+    instrument,
+    key_table_resolver,
+)
+from exporter.labels import route_label
 from tests.api_helpers import INGEST, app_client
+from tests.instrument.asgi_client import call
 from tests.recording_helpers import new_recorder
 
 HTTP = "clary_http_requests_total"
@@ -65,8 +74,8 @@ HTTP = "clary_http_requests_total"
     ("/" + "a" * 200, "other"),
     ("", "unmatched"),
 ])
-def test_route_template(raw, expected):
-    assert route_template(raw) == expected
+def test_route_label(raw, expected):
+    assert route_label(raw) == expected
 
 
 # --- no generated identifier reaches /metrics ------------------------------------------
@@ -107,7 +116,7 @@ def test_no_generated_identifier_reaches_the_exposition(prefix, identifier, suff
     record_events(events, rec, TRACK_EVERYONE)
     exposition = generate_latest(registry).decode()
     assert_not_exposed(identifier, exposition)
-    if events and "/" not in identifier and route_template(route) != "other":
+    if events and "/" not in identifier and route_label(route) != "other":
         assert route_values(exposition) == {"/" + "/".join([*prefix, "{param}", *suffix])}
 
 
@@ -148,3 +157,19 @@ async def test_middleware_templates_follow_the_same_rule(aiohttp_client):
                                         "/reports/{param}", "unmatched"}
     for identifier in ("raw-user-carol-99", "carol@example.com", "123456", "3f2b1c9e8d7a4b6c"):
         assert identifier not in exposition
+
+
+async def test_starlette_templates_follow_the_same_rule():
+    registry, rec = new_recorder()
+
+    async def ok(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Mount("/users/{uid}", routes=[Route("/docs/{doc_id:int}", ok)]),
+                            Route("/reports/2024-05-01", ok)])
+    wrapped = MetricsMiddleware(app, rec, key_table_resolver({"k": Identity("lite", None)}))
+    for path in ("/users/raw-user-carol-99/docs/123456", "/reports/2024-05-01"):
+        assert (await call(wrapped, "GET", path, {"X-API-Key": "k"})).status == 200
+    exposition = generate_latest(registry).decode()
+    assert route_values(exposition) == {"/users/{uid}/docs/{doc_id}", "/reports/{param}"}
+    assert "raw-user-carol-99" not in exposition and "123456" not in exposition

@@ -18,15 +18,19 @@ from typing import Any
 import yaml
 
 from exporter.catalog import BY_NAME, exposed_name_index
+from mixin.config import Config
 
 ALERTS_DIR = Path(__file__).resolve().parent
 RULES_DIR = ALERTS_DIR / "rules"
 TESTS_DIR = ALERTS_DIR / "tests"
 
+# The cluster label (an external label, or a target label in multi-cluster
+# setups): every rule aggregation keeps it, so it counts as a target label.
+CLUSTER_LABEL = Config().cluster_label
 # Series Prometheus makes itself, with the labels they carry.
-PROMETHEUS_SERIES = {"up": frozenset({"job", "instance"})}
+PROMETHEUS_SERIES = {"up": frozenset({"job", "instance", CLUSTER_LABEL})}
 # Labels every scraped series gets from its target.
-TARGET_LABELS = frozenset({"job", "instance"})
+TARGET_LABELS = frozenset({"job", "instance", CLUSTER_LABEL})
 
 AGGREGATIONS = frozenset(
     "sum min max avg group stddev stdvar count count_values bottomk topk quantile limitk limit_ratio".split()
@@ -170,8 +174,10 @@ def iter_rules() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def recording_labels(name: str) -> frozenset[str]:
-    """The labels a ``level:metric:operations`` rule keeps: its level, split on ``_``."""
-    return frozenset(name.split(":")[0].split("_"))
+    """The labels a ``level:metric:operations`` rule keeps: its level's labels (``doc_type`` is one) and the cluster label."""
+    from .groups.common import level_labels
+
+    return frozenset(level_labels(name)) | {CLUSTER_LABEL}
 
 
 def catalog_problems(expr: str, recorded: set[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """Generate Clary's Prometheus rules and Alertmanager config from a small config.
 
-The monitoring-mixin way: the thresholds live in :class:`alerts.config.Config`,
-the burn-rate windows in :data:`alerts.config.BURN_RATE_WINDOWS`, the rule
-groups in ``alerts/groups/``, and this command turns them into
+The monitoring-mixin way: the selector, thresholds, SLO targets and routing
+live in :class:`mixin.config.Config` (shared with the dashboards), the
+burn-rate windows in :data:`mixin.slo.BURN_RATE_WINDOWS`, the rule groups in
+``alerts/groups/``, and this command turns them into
 ``alerts/rules/*.yml`` and ``alerts/alertmanager.yml``. The output is
 deterministic and committed; ``tests/alerts/test_generate.py`` fails when the
 committed files differ from what the generator produces.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -33,9 +33,10 @@ examples:
   python -m alerts.generate --slo-target 0.999 --output-dir out/
 
 --config takes a YAML mapping with any subset of the Config fields (unknown
-keys are refused): thresholds, the SLO target, exporter_job, runbook_base_url,
-and for a real deployment webhook_urls / receiver_overrides, kept outside git.
-See alerts/README.md and the Alerting section of the top-level README.
+keys are refused): selector, cluster_label, thresholds, per-tier SLO targets,
+team_receivers, runbook_base_url, and for a real deployment webhook_urls /
+receiver_overrides, kept outside git. `clary-dashboards build --config` takes
+the same file, so panels and alerts agree. See docs/alerting.md.
 
 exit status: 0 done (or up to date), 1 --check found stale files, 2 bad config.
 """
@@ -48,8 +49,9 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="FILE", help="YAML file overriding Config fields (SLO target, thresholds, receivers)")
-    p.add_argument("--slo-target", type=float, metavar="RATIO", help="availability SLO target, e.g. 0.999 (overrides --config)")
+    p.add_argument("--config", metavar="FILE", help="YAML site file overriding Config fields (selector, thresholds, SLO targets, receivers)")
+    p.add_argument("--slo-target", type=float, metavar="RATIO",
+                   help="availability SLO target of every tier, e.g. 0.999 (overrides --config's availability_slo)")
     p.add_argument(
         "--output-dir", type=Path, default=PACKAGE_DIR, metavar="DIR", help="where rules/ and alertmanager.yml go (default: the alerts/ package directory)"
     )
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = Config.load(args.config)
         if args.slo_target is not None:
-            cfg = replace(cfg, slo_target=args.slo_target)
+            cfg = cfg.with_availability_target(args.slo_target)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,12 +18,21 @@ Conventions baked in here:
   (``$__range``) meant for instant queries;
 - aggregation is always explicit (``sum by (...)``), because several exporter
   replicas may be scraped;
-- quantiles are ``histogram_quantile(q, sum by (le, ...) (rate(..._bucket)))``.
+- quantiles are ``histogram_quantile(q, sum by (le, ...) (rate(..._bucket)))``;
+- a :class:`Scope` (set with :func:`scoped` by whoever generates output:
+  the rules with the site's selector ``job="clary-exporter"``, the dashboards
+  with their ``$cluster``/``$job``/``$instance`` variables) adds its matchers
+  to every selector :meth:`Family.sel` makes and its ``keep`` labels (the
+  cluster label, for rules) to every aggregation and :func:`on` clause, so no
+  query can miss the selector. Outside a scope nothing is added.
 """
 
 from __future__ import annotations
 
 import re as _re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Mapping
@@ -32,6 +41,7 @@ from exporter.catalog import Kind, MetricSpec, spec
 
 RATE_INTERVAL = "$__rate_interval"
 RANGE = "$__range"
+STEP_SECONDS = "$__interval_ms / 1000"  # a range query's step (Grafana's $__interval), in seconds
 
 # Labels Prometheus adds at scrape time; allowed in matchers next to the
 # family's own labels.
@@ -66,6 +76,44 @@ def one_of(values: Iterable[str]) -> Match:
     if not values:
         raise ValueError("one_of() needs at least one value")
     return Match("=~", "|".join(values))
+
+
+Matchers = tuple[tuple[str, "str | Match"], ...]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What every query built inside :func:`scoped` gets.
+
+    ``matchers`` go on every catalog selector (``Family.sel``), ``recorded``
+    on every recorded series read with :func:`recorded` (those have lost
+    ``job`` and ``instance`` to aggregation, so a dashboard can filter them
+    on the cluster only), and ``keep`` labels are added to every ``by`` of
+    :func:`agg` and every :func:`on`, so rules evaluated over several
+    clusters never add one cluster to another.
+    """
+
+    matchers: Matchers = ()
+    recorded: Matchers = ()
+    keep: tuple[str, ...] = ()
+
+
+_NO_SCOPE = Scope()
+_SCOPE: ContextVar[Scope] = ContextVar("clary_promql_scope")
+
+
+@contextmanager
+def scoped(scope: Scope) -> Iterator[Scope]:
+    """Build queries with ``scope`` in force (nesting replaces, never merges)."""
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_scope() -> Scope:
+    return _SCOPE.get(_NO_SCOPE)
 
 
 def _quote(value: str) -> str:
@@ -137,11 +185,12 @@ class Family:
             raise ValueError(f"{self.name}{{{label}}}: unknown value(s) {unknown}; allowed {sorted(known)}")
 
     def sel(self, _suffix: str = "", **matchers: str | Match) -> str:
-        """A selector such as ``clary_http_requests_total{tier="lite",code=~"5.."}``."""
+        """A selector such as ``clary_http_requests_total{tier="lite",code=~"5.."}``, scope matchers first."""
         name = self._sample(_suffix)
         for label, matcher in matchers.items():
             self._check(label, matcher, _suffix)
-        return selector(name, matchers)
+        scope = {label: matcher for label, matcher in current_scope().matchers if label not in matchers}
+        return selector(name, {**scope, **matchers})
 
     def bucket(self, **matchers: str | Match) -> str:
         return self.sel("bucket", **matchers)
@@ -165,6 +214,19 @@ def up(**matchers: str | Match) -> str:
     if unknown:
         raise ValueError(f"up has no label(s) {unknown} (labels: {sorted(TARGET_LABELS)})")
     return selector("up", matchers)
+
+
+def recorded(name: str, **matchers: str | Match) -> str:
+    """A recorded series (``level:metric:operations``) with the scope's ``recorded`` matchers.
+
+    Unchecked against the catalog: the rule generator checks recorded names
+    (``alerts.groups.common.RuleGroup.series``) and ``mixin.slo`` names the
+    ones the dashboards read.
+    """
+    if name.count(":") != 2:
+        raise ValueError(f"{name!r} is not a recorded series name (level:metric:operations)")
+    scope = {label: matcher for label, matcher in current_scope().recorded if label not in matchers}
+    return selector(name, {**scope, **matchers})
 
 
 def label_values(name: str, label: str) -> tuple[str, ...]:
@@ -227,15 +289,31 @@ def increase_range(series: str) -> str:
     return f"increase({series}[{RANGE}])"
 
 
-def agg(expr: str, by: Iterable[str] = (), op: str = "sum") -> str:
+def _kept(by: Iterable[str]) -> tuple[str, ...]:
     by = tuple(by)
+    return (*(label for label in current_scope().keep if label not in by), *by)
+
+
+def on(*labels: str) -> str:
+    """``on (tier)`` for vector matching, with the scope's ``keep`` labels first."""
+    return f"on ({', '.join(_kept(labels))})"
+
+
+def agg(expr: str, by: Iterable[str] = (), op: str = "sum") -> str:
+    by = _kept(by)
     if by:
         return f"{op} by ({', '.join(by)}) ({expr})"
     return f"{op}({expr})"
 
 
 def div(num: str, den: str) -> str:
-    return f"{paren(num)} / {paren(den)}"
+    """``num / (den > 0)``: absent where the denominator is 0, never NaN or ±Inf."""
+    return f"{paren(num)} / ({den} > 0)"
+
+
+def or_zero(part: str, whole: str) -> str:
+    """``part``, or 0 where only ``whole`` has a series: a ratio's numerator that reads 0, not "no data"."""
+    return f"({part} or 0 * {paren(whole)})"
 
 
 def sum_rate(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
@@ -251,15 +329,26 @@ def sum_gauge(family: Family, by: Iterable[str] = (), **matchers: str | Match) -
     return agg(family.sel(**matchers), family.grouping(by))
 
 
+def max_gauge(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
+    """``max by (...) (x)``: shared state every replica reports alike (a queue's length), or
+    per-replica distinct counts, which must not be added across replicas."""
+    return agg(family.sel(**matchers), family.grouping(by), op="max")
+
+
 def rate_ratio(
     family: Family,
     part: dict[str, str | Match],
     by: Iterable[str] = (),
     **matchers: str | Match,
 ) -> str:
-    """Share of the rate that also matches ``part`` (e.g. the 5xx ratio)."""
+    """Share of the rate that also matches ``part`` (e.g. the 5xx ratio).
+
+    0 (not "no data") while there is traffic and none of it matches, absent
+    (not NaN) while there is none, as the recording rules' ratios are.
+    """
     by = tuple(by)
-    return div(sum_rate(family, by, **matchers, **part), sum_rate(family, by, **matchers))
+    whole = sum_rate(family, by, **matchers)
+    return div(or_zero(sum_rate(family, by, **matchers, **part), whole), whole)
 
 
 def total_ratio(
@@ -270,13 +359,18 @@ def total_ratio(
 ) -> str:
     """Like :func:`rate_ratio` over the whole dashboard range (instant)."""
     by = tuple(by)
-    return div(sum_total(family, by, **matchers, **part), sum_total(family, by, **matchers))
+    whole = sum_total(family, by, **matchers)
+    return div(or_zero(sum_total(family, by, **matchers, **part), whole), whole)
 
 
 def quantile(q: float, family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
-    """``histogram_quantile(q, sum by (le, ...) (rate(x_bucket[$__rate_interval])))``."""
+    """``histogram_quantile(q, sum by (le, ...) (rate(x_bucket[$__rate_interval]))) >= 0``.
+
+    With no observation in the window every bucket's rate is 0 and the
+    quantile is NaN; ``>= 0`` (false for NaN) leaves such points out.
+    """
     labels = family.grouping(("le", *by), "bucket")
-    return f"histogram_quantile({q}, {agg(rate(family.bucket(**matchers)), labels)})"
+    return f"histogram_quantile({q}, {agg(rate(family.bucket(**matchers)), labels)}) >= 0"
 
 
 def hist_mean(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
@@ -295,27 +389,36 @@ def hist_mean_range(family: Family, by: Iterable[str] = (), **matchers: str | Ma
 
 
 def hist_buckets(family: Family, *, over_range: bool = False, **matchers: str | Match) -> str:
-    """Per-bucket counts for heatmaps and distribution bars (target format ``heatmap``)."""
+    """Per-bucket counts for heatmaps and distribution bars (target format ``heatmap``).
+
+    Over the range (an instant query): ``increase(x_bucket[$__range])``, one
+    window, true totals. Over time (a heatmap): each cell is one query step
+    ($__interval) wide, while a rate needs a longer window
+    ($__rate_interval), so consecutive windows overlap and
+    ``increase(x_bucket[$__rate_interval])`` per step would count every
+    observation in several cells. The per-second rate over the window times
+    the step has no such overlap: summed over the cells, it gives each
+    observation once.
+    """
     buckets = family.bucket(**matchers)
-    inner = increase_range(buckets) if over_range else increase(buckets)
-    return agg(inner, ("le",))
+    if over_range:
+        return agg(increase_range(buckets), ("le",))
+    return f"{agg(rate(buckets), ('le',))} * {STEP_SECONDS}"
+
+
+# Recording rules (alerts/groups/license.py) the license panels read, so that the rules' guards apply:
+# an expiry of 0 (unknown) is dropped, a limit of 0 gives no ratio (not +Inf). Replicas reporting one
+# license are already collapsed there with max (a sum would multiply a timestamp).
+LICENSE_EXPIRY = "license_tier:clary_license_expiry_timestamp_seconds:max"
+LICENSE_COMPLIANCE = "license_tier_limit:clary_license_usage_per_limit:ratio"
 
 
 def days_to_expiry(by: Iterable[str] = ("license",), **matchers: str | Match) -> str:
-    """Days until each license expires.
-
-    The expiry timestamp is state reported identically by every replica that
-    saw the license, so replicas are collapsed with ``max`` (a sum would
-    multiply the timestamp).
-    """
-    family = m("clary_license_expiry_timestamp_seconds")
-    expiry = agg(family.sel(**matchers), family.grouping(by), op="max")
-    return f"({expiry} - time()) / 86400"
+    """Days until each license expires; 0 once it has expired (a negative count of days reads as nonsense)."""
+    expiry = agg(recorded(LICENSE_EXPIRY, **matchers), by, op="max")
+    return f"clamp_min(({expiry} - time()) / 86400, 0)"
 
 
 def compliance(by: Iterable[str] = ("license", "limit"), **matchers: str | Match) -> str:
-    """usage / limit per license and limit (replicated state: ``max``)."""
-    usage_family, limit_family = m("clary_license_usage"), m("clary_license_limit")
-    usage = agg(usage_family.sel(**matchers), usage_family.grouping(by), op="max")
-    limit = agg(limit_family.sel(**matchers), limit_family.grouping(by), op="max")
-    return div(usage, limit)
+    """usage / limit per license and limit (licenses with a limit of 0 have none)."""
+    return agg(recorded(LICENSE_COMPLIANCE, **matchers), by, op="max")

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.promql import m
+from exporter.promql import m, on
 
 from ..config import Config, num, pct
-from .common import RuleGroup, bucket_rate_over, quantile_name, rate_or_zero, ratio, sum_rate_over
+from .common import (
+    RuleGroup,
+    bucket_rate_over,
+    quantile_name,
+    rate_or_zero,
+    ratio,
+    sum_rate_over,
+)
 
 # Recorded at (tier, model) from the raw counter; the coarser levels sum those.
 INFERENCE_LEVELS: tuple[tuple[str, ...], ...] = (("tier", "model"), ("tier",), ("model",))
@@ -36,7 +43,7 @@ def inference_group(cfg: Config) -> dict[str, Any]:
         g.record(f"model:clary_inference_duration_seconds:{quantile_name(q)}_rate5m", f"histogram_quantile({num(q)}, {buckets})")
 
     failure_ratio = g.series("model:clary_inference_failures_per_request:ratio_rate5m")
-    guard = f"and on (model)\n{g.series('model:clary_inference_requests:rate5m')} * 300 >= {cfg.inference_min_requests}"
+    guard = f"and {on('model')}\n{g.series('model:clary_inference_requests:rate5m')} * 300 >= {cfg.inference_min_requests}"
     g.alert(
         "ClaryInferenceFailureRatioHigh",
         f"{failure_ratio} > {num(cfg.inference_failure_ratio)}\n{guard}",

@@ -1,15 +1,31 @@
-"""clary-license: validation failures and silence, expiry, usage against license limits."""
+"""clary-license: validation errors and rejected keys, silence, expiry, usage against license limits.
+
+Routing by cause: validations that *errored* (``result="error"``: the
+license service is broken, paying customers are locked out) page the SRE
+on-call; rejected keys (invalid, expired, revoked: a customer problem, often
+one client retrying), expiry and compliance are tickets for the licensing
+team (``team="licensing"``, routed by team before severity).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from exporter.promql import agg, m, not_equal, one_of
+from exporter.promql import agg, m, not_equal, on, one_of
 
 from ..config import TIERS, Config, num, pct
-from .common import RuleGroup, max_by, rate_or_zero, ratio, sum_increase_over, sum_rate_over
+from .common import (
+    RuleGroup,
+    max_by,
+    rate_or_zero,
+    ratio,
+    sum_increase_over,
+    sum_rate_over,
+)
 
 LICENSE_WINDOWS: tuple[str, ...] = ("5m", "30m", "1h")
+# A key the license service answered about, but refused: the customer's problem, not the service's.
+REJECTED = ("invalid", "expired", "revoked")
 
 VALIDATIONS = m("clary_license_validations_total")
 EXPIRY = m("clary_license_expiry_timestamp_seconds")
@@ -27,6 +43,18 @@ def license_group(cfg: Config) -> dict[str, Any]:
             rate_or_zero(sum_rate_over(VALIDATIONS, w, ("tier",), result=not_equal("valid")), validations),
         )
         g.record(f"tier:clary_license_validation_failures_per_validation:ratio_rate{w}", ratio(failures, validations))
+    validations30m = g.series("tier:clary_license_validations:rate30m")
+    rejections = g.record(
+        "tier:clary_license_validation_rejections:rate30m",
+        rate_or_zero(sum_rate_over(VALIDATIONS, "30m", ("tier",), result=one_of(REJECTED)), validations30m),
+    )
+    g.record("tier:clary_license_validation_rejections_per_validation:ratio_rate30m", ratio(rejections, validations30m))
+    validations5m = g.series("tier:clary_license_validations:rate5m")
+    errors = g.record(
+        "tier:clary_license_validation_errors:rate5m",
+        rate_or_zero(sum_rate_over(VALIDATIONS, "5m", ("tier",), result="error"), validations5m),
+    )
+    g.record("tier:clary_license_validation_errors_per_validation:ratio_rate5m", ratio(errors, validations5m))
     # Replicas may each report a license; the latest known expiry wins. 0 = unknown.
     expiry = g.record(
         "license_tier:clary_license_expiry_timestamp_seconds:max",
@@ -41,45 +69,46 @@ def license_group(cfg: Config) -> dict[str, Any]:
     g.alert(
         "ClaryLicenseValidationFailureRatioHigh",
         f"""
-        {g.series("tier:clary_license_validation_failures_per_validation:ratio_rate30m")} > {num(cfg.license_failure_ratio)}
-        and on (tier)
+        {g.series("tier:clary_license_validation_rejections_per_validation:ratio_rate30m")} > {num(cfg.license_failure_ratio)}
+        and {on("tier")}
         {g.series("tier:clary_license_validations:rate30m")} * 1800 >= {cfg.license_failure_min_validations}
         """,
         severity="warning",
         team="licensing",
         for_="15m",
-        summary="Tier {{ $labels.tier }} license validations fail too often.",
+        summary="Tier {{ $labels.tier }} license keys are rejected too often.",
         description=(
-            "{{ $value | humanizePercentage }} of tier {{ $labels.tier }} license validations failed over the last 30m "
-            f"(threshold {pct(cfg.license_failure_ratio)}, at least {cfg.license_failure_min_validations} validations)."
+            "{{ $value | humanizePercentage }} of tier {{ $labels.tier }} license validations over the last 30m "
+            f"rejected the key as {', '.join(REJECTED)} (threshold {pct(cfg.license_failure_ratio)}, at least "
+            f"{cfg.license_failure_min_validations} validations): customers with lapsed or wrong keys, or a client retrying one."
         ),
     )
     g.alert(
-        "ClaryLicenseValidationFailureSpike",
+        "ClaryLicenseValidationErrors",
         f"""
-        {g.series("tier:clary_license_validation_failures_per_validation:ratio_rate5m")} > {num(cfg.license_spike_ratio)}
-        and on (tier)
-        {g.series("tier:clary_license_validation_failures:rate5m")} * 300 >= {cfg.license_spike_min_failures}
+        {g.series("tier:clary_license_validation_errors_per_validation:ratio_rate5m")} > {num(cfg.license_error_ratio)}
+        and {on("tier")}
+        {g.series("tier:clary_license_validation_errors:rate5m")} * 300 >= {cfg.license_error_min_errors}
         """,
         severity="critical",
-        team="licensing",
-        for_="2m",
-        summary="Tier {{ $labels.tier }} license validations are failing en masse.",
+        team="sre",
+        for_="5m",
+        summary="Tier {{ $labels.tier }} license validations are erroring: the license service is failing.",
         description=(
-            "{{ $value | humanizePercentage }} of tier {{ $labels.tier }} license validations failed over the last 5m "
-            f"(threshold {pct(cfg.license_spike_ratio)}, at least {cfg.license_spike_min_failures} failures): "
-            "paying customers are probably being locked out."
+            "{{ $value | humanizePercentage }} of tier {{ $labels.tier }} license validations over the last 5m ended in "
+            f"result=error (threshold {pct(cfg.license_error_ratio)}, at least {cfg.license_error_min_errors} errors): "
+            "the license service could not answer, so paying customers are probably being locked out."
         ),
     )
     g.alert(
         "ClaryLicenseValidationsStopped",
         f"""
         {sum_increase_over(HTTP_REQUESTS, "1h", ("tier",), tier=one_of(TIERS))} >= {cfg.license_stopped_min_requests}
-        unless on (tier)
+        unless {on("tier")}
         {g.series("tier:clary_license_validations:rate1h")} > 0
         """,
         severity="warning",
-        team="licensing",
+        team="sre",
         for_="15m",
         summary="Tier {{ $labels.tier }} serves traffic but validates no licenses.",
         description=(
@@ -87,27 +116,27 @@ def license_group(cfg: Config) -> dict[str, Any]:
             "without a single license validation: the license check is bypassed or not reporting."
         ),
     )
-    for severity, days in (("warning", cfg.license_expiry_warning_days), ("critical", cfg.license_expiry_critical_days)):
-        g.alert(
-            "ClaryLicenseExpiring",
-            f"""
-            {expiry} - time() < {num(days * 86400)}
-            and
-            {expiry} - time() > 0
-            """,
-            severity=severity,
-            team="licensing",
-            for_="15m",
-            summary=f"License {{{{ $labels.license }}}} ({{{{ $labels.tier }}}}) expires in less than {num(days)} days.",
-            description=(
-                "License {{ $labels.license }} of tier {{ $labels.tier }} expires in {{ $value | humanizeDuration }} "
-                f"(alerting below {num(days)} days)."
-            ),
-        )
+    days = cfg.license_expiry_warning_days
+    g.alert(
+        "ClaryLicenseExpiring",
+        f"""
+        {expiry} - time() < {num(days * 86400)}
+        and
+        {expiry} - time() > 0
+        """,
+        severity="warning",
+        team="licensing",
+        for_="15m",
+        summary=f"License {{{{ $labels.license }}}} ({{{{ $labels.tier }}}}) expires in less than {num(days)} days.",
+        description=(
+            "License {{ $labels.license }} of tier {{ $labels.tier }} expires in {{ $value | humanizeDuration }} "
+            f"(alerting below {num(days)} days): a renewal for the account team, not a page."
+        ),
+    )
     g.alert(
         "ClaryLicenseExpired",
         f"time() - {expiry} >= 0",
-        severity="critical",
+        severity="warning",
         team="licensing",
         for_="5m",
         summary="License {{ $labels.license }} ({{ $labels.tier }}) has expired.",

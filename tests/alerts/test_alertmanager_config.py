@@ -20,6 +20,7 @@ import yaml
 
 from alerts import checks
 from alerts.config import RECEIVERS
+from tests.support import ROOT
 
 AM_CONFIG = checks.ALERTS_DIR / "alertmanager.yml"
 
@@ -27,25 +28,32 @@ PAGER = ["clary-oncall-pager"]
 TICKET = ["clary-ticket"]
 CHAT = ["clary-chat"]
 SUPPORT_AND_DEV = ["clary-support", "clary-development"]
+LICENSING = ["clary-licensing"]
 DEADMAN = ["clary-deadmansswitch"]
 
 # Every alert rule (alertname, severity) and where it must land. A new alert
-# fails test_every_alert_kind_has_an_expected_receiver until it is added here.
+# fails test_every_alert_kind_has_an_expected_receiver until it is added here,
+# and test_the_receiver_table_in_the_docs_is_this_one until docs/alerting.md lists it.
 EXPECTED_RECEIVERS: dict[tuple[str, str], list[str]] = {
     ("ClaryErrorBudgetBurn", "critical"): PAGER,
     ("ClaryErrorBudgetBurn", "warning"): TICKET,
     ("ClaryHttpErrorSpike", "warning"): TICKET,
     ("ClaryHttpLatencyHigh", "warning"): TICKET,
-    ("ClaryLicenseValidationFailureRatioHigh", "warning"): TICKET,
-    ("ClaryLicenseValidationFailureSpike", "critical"): PAGER,
+    ("ClaryDocumentFailureRatioHigh", "warning"): TICKET,
+    ("ClaryUnhandledExceptions", "warning"): TICKET,
+    ("ClaryQueueBacklog", "warning"): TICKET,
+    # license: the service failing pages; keys, expiry and compliance are the licensing team's tickets
+    ("ClaryLicenseValidationErrors", "critical"): PAGER,
+    ("ClaryLicenseValidationFailureRatioHigh", "warning"): LICENSING,
     ("ClaryLicenseValidationsStopped", "warning"): TICKET,
-    ("ClaryLicenseExpiring", "warning"): TICKET,
-    ("ClaryLicenseExpiring", "critical"): PAGER,
-    ("ClaryLicenseExpired", "critical"): PAGER,
-    ("ClaryLicenseUsageOverLimit", "warning"): TICKET,
-    ("ClaryLicenseUsageNearLimit", "info"): CHAT,
+    ("ClaryLicenseExpiring", "warning"): LICENSING,
+    ("ClaryLicenseExpired", "warning"): LICENSING,
+    ("ClaryLicenseUsageOverLimit", "warning"): LICENSING,
+    ("ClaryLicenseUsageNearLimit", "info"): LICENSING,
     ("ClaryInferenceFailureRatioHigh", "warning"): TICKET,
     ("ClaryModelUnavailable", "critical"): PAGER,
+    ("ClaryLlmFailureRatioHigh", "warning"): TICKET,
+    ("ClaryLlmLatencyHigh", "warning"): TICKET,
     ("ClaryGpuTemperatureHigh", "warning"): TICKET,
     ("ClaryGpuTemperatureHigh", "critical"): PAGER,
     ("ClaryGpuMemorySaturated", "warning"): TICKET,
@@ -56,11 +64,19 @@ EXPECTED_RECEIVERS: dict[tuple[str, str], list[str]] = {
     ("ClaryGpuPowerThrottling", "warning"): TICKET,
     ("ClaryGpuDevicesMissing", "warning"): TICKET,
     ("ClaryExporterCollectorFailing", "warning"): TICKET,
+    # one replica down is a ticket; every replica down, or no target, pages
+    ("ClaryExporterDown", "warning"): TICKET,
     ("ClaryExporterDown", "critical"): PAGER,
     ("ClaryExporterAbsent", "critical"): PAGER,
+    ("ClaryServiceDown", "warning"): TICKET,
+    ("ClaryServiceDown", "critical"): PAGER,
+    ("ClaryExporterLabelOverflow", "warning"): TICKET,
+    ("ClaryEventsRejected", "warning"): TICKET,
     ("ClaryUrgentBugReport", "warning"): SUPPORT_AND_DEV,
+    ("ClaryFeedbackRatingDrop", "warning"): SUPPORT_AND_DEV,
     ("Watchdog", "info"): DEADMAN,
 }
+RECEIVER_TABLE = ROOT / "docs" / "alerting.md"
 
 
 def _alert_label_sets() -> list[dict[str, str]]:
@@ -92,7 +108,7 @@ def test_amtool_check_config_accepts_the_config():
     proc = subprocess.run([_amtool(), "check-config", str(AM_CONFIG)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
-    assert " - 3 inhibit rules" in proc.stdout and f" - {len(RECEIVERS)} receivers" in proc.stdout
+    assert " - 5 inhibit rules" in proc.stdout and f" - {len(RECEIVERS)} receivers" in proc.stdout
 
 
 def test_every_alert_kind_has_an_expected_receiver():
@@ -107,10 +123,41 @@ def test_every_alert_kind_has_an_expected_receiver():
 )
 def test_amtool_routes_each_alert_to_its_receivers(labels):
     expected = EXPECTED_RECEIVERS[(labels["alertname"], labels["severity"])]
-    labels = {**labels, "tier": labels.get("tier", "professional")}  # as most firing alerts carry
+    # the labels the alert fires with: the rule's own, and those of the series it reads
+    labels = {"tier": "professional", "cluster": "eu-1", "job": "clary-exporter", "instance": "10.0.0.7:25279", **labels}
     proc = _routes_test(labels, expected)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == ",".join(expected)
+
+
+def test_no_licensing_alert_reaches_the_pager_and_the_license_service_failing_does():
+    by_team: dict[str, set[str]] = {}
+    for labels in _alert_label_sets():
+        receivers = EXPECTED_RECEIVERS[(labels["alertname"], labels["severity"])]
+        by_team.setdefault(labels["team"], set()).update(receivers)
+    assert by_team["licensing"] == set(LICENSING)
+    assert by_team["support"] == set(SUPPORT_AND_DEV)
+    assert EXPECTED_RECEIVERS[("ClaryLicenseValidationErrors", "critical")] == PAGER
+    # a licensing alert that someone marks critical still goes to licensing: team before severity
+    proc = _routes_test({"alertname": "ClaryLicenseExpired", "severity": "critical", "team": "licensing"}, LICENSING)
+    assert proc.returncode == 0 and proc.stdout.strip() == "clary-licensing", proc.stdout + proc.stderr
+
+
+def _docs_receiver_table() -> dict[tuple[str, str], list[str]]:
+    """(alert, severity) -> receivers, from the "| alert | severity | team | fires when | receiver |" table."""
+    table: dict[tuple[str, str], list[str]] = {}
+    for line in RECEIVER_TABLE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`") and cells[4].startswith("`clary-"):
+            alert, severity = cells[0].strip("`"), cells[1]
+            assert (alert, severity) not in table, f"docs/alerting.md lists {alert} {severity} twice"
+            table[(alert, severity)] = [r.strip(" `") for r in cells[4].split("+")]
+    return table
+
+
+def test_the_receiver_table_in_the_docs_is_this_one():
+    """docs/alerting.md's table says where every alert goes; it cannot drift from the routing."""
+    assert _docs_receiver_table() == EXPECTED_RECEIVERS
 
 
 @pytest.mark.parametrize(
@@ -124,7 +171,9 @@ def test_amtool_routes_each_alert_to_its_receivers(labels):
         ({"alertname": "ClaryUrgentBugReport", "severity": "critical", "team": "support", "tier": "lite"}, SUPPORT_AND_DEV),
         # the team does not change where severities go otherwise
         ({"alertname": "ClaryModelUnavailable", "severity": "critical", "team": "ml", "model": "ocr-fast"}, PAGER),
-        ({"alertname": "ClaryLicenseUsageNearLimit", "severity": "info", "team": "licensing"}, CHAT),
+        # info of a team without receivers is chat; of licensing, the licensing queue
+        ({"alertname": "ClaryGpuSomething", "severity": "info", "team": "sre"}, CHAT),
+        ({"alertname": "ClaryLicenseUsageNearLimit", "severity": "info", "team": "licensing"}, LICENSING),
     ],
 )
 def test_amtool_routes_edge_cases(labels, expected):
@@ -146,7 +195,7 @@ def _config() -> dict:
 def test_grouping_and_timings():
     route = _config()["route"]
     assert route["receiver"] == "clary-ticket"
-    assert route["group_by"] == ["alertname", "tier"]
+    assert route["group_by"] == ["alertname", "cluster", "tier"]
     by_receiver = {r["receiver"]: r for r in route["routes"]}
     # pages go out fast and repeat while unresolved; tickets wait and repeat daily
     assert by_receiver["clary-oncall-pager"]["group_wait"] == "30s"
@@ -156,10 +205,11 @@ def test_grouping_and_timings():
     deadman = by_receiver["clary-deadmansswitch"]
     assert (deadman["group_wait"], deadman["group_interval"], deadman["repeat_interval"]) == ("0s", "1m", "1m")
     assert deadman["group_by"] == ["alertname"]
-    # routes are tried in order: the Watchdog and the support team before severities
+    # routes are tried in order: the Watchdog and the teams before severities
     assert [r["matchers"] for r in route["routes"]] == [
         ['alertname="Watchdog"'],
         ['team="support"'],
+        ['team="licensing"'],
         ['severity="critical"'],
         ['severity="warning"'],
         ['severity="info"'],
@@ -171,7 +221,8 @@ def test_inhibition_rules():
     first = rules[0]
     assert first["source_matchers"] == ['severity="critical"']
     assert first["target_matchers"] == ['severity="warning"']
-    assert {"alertname", "tier"} <= set(first["equal"])
+    # the same SLO only: a latency page must not hide an availability ticket
+    assert {"alertname", "tier", "slo", "cluster"} <= set(first["equal"])
 
 
 def test_every_receiver_is_routed_to_and_every_route_has_a_receiver():
@@ -275,31 +326,38 @@ def test_real_alertmanager_is_ready_routes_and_inhibits(alertmanager):
     assert status == 200 and body["config"]["original"].startswith("global:")
 
     burn_critical = _alert(alertname="ClaryErrorBudgetBurn", severity="critical", team="sre", tier="lite",
-                           long_window="1h", short_window="5m")
+                           slo="availability", long_window="1h", short_window="5m")
     burn_warning = _alert(alertname="ClaryErrorBudgetBurn", severity="warning", team="sre", tier="lite",
-                          long_window="1d", short_window="2h")
+                          slo="availability", long_window="1d", short_window="2h")
     burn_warning_other_tier = _alert(alertname="ClaryErrorBudgetBurn", severity="warning", team="sre",
-                                     tier="standard", long_window="1d", short_window="2h")
+                                     tier="standard", slo="availability", long_window="1d", short_window="2h")
+    # a latency page does not hide the availability ticket of the same tier, nor a tier's error spike
+    latency_critical = _alert(alertname="ClaryErrorBudgetBurn", severity="critical", team="sre", tier="standard",
+                              slo="latency", long_window="1h", short_window="5m")
+    spike_latency_tier = _alert(alertname="ClaryHttpErrorSpike", severity="warning", team="sre", tier="standard")
     spike_same_tier = _alert(alertname="ClaryHttpErrorSpike", severity="warning", team="sre", tier="lite")
     spike_other_tier = _alert(alertname="ClaryHttpErrorSpike", severity="warning", team="sre", tier="professional")
     model_down = _alert(alertname="ClaryModelUnavailable", severity="critical", team="ml", model="ocr-fast")
     model_ratio = _alert(alertname="ClaryInferenceFailureRatioHigh", severity="warning", team="ml", model="ocr-fast")
     other_model_ratio = _alert(alertname="ClaryInferenceFailureRatioHigh", severity="warning", team="ml",
                                model="layout-base")
-    expiring_critical = _alert(alertname="ClaryLicenseExpiring", severity="critical", team="licensing",
-                               tier="standard", license="0f0f0f0f0f0f")
-    expiring_warning_same = _alert(alertname="ClaryLicenseExpiring", severity="warning", team="licensing",
-                                   tier="standard", license="0f0f0f0f0f0f")
-    expiring_warning_other = _alert(alertname="ClaryLicenseExpiring", severity="warning", team="licensing",
-                                    tier="standard", license="a1b2c3d4e5f6")
+    # every replica down covers each replica's warning; one replica's warning stays alone otherwise
+    all_down = _alert(alertname="ClaryExporterDown", severity="critical", team="sre", job="clary-exporter")
+    replica_down = _alert(alertname="ClaryExporterDown", severity="warning", team="sre", job="clary-exporter",
+                          instance="10.0.0.7:25279")
+    service_down = _alert(alertname="ClaryServiceDown", severity="warning", team="sre", job="clary-services",
+                          instance="10.0.0.9:8000")
+    expiring = _alert(alertname="ClaryLicenseExpiring", severity="warning", team="licensing", tier="standard",
+                      license="0f0f0f0f0f0f")
+    license_errors = _alert(alertname="ClaryLicenseValidationErrors", severity="critical", team="sre", tier="standard")
     urgent = _alert(alertname="ClaryUrgentBugReport", severity="warning", team="support", tier="professional")
     watchdog = _alert(alertname="Watchdog", severity="info", team="sre")
-    sent = [burn_critical, burn_warning, burn_warning_other_tier, spike_same_tier, spike_other_tier, model_down,
-            model_ratio, other_model_ratio, expiring_critical, expiring_warning_same, expiring_warning_other,
-            urgent, watchdog]
+    sent = [burn_critical, burn_warning, burn_warning_other_tier, latency_critical, spike_latency_tier,
+            spike_same_tier, spike_other_tier, model_down, model_ratio, other_model_ratio, all_down, replica_down,
+            service_down, expiring, license_errors, urgent, watchdog]
     assert _http("POST", f"{url}/api/v2/alerts", sent)[0] == 200
 
-    suppressed = [burn_warning, spike_same_tier, model_ratio, expiring_warning_same]
+    suppressed = [burn_warning, spike_same_tier, model_ratio, replica_down]
     active = [a for a in sent if a not in suppressed]
 
     def settled(by_key) -> bool:
@@ -322,6 +380,7 @@ def test_real_alertmanager_is_ready_routes_and_inhibits(alertmanager):
     assert got[_key(burn_warning["labels"])]["status"]["inhibitedBy"] == [fingerprint[_key(burn_critical["labels"])]]
     assert got[_key(spike_same_tier["labels"])]["status"]["inhibitedBy"] == [fingerprint[_key(burn_critical["labels"])]]
     assert got[_key(model_ratio["labels"])]["status"]["inhibitedBy"] == [fingerprint[_key(model_down["labels"])]]
+    assert got[_key(replica_down["labels"])]["status"]["inhibitedBy"] == [fingerprint[_key(all_down["labels"])]]
 
     def receivers(alert) -> list[str]:
         return [r["name"] for r in got[_key(alert["labels"])]["receivers"]]
@@ -330,3 +389,7 @@ def test_real_alertmanager_is_ready_routes_and_inhibits(alertmanager):
     assert receivers(burn_warning_other_tier) == TICKET
     assert receivers(urgent) == SUPPORT_AND_DEV
     assert receivers(watchdog) == DEADMAN
+    assert receivers(expiring) == LICENSING
+    assert receivers(license_errors) == PAGER
+    assert receivers(all_down) == PAGER
+    assert receivers(service_down) == TICKET

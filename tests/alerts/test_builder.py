@@ -24,7 +24,7 @@ from alerts.groups.common import RuleGroup, level_labels, sum_rate_over
 from exporter.catalog import BY_NAME
 from exporter.promql import m, over_time, quantile, rate, regex, sum_rate, up
 
-GROUP_MODULES = ("http", "license", "inference", "gpu", "exporter_self", "feedback", "meta")
+GROUP_MODULES = ("slo", "http", "app", "license", "inference", "llm", "gpu", "exporter_self", "feedback", "meta")
 
 
 def _source(module: str) -> tuple[str, str]:
@@ -104,8 +104,9 @@ def test_a_misspelt_recorded_series_fails_at_build_time(module, start, end, name
         # a by label the family does not have
         ("feedback", "('tier',)", "('tiers',)", r"clary_feedback_urgent_total has no label\(s\) \['tiers'\] to group by"),
         ("exporter_self", '"job", "instance", "collector"', '"job", "instance", "colector"', "to group by"),
-        # up carries target labels only
-        ("exporter_self", "up(job=cfg.exporter_job)", "up(jobname=cfg.exporter_job)", r"up has no label\(s\) \['jobname'\]"),
+        ("app", "QUEUE.grouping(('queue',))", "QUEUE.grouping(('queues',))", r"clary_queue_length has no label\(s\) \['queues'\]"),
+        # the latency SLO's bucket: le exists on _bucket series only
+        ("slo", "DURATION.bucket(tier=tier, le=", "DURATION.count(tier=tier, le=", "has no label 'le'"),
         # a recorded series selected on a label its level dropped
         ("http", 'p95_rate5m", tier=tier)', 'p95_rate5m", model=tier)', r"keeps only the labels \['tier'\]; no \['model'\]"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,7 +13,15 @@ import yaml
 
 import exporter
 from alerts import checks, cli, render
-from alerts.config import BURN_RATE_WINDOWS, RECEIVERS, SLO_PERIOD_DAYS, SLO_WINDOWS, Config, seconds
+from alerts.config import (
+    BURN_RATE_WINDOWS,
+    RECEIVERS,
+    SLO_PERIOD_DAYS,
+    SLO_SERIES,
+    SLO_WINDOWS,
+    Config,
+    seconds,
+)
 from alerts.groups import RULE_FILES
 from tests.support import ROOT
 
@@ -100,27 +109,31 @@ def test_burn_rate_windows_come_from_the_table():
         assert spent == pytest.approx(share)
 
 
-def _burn_exprs(cfg: Config) -> list[str]:
-    http = yaml.safe_load(render.render(cfg)["rules/clary-http.yml"])
-    return [r["expr"] for r in http["groups"][0]["rules"] if r.get("alert") == "ClaryErrorBudgetBurn"]
+def _objective(cfg: Config, slo: str) -> str:
+    rules = yaml.safe_load(render.render(cfg)["rules/clary-slo.yml"])["groups"][0]["rules"]
+    (expr,) = [r["expr"] for r in rules if r.get("record") == SLO_SERIES[slo].objective]
+    return expr
 
 
-def test_slo_target_moves_every_burn_rate_threshold(tmp_path):
-    exprs = _burn_exprs(Config(slo_target=0.999))
-    for expr, factor in zip(exprs, ("14.4", "6", "3", "1")):
-        assert expr.count(f"({factor} * 0.001)") == 2, expr
-        assert "0.005" not in expr
-    rendered = render.render(Config(slo_target=0.999))["rules/clary-http.yml"]
-    assert "99.9% availability error budget" in rendered
-    assert "threshold 1.44%" in rendered  # 14.4 x 0.1 %
+def test_slo_targets_move_the_objective_and_thereby_every_burn_rate_threshold(tmp_path):
+    """The burn-rate alerts divide by (1 - objective): a target is written once, in the objective."""
+    default = _objective(Config(), "availability")
+    assert 'vector(0.995), "tier", "standard"' in default
+    cfg = Config.from_mapping({"availability_slo": {"standard": 0.999}, "document_slo": {"lite": 0.95}})
+    assert dict(cfg.availability_slo) == {"lite": 0.99, "standard": 0.999, "professional": 0.999}
+    assert 'vector(0.999), "tier", "standard"' in _objective(cfg, "availability")
+    assert 'vector(0.99), "tier", "lite"' in _objective(cfg, "availability")
+    assert 'vector(0.95), "tier", "lite"' in _objective(cfg, "documents")
+    assert "standard 99.9%" in render.render(cfg)["rules/clary-slo.yml"]  # the alert says which targets
 
-    # the CLI flag and a config file give the same output, and promtool accepts it
+    # --slo-target sets every tier's availability target; a config file does the same
     config = tmp_path / "site.yml"
-    config.write_text("slo_target: 0.999\n")
+    config.write_text("availability_slo: {lite: 0.999, standard: 0.999, professional: 0.999}\n")
     assert _generate("--config", config, "--output-dir", tmp_path / "a").returncode == 0
     assert _generate("--slo-target", "0.999", "--output-dir", tmp_path / "b").returncode == 0
-    a = (tmp_path / "a" / "rules" / "clary-http.yml").read_text()
-    assert a == (tmp_path / "b" / "rules" / "clary-http.yml").read_text() == rendered
+    a = (tmp_path / "a" / "rules" / "clary-slo.yml").read_text()
+    assert a == (tmp_path / "b" / "rules" / "clary-slo.yml").read_text()
+    assert a.count('label_replace(vector(0.999), "tier"') == 3
     promtool = checks.binary("promtool")
     proc = _run([promtool, "check", "rules", *sorted((tmp_path / "a" / "rules").glob("*.yml"))])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -131,7 +144,7 @@ def test_thresholds_and_names_come_from_the_config():
         {
             "latency_p95_seconds": {"professional": 0.75},
             "gpu_temperature_warning_celsius": 80,
-            "exporter_job": "clary",
+            "selector": 'job="clary",namespace="ai"',
             "runbook_base_url": "https://wiki.example.com/clary/runbooks.md",
         }
     )
@@ -139,22 +152,62 @@ def test_thresholds_and_names_come_from_the_config():
     assert dict(cfg.latency_p95_seconds) == {"lite": 2.5, "standard": 1.5, "professional": 0.75}
     out = render.render(cfg)
     assert 'p95_rate5m{tier="professional"} > 0.75' in out["rules/clary-http.yml"]
-    assert "clary_gpu_temperature_celsius > 80" in out["rules/clary-infrastructure.yml"]
-    assert 'absent(up{job="clary"})' in out["rules/clary-infrastructure.yml"]
+    # 0.75 s is a bucket: the latency SLO reads it alone
+    assert 'tier="professional",le="0.75"}' in out["rules/clary-slo.yml"]
+    assert 'clary_gpu_temperature_celsius{job="clary",namespace="ai"} > 80' in out["rules/clary-infrastructure.yml"]
+    assert 'absent(up{job="clary",namespace="ai"})' in out["rules/clary-infrastructure.yml"]
     assert "https://wiki.example.com/clary/runbooks.md#claryexporterdown" in out["rules/clary-infrastructure.yml"]
+    # every raw selector of every rule carries the selector
+    for text in out.values():
+        for line in text.splitlines():
+            assert 'job="clary-exporter"' not in line, line
+
+
+def test_every_raw_selector_of_the_committed_rules_carries_the_selector():
+    """Rules read the config's selector (job="clary-exporter"); recorded series are already selected."""
+    missing = []
+    for _, rule in checks.iter_rules():
+        for sel in checks.read_expr(rule["expr"]).selectors:
+            if ":" in sel.name or sel.name == "":
+                continue
+            jobs = [m for m in sel.matchers if m.label == "job"]
+            if sel.name == "up" and jobs and jobs[0].value == "clary-services":
+                continue
+            if [(m.op, m.value) for m in jobs] != [("=", "clary-exporter")]:
+                missing.append((rule.get("alert") or rule["record"], sel))
+    assert not missing, missing
+
+
+def test_rules_keep_the_cluster_label_in_every_aggregation_and_match():
+    """Evaluated over several clusters (a global ruler), no rule adds one cluster to another."""
+    for _, rule in checks.iter_rules():
+        for clause in re.findall(r"\b(by|on) \(([^)]*)\)", rule["expr"]):
+            if clause[0] == "on" and "group_left" in rule["expr"] and clause[1] == "tier":
+                continue  # the per-tier SLO target has no cluster: matched on the tier alone
+            assert clause[1].split(", ")[0] == "cluster", (rule.get("alert") or rule["record"], clause)
+    other = render.render(Config.from_mapping({"cluster_label": "region"}))["rules/clary-slo.yml"]
+    assert "sum by (region, tier)" in other and "cluster" not in other.split("\n", 3)[3]
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"slo_target": 1.0}, "slo_target"),
-        ({"slo_target": 0.9}, "14.4x"),
-        ({"slo_targt": 0.99}, "unknown alerts config keys"),
+        ({"availability_slo": {"lite": 1.0}}, r"availability_slo\[lite\] must be between 0 and 1"),
+        ({"latency_slo": {"standard": 0.9}}, "14.4x"),
+        ({"document_slo": {"gold": 0.9}}, "document_slo needs exactly the tiers"),
+        ({"slo_target": 0.99}, "unknown config keys"),
+        ({"selector": "clary-exporter"}, "cannot read a matcher"),
+        ({"selector": 'instance="a"'}, "needs a job matcher"),
+        ({"cluster_label": "tier"}, "cluster_label"),
+        ({"latency_p95_seconds": {"lite": 30}}, r"latency_p95_seconds\[lite\] must lie within"),
+        ({"team_receivers": {"licensing": ["clary-nowhere"]}}, r"team_receivers\[licensing\]"),
+        ({"team_receivers": {"finance": ["clary-ticket"]}}, "unknown team"),
         ({"latency_p95_seconds": {"gold": 1}}, "latency_p95_seconds"),
-        ({"license_expiry_critical_days": 20}, "license_expiry_critical_days"),
+        ({"license_expiry_warning_days": 0}, "license_expiry_warning_days"),
         ({"gpu_temperature_critical_celsius": 80}, "gpu_temperature"),
         ({"quantiles": [0.5, 0.99]}, "include 0.95"),
-        ({"burn_rate_min_requests": 0}, "burn_rate_min_requests"),
+        ({"burn_rate_min_events": 0}, "burn_rate_min_events"),
+        ({"queue_backlog_max": 0}, "queue_backlog_max"),
         ({"webhook_urls": {"clary-pager": "http://x"}}, "unknown receivers"),
         ({"receiver_overrides": {"clary-chat": {}}}, "receiver_overrides"),
         ({"runbook_base_url": "https://x/runbooks.md#top"}, "runbook_base_url"),
@@ -167,10 +220,10 @@ def test_bad_config_is_refused_with_a_reason(overrides, message):
 
 def test_cli_reports_a_bad_config_file(tmp_path):
     config = tmp_path / "bad.yml"
-    config.write_text("slo_target: 2\n")
+    config.write_text("availability_slo: {lite: 2}\n")
     proc = _generate("--config", config, "--output-dir", tmp_path / "out")
     assert proc.returncode == 2
-    assert "slo_target" in proc.stderr
+    assert "availability_slo[lite]" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -254,4 +307,6 @@ def test_config_objects_are_immutable():
     cfg = Config()
     with pytest.raises(TypeError):
         cfg.latency_p95_seconds["lite"] = 9  # type: ignore[index]
-    assert replace(cfg, slo_target=0.99).slo_target == 0.99
+    with pytest.raises(TypeError):
+        cfg.availability_slo["lite"] = 0.5  # type: ignore[index]
+    assert replace(cfg, queue_backlog_max=5).queue_backlog_max == 5

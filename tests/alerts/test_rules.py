@@ -15,15 +15,25 @@ import pytest
 import yaml
 
 from alerts import checks
-from alerts.config import SEVERITIES, TIERS, Config, seconds
+from alerts.config import (
+    BURN_RATE_WINDOWS,
+    SEVERITIES,
+    SLO_NAMES,
+    SLO_SERIES,
+    SLO_WINDOWS,
+    TEAMS,
+    TIERS,
+    Config,
+    seconds,
+)
 from alerts.groups import RULE_FILES
 
 RUNBOOKS = checks.ALERTS_DIR / "runbooks.md"
-TEAMS = {"sre", "ml", "licensing", "support"}
 
 # Alerts whose description has no $value, and why.
 NO_VALUE_IN_DESCRIPTION = {
-    "ClaryExporterDown": "the value is always 0 (up == 0); the description names the target",
+    "ClaryExporterDown": "the value is always 0 (up == 0, or their sum); the description names the target or job",
+    "ClaryServiceDown": "the same as ClaryExporterDown, for the library-mode services' job",
     "ClaryExporterAbsent": "absent() has no value; the description names the job",
     "ClaryGpuMemoryRepairPending": "a 0/1 flag (repair pending); the description names the GPU",
     "ClaryGpuRowRemapFailed": "a 0/1 flag (remap failed); the description names the GPU",
@@ -34,14 +44,17 @@ TIER_ALERTS = {
     "ClaryErrorBudgetBurn",
     "ClaryHttpErrorSpike",
     "ClaryHttpLatencyHigh",
+    "ClaryDocumentFailureRatioHigh",
+    "ClaryUnhandledExceptions",
     "ClaryLicenseValidationFailureRatioHigh",
-    "ClaryLicenseValidationFailureSpike",
+    "ClaryLicenseValidationErrors",
     "ClaryLicenseValidationsStopped",
     "ClaryLicenseExpiring",
     "ClaryLicenseExpired",
     "ClaryLicenseUsageOverLimit",
     "ClaryLicenseUsageNearLimit",
     "ClaryUrgentBugReport",
+    "ClaryFeedbackRatingDrop",
 }
 
 
@@ -57,9 +70,9 @@ def _recorded() -> set[str]:
     return {rule["record"] for _, rule in _rules() if "record" in rule}
 
 
-def _variant(labels: dict) -> tuple[str, str, str]:
-    """What tells two rules of one alert apart: severity and (burn rates) the long window."""
-    return (labels["alertname"], labels.get("severity", ""), labels.get("long_window", ""))
+def _variant(labels: dict) -> tuple[str, str, str, str]:
+    """What tells two rules of one alert apart: severity and (burn rates) the SLO and the long window."""
+    return (labels["alertname"], labels.get("severity", ""), labels.get("slo", ""), labels.get("long_window", ""))
 
 
 def _run(cmd, **kw) -> subprocess.CompletedProcess:
@@ -237,12 +250,18 @@ def test_recording_rule_names_follow_level_metric_operations():
 def test_the_issue_s_recording_rules_exist():
     recorded = _recorded()
     expected = {"tier:clary_http_requests:rate5m"}
-    for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+    for w in ("5m", "30m"):
         expected |= {
             f"tier:clary_http_requests:rate{w}",
             f"tier:clary_http_errors:rate{w}",
             f"tier:clary_http_errors_per_request:ratio_rate{w}",
         }
+    # every SLO at every burn-rate window, over its period, its target, budget left and burn rate
+    for slo in SLO_NAMES:
+        names = SLO_SERIES[slo]
+        for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+            expected |= {names.events(w), names.errors(w), names.error_ratio(w)}
+        expected |= {names.error_ratio("30d"), names.objective, names.budget_remaining, names.burn_rate}
     expected |= {f"tier:clary_http_request_duration_seconds:p{q}_rate5m" for q in (50, 90, 95, 99)}
     expected |= {
         "tier:clary_license_validation_failures_per_validation:ratio_rate5m",
@@ -268,7 +287,7 @@ def test_alert_names_labels_and_annotations():
         if name not in NO_VALUE_IN_DESCRIPTION:
             assert "$value" in annotations["description"], f"{name}: the description should quote the value"
     expected = {
-        "ClaryLicenseValidationFailureRatioHigh", "ClaryLicenseValidationFailureSpike",
+        "ClaryLicenseValidationFailureRatioHigh", "ClaryLicenseValidationErrors",
         "ClaryLicenseValidationsStopped", "ClaryLicenseExpiring", "ClaryLicenseExpired",
         "ClaryLicenseUsageOverLimit", "ClaryErrorBudgetBurn", "ClaryHttpErrorSpike",
         "ClaryHttpLatencyHigh", "ClaryInferenceFailureRatioHigh", "ClaryModelUnavailable",
@@ -276,6 +295,10 @@ def test_alert_names_labels_and_annotations():
         "ClaryGpuEccUncorrectedErrors", "ClaryGpuMemoryRepairPending", "ClaryGpuRowRemapFailed",
         "ClaryGpuThermalThrottling", "ClaryGpuPowerThrottling", "ClaryGpuDevicesMissing",
         "ClaryExporterDown", "ClaryExporterAbsent", "ClaryUrgentBugReport", "Watchdog",
+        # the issue's missing alerts
+        "ClaryLlmFailureRatioHigh", "ClaryLlmLatencyHigh", "ClaryDocumentFailureRatioHigh",
+        "ClaryUnhandledExceptions", "ClaryQueueBacklog", "ClaryExporterLabelOverflow", "ClaryEventsRejected",
+        "ClaryServiceDown", "ClaryFeedbackRatingDrop",
     }
     assert expected <= names, sorted(expected - names)
     assert set(NO_VALUE_IN_DESCRIPTION) <= names
@@ -285,32 +308,51 @@ def test_multi_severity_alerts_page_at_the_tighter_threshold():
     by_name = defaultdict(dict)
     for rule in _alerts():
         by_name[rule["alert"]].setdefault(rule["labels"]["severity"], []).append(rule)
-    expiring = {sev: rules[0]["expr"] for sev, rules in by_name["ClaryLicenseExpiring"].items()}
-    assert "< 1209600" in expiring["warning"] and "< 259200" in expiring["critical"]  # 14 and 3 days
+    down = {sev: rules[0]["expr"] for sev, rules in by_name["ClaryExporterDown"].items()}
+    assert down == {
+        "warning": 'up{job="clary-exporter"} == 0',
+        "critical": 'sum by (cluster, job) (up{job="clary-exporter"}) == 0',
+    }
+    assert {sev: rules[0]["for"] for sev, rules in by_name["ClaryExporterDown"].items()} == {"warning": "15m", "critical": "5m"}
     temperature = {sev: rules[0]["expr"] for sev, rules in by_name["ClaryGpuTemperatureHigh"].items()}
     assert temperature == {
-        "warning": "clary_gpu_temperature_celsius > 85",
-        "critical": "clary_gpu_temperature_celsius > 90",
+        "warning": 'clary_gpu_temperature_celsius{job="clary-exporter"} > 85',
+        "critical": 'clary_gpu_temperature_celsius{job="clary-exporter"} > 90',
     }
 
 
 def test_burn_rate_alerts_follow_the_window_table():
-    budget = Config().error_budget
     burns = [rule for rule in _alerts() if rule["alert"] == "ClaryErrorBudgetBurn"]
-    got = {(r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"], r["for"]) for r in burns}
-    assert got == {
-        ("critical", "1h", "5m", "2m"),
-        ("critical", "6h", "30m", "5m"),
-        ("warning", "1d", "2h", "15m"),
-        ("warning", "3d", "6h", "30m"),
-    }
+    got = {(r["labels"]["slo"], r["labels"]["severity"], r["labels"]["long_window"], r["labels"]["short_window"], r["for"])
+           for r in burns}
+    assert got == {(slo, b.severity, b.long, b.short, b.for_) for slo in SLO_NAMES for b in BURN_RATE_WINDOWS}
+    assert len(burns) == len(got) == 12
     factors = {"1h": "14.4", "6h": "6", "1d": "3", "3d": "1"}
     for rule in burns:
+        names = SLO_SERIES[rule["labels"]["slo"]]
         long, short = rule["labels"]["long_window"], rule["labels"]["short_window"]
-        threshold = f"({factors[long]} * {budget})"
-        assert f"tier:clary_http_errors_per_request:ratio_rate{long} > {threshold}" in rule["expr"]
-        assert f"tier:clary_http_errors_per_request:ratio_rate{short} > {threshold}" in rule["expr"]
-    assert budget == 0.005
+        # each window's error ratio over the tier's budget (1 - target), against the pair's factor
+        for window in (long, short):
+            assert (f"{names.error_ratio(window)}\n/ on (tier) group_left ()\n(1 - {names.objective})\n) > {factors[long]}"
+                    in rule["expr"]), rule["expr"]
+        assert f"{names.events(short)} * {seconds(short)} >= 10" in rule["expr"]
+    assert SLO_WINDOWS == ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+def test_slo_targets_and_the_latency_threshold_come_from_the_config():
+    slo = yaml.safe_load((checks.RULES_DIR / "clary-slo.yml").read_text())["groups"][0]["rules"]
+    exprs = {rule.get("record"): rule["expr"] for rule in slo}
+    cfg = Config()
+    for name in SLO_NAMES:
+        for tier in TIERS:
+            target = cfg.slo_targets(name)[tier]
+            assert f'label_replace(vector({target:g}), "tier", "{tier}", "", "")' in exprs[SLO_SERIES[name].objective]
+    latency = exprs[SLO_SERIES["latency"].errors("5m")]
+    # lite 2.5 s and professional 1 s are buckets; standard 1.5 s is read between 1 and 2.5, weighted 2/3 and 1/3
+    assert 'tier="lite",le="2.5"}' in latency
+    assert 'tier="professional",le=~"1|1\\\\.0"}' in latency
+    assert '0.666666666667 * sum by (cluster, tier) (rate(clary_http_request_duration_seconds_bucket{job="clary-exporter",tier="standard",le=~"1|1\\\\.0"}[5m]))' in latency
+    assert cfg.latency_buckets("standard") == ((1, 0.666666666667), (2.5, 0.333333333333))
 
 
 def test_alerts_read_recording_rules_of_their_own_group_recorded_before_them():
@@ -336,12 +378,15 @@ def test_range_selectors_span_several_scrapes_for_prometheus_3():
 
 def test_regex_matchers_cannot_be_changed_by_prometheus_3_dot_semantics():
     """In Prometheus 3 a regex '.' also matches a newline; keep regexes to
-    literal alternations and the status-code class (digits only)."""
+    literal alternations, the status-code class (digits only) and bucket
+    bounds in both notations with an escaped dot (``le=~"1|1\\.0"``)."""
     for _, rule in _rules():
         for sel in checks.read_expr(rule["expr"]).selectors:
             for m in sel.matchers:
                 if m.op in ("=~", "!~"):
-                    assert re.fullmatch(r"[a-z0-9_|-]+", m.value) or (m.label == "code" and m.value == "5.."), m
+                    assert (re.fullmatch(r"[a-z0-9_|-]+", m.value)
+                            or (m.label == "code" and m.value == "5..")
+                            or (m.label == "le" and re.fullmatch(r"[0-9]+(\\\.[0-9]+)?(\|[0-9]+(\\\.[0-9]+)?)+", m.value))), m
 
 
 # --------------------------------------------------------------------------

@@ -34,6 +34,7 @@ clary_http_requests_total{tier="standard",method="GET",route="/api/v1/documents"
 # TYPE clary_http_request_duration_seconds histogram
 clary_http_request_duration_seconds_bucket{tier="lite",method="GET",route="/api/v1/documents",le="0.1"} $t9
 clary_http_request_duration_seconds_bucket{tier="lite",method="GET",route="/api/v1/documents",le="1.0"} $t10
+clary_http_request_duration_seconds_bucket{tier="lite",method="GET",route="/api/v1/documents",le="2.5"} $t10
 clary_http_request_duration_seconds_bucket{tier="lite",method="GET",route="/api/v1/documents",le="+Inf"} $t10
 clary_http_request_duration_seconds_sum{tier="lite",method="GET",route="/api/v1/documents"} $t
 clary_http_request_duration_seconds_count{tier="lite",method="GET",route="/api/v1/documents"} $t10
@@ -198,8 +199,15 @@ def test_rules_load_and_evaluate_cleanly_in_prometheus(prometheus):
     requests = {s["metric"]["tier"]: float(s["value"][1]) for s in _query(url, "tier:clary_http_requests:rate5m")}
     assert set(requests) == {"lite", "standard"}
     assert requests["lite"] > 0 and requests["standard"] > 0
-    ratios = {s["metric"]["tier"]: float(s["value"][1]) for s in _query(url, "tier:clary_http_errors_per_request:ratio_rate3d")}
+    ratios = {s["metric"]["tier"]: float(s["value"][1])
+              for s in _query(url, "tier:clary_slo_availability_errors_per_event:ratio_rate3d")}
     assert ratios == {"lite": pytest.approx(0.1), "standard": 0.0}  # standard has no 5xx series: 0, not absent
+    # the SLOs read the same data: lite's 10 % 5xx is 10x its 1 % budget; its latency histogram
+    # (every request within 1 s, the 2.5 s threshold a bucket away) is all good
+    burn = {s["metric"]["tier"]: float(s["value"][1]) for s in _query(url, "tier:clary_slo_availability_burn_rate:ratio_rate1h")}
+    assert burn == {"lite": pytest.approx(10), "standard": 0.0}
+    slow = _query(url, 'tier:clary_slo_latency_errors_per_event:ratio_rate5m{tier="lite"}')
+    assert float(slow[0]["value"][1]) == pytest.approx(0, abs=1e-9)
     p95 = _query(url, 'tier:clary_http_request_duration_seconds:p95_rate5m{tier="lite"}')
     assert float(p95[0]["value"][1]) == pytest.approx(0.55)  # rank 9.5 of 10 in (0.1, 1]: 0.1 + 0.9 * 0.5
     assert _query(url, "license_tier_limit:clary_license_usage_per_limit:ratio")[0]["value"][1] == "0.12"

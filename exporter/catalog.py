@@ -209,6 +209,9 @@ EVENT_OUTCOME = LabelSpec("outcome", ("accepted", "rejected"), None)
 OVERFLOW_METRIC = LabelSpec("metric", None, None, doc="catalog metric name")
 OVERFLOW_LABEL = LabelSpec("label", None, None, doc="label name of that metric")
 VERSION = LabelSpec("version", None, None)
+STORAGE_OPERATION = LabelSpec(
+    "operation", ("check", "feedback", "activity", "privacy", "retention", "outbox", "other"), "other",
+    doc="what a storage failure affected; check: the start-up check and the periodic probe")
 
 # --- buckets --------------------------------------------------------------
 
@@ -373,6 +376,10 @@ CATALOG: tuple[MetricSpec, ...] = (
     _c("clary_exporter_label_overflow_total", "Label values replaced by 'other' because a series budget was exhausted.",
        (OVERFLOW_METRIC, OVERFLOW_LABEL), group="exporter"),
     _g("clary_exporter_build_info", "Exporter build information; always 1.", (VERSION,), group="exporter"),
+    _g("clary_exporter_storage_up", "1 if the SQLite store under --data-dir works, 0 after a failed operation until a "
+       "re-check succeeds (/readyz is 503 meanwhile).", group="exporter", collected=True),
+    _c("clary_exporter_storage_errors_total", "Failed storage operations (disk full, read-only, locked, file gone).",
+       (STORAGE_OPERATION,), group="exporter", collected=True),
 )
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOG}

@@ -18,6 +18,7 @@ from exporter.catalog import CATALOG
 from exporter.collectors.registry import registered
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
 from exporter.server.webconfig import ENV as WEB_CONFIG_ENV
+from exporter.store.health import StorageError
 
 log = logging.getLogger("exporter")
 
@@ -127,6 +128,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
                           "(tls_server_config in the web config file)")
     for name, value in NATIVE_THREAD_LIMITS.items():
         os.environ.setdefault(name, value)
+    from exporter.api.storage import quietly
     from exporter.server.app import create_app
 
     stop = stop or asyncio.Event()
@@ -141,7 +143,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
     else:
         app = create_app(config, web_config=web_config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()  # runs the API's start-up check of the store: a StorageError is exit 2
+    except BaseException:
+        await runner.cleanup()
+        raise
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
@@ -155,16 +161,25 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
         await stop.wait()
     finally:
         log.info("shutting down")
-        await runner.cleanup()
+        await quietly(runner.cleanup)  # exit 0 whatever the disk did to the last flush (one line)
 
 
 def purge(config: Config) -> dict[str, int]:
-    """``clary-exporter purge``: the retention purge, once, without a server."""
+    """``clary-exporter purge``: the retention purge, once, without a server.
+
+    The database must exist and pass the storage check: a wrong ``--data-dir``
+    is an error (one line, exit 2), not a purge of nothing reported as success.
+    """
+    from exporter.store.checks import open_checked
     from exporter.store.database import DB_FILENAME, Database
+    from exporter.store.health import describe
 
     db = Database(config.data_dir / DB_FILENAME)
     try:
+        open_checked(db, create=False)
         return db.purge(config.retention_days)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"{db.path}: {describe(exc)}") from None
     finally:
         db.close()
 
@@ -177,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = load(_flags(args))
             removed = purge(config)
-        except (ConfigError, ValueError, OSError, sqlite3.Error) as exc:
+        except (ConfigError, ValueError, StorageError) as exc:
             print(f"clary-exporter: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         counts = " ".join(f"{name}={count}" for name, count in removed.items())
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
         logs.setup(config.log_level, config.log_format)
         asyncio.run(serve(config, web_config_file=args.web_config_file or os.environ.get(WEB_CONFIG_ENV)))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, StorageError) as exc:
         print(f"clary-exporter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -104,6 +104,8 @@ class Config(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     hmac_secret: str | None = Field(None, min_length=16, description="HMAC secret for identifiers")
+    hmac_previous_secrets: list[str] = Field(default_factory=list, max_length=10,
+                                             description="earlier HMAC secrets, still used to find stored users")
     data_dir: Path = Path("data")
     collectors: Collectors = Field(default_factory=Collectors)  # type: ignore[valid-type]
     allow_lists: dict[str, list[str]] = Field(default_factory=dict)
@@ -155,6 +157,13 @@ class Config(BaseModel):
             raise ValueError("every ingest token must be at least 16 characters")
         return value
 
+    @field_validator("hmac_previous_secrets")
+    @classmethod
+    def _previous_secrets(cls, value: list[str]) -> list[str]:
+        if any(len(secret) < 16 for secret in value):
+            raise ValueError("every previous HMAC secret must be at least 16 characters")
+        return value
+
     @field_validator("webhooks")
     @classmethod
     def _webhooks(cls, value: list[Webhook]) -> list[Webhook]:
@@ -172,11 +181,12 @@ class Config(BaseModel):
 
 # Settings that may come from CLARY_<NAME> (flags use the same names).
 ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_format", "hmac_secret", "data_dir", "config",
+                "hmac_previous_secrets",
                 "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
                 "opted_out_users", "feedback_rate_per_minute", "feedback_burst", "urgent_notify_limit",
                 "urgent_notify_window_seconds")
 # Settings whose environment value is a comma-separated list.
-_ENV_LISTS = ("ingest_tokens", "webhooks", "opted_out_users")
+_ENV_LISTS = ("ingest_tokens", "webhooks", "opted_out_users", "hmac_previous_secrets")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

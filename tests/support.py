@@ -6,9 +6,11 @@ Every process started here has a deadline for coming up and is killed in a
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +50,18 @@ def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tup
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def http_request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None,
+                 timeout: float = 10.0) -> tuple[int, str, bytes]:
+    """Any method, a JSON body; (status, content type without parameters, body), errors included."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.headers.get_content_type(), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get_content_type(), exc.read()
 
 
 def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
@@ -103,7 +117,25 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
     return proc.returncode
 
 
+_DATA_DIRS: list[str] = []
+
+
+def _fresh_data_dir() -> str:
+    """A directory of its own under one per-session temporary root (removed at exit)."""
+    if not _DATA_DIRS:
+        _DATA_DIRS.append(tempfile.mkdtemp(prefix="clary-test-data-"))
+        atexit.register(shutil.rmtree, _DATA_DIRS[0], True)
+    return tempfile.mkdtemp(dir=_DATA_DIRS[0])
+
+
 def exporter_cmd(*args: str) -> list[str]:
+    """``clary-exporter ARGS``, its state in a fresh directory unless ``--data-dir`` is given.
+
+    Never the default ``./data`` of the repository: every test (and every
+    HMAC secret) would share it, and the store refuses data of another secret.
+    """
+    if args[:1] != ("purge",) and not any(a == "--data-dir" or a.startswith("--data-dir=") for a in args):
+        args = (*args, "--data-dir", _fresh_data_dir())
     return [sys.executable, "-m", "exporter.cli", *args]
 
 

@@ -42,13 +42,17 @@ from exporter.api.errors import ApiError
 from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
+from exporter.api.storage import StorageWatch, quietly
 from exporter.api.user_activity import UserActivity
 from exporter.config import Config
 from exporter.ingest.backlog import EventBacklog
 from exporter.ingest.decode import EventBatchResult, InvalidBatch, TooManyEvents, decode_batch
 from exporter.ingest.dedupe import DedupeWindow
+from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 from exporter.store.database import Store
+from exporter.store.health import StorageUnavailable
+from exporter.store.secrets import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +79,13 @@ class IngestApi:
         self.notifier = notifier or Notifier(self.store, config.webhooks)
         self.limits = FeedbackLimits(config)  # per API key, and urgent notifications per tier
         self.dedupe = dedupe or DedupeWindow()
-        self.activity = UserActivity(recorder, clock)
+        # Earlier HMAC secrets (a rotation): their hashes still find stored users.
+        self.activity = UserActivity(recorder, clock, previous=map(Hasher, config.hmac_previous_secrets))
         self.backlog = EventBacklog(recorder, self.activity)
-        self.config_opted_out = {recorder.hasher.digest(user) for user in config.opted_out_users}
+        self.config_opted_out = {hashed for user in config.opted_out_users for hashed in self.activity.hashes(user)}
         self.activity.opted_out |= self.config_opted_out
+        secrets = Secrets.of(config.hmac_secret, config.hmac_previous_secrets) if config.hmac_secret else None
+        self.storage = StorageWatch(self.store, self.activity, secrets, clock)
         self.auth = Credentials(config)
         self._openapi: dict | None = None
         self._tasks: list[asyncio.Task] = []
@@ -132,8 +139,10 @@ class IngestApi:
         if pending:
             try:
                 await self.store.add_activity(pending)
-            except sqlite3.Error as exc:
-                log.error("activity not stored", extra={"fields": {"error": str(exc)[:200], "rows": len(pending)}})
+            except sqlite3.Error:  # storage is down (logged once by its health): kept for the next flush
+                dropped = self.activity.restore(pending)
+                if dropped:
+                    log.warning("activity not stored", extra={"fields": {"rows": dropped}})
                 return 0
         return len(pending)
 
@@ -157,14 +166,17 @@ class IngestApi:
                 await job()
             except asyncio.CancelledError:
                 raise
+            except StorageUnavailable:
+                pass  # logged once when storage went down; /readyz and clary_exporter_storage_up say so
             except Exception:
                 log.exception("background job failed", extra={"fields": {"job": job.__name__}})
             await asyncio.sleep(seconds)
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        self.activity.opted_out |= await self.store.opted_out()
-        await self.notifier.start()
+        # First: a StorageError (one line, exit 2) before anything else starts.
+        await self.storage.open(self.notifier.start)  # the notifier resumes the outbox from the store
         self._tasks += [
+            asyncio.create_task(self.storage.run(), name="clary-storage-check"),
             asyncio.create_task(self._every(PURGE_INTERVAL_SECONDS, self.purge), name="clary-purge"),
             asyncio.create_task(self._every(ACTIVITY_FLUSH_SECONDS, self.flush_activity),
                                 name="clary-activity-flush"),
@@ -179,9 +191,9 @@ class IngestApi:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self._tasks.clear()
-            await self.flush_activity()
-            await self.notifier.stop()
-            await self.store.close()
+            # Whatever the disk does now, shutdown completes (one line each) and exits 0.
+            for step in (self.flush_activity, self.notifier.stop, self.store.close):
+                await quietly(step)
 
 
 INGEST = web.AppKey("clary.ingest", IngestApi)

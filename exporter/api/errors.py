@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from exporter.api.models import ErrorBody
+from exporter.store.health import RETRY_SECONDS
 
 
 class ApiError(web.HTTPException):
@@ -24,6 +25,16 @@ class ApiError(web.HTTPException):
         self.error = error
         self.field = field
         self.message = message
+
+
+def storage_unavailable(what: str = "nothing was stored or changed") -> ApiError:
+    """503 for a store that is down (disk full, read-only, locked): the client may retry the same request.
+
+    ``exporter.store.health`` logs the cause once; the answer does not carry
+    it (a path and a disk's state are the operator's business).
+    """
+    return ApiError(503, "storage_unavailable", "storage", f"the exporter's storage is unavailable: {what}; "
+                    "retry later", headers={"Retry-After": str(int(RETRY_SECONDS))})
 
 
 def invalid(exc: ValidationError) -> ApiError:

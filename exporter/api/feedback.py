@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from exporter.api.body import read_body
-from exporter.api.errors import ApiError, invalid, iso
+from exporter.api.errors import ApiError, invalid, iso, storage_unavailable
 from exporter.api.models import FeedbackCreated, FeedbackIn, FeedbackQuery
 from exporter.api.notify import summary
 from exporter.instrument.recorder import URGENT_RATING
@@ -41,7 +41,7 @@ async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
     except ValidationError as exc:
         api.recorder.event("feedback", "rejected")
         raise invalid(exc) from None
-    user_hash = api.recorder.hasher.digest(caller.user) if caller.user else None
+    user_hash = api.activity.digest(caller.user) if caller.user else None  # opted out under any secret
     if user_hash is not None and api.activity.is_opted_out(user_hash):
         user_hash = None
     urgent = feedback.type == "bug" and feedback.rating <= URGENT_RATING
@@ -64,7 +64,7 @@ async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
         if ticket is not None:
             api.limits.urgent.release(ticket)
         log.error("feedback not stored", extra={"fields": {"error": str(exc)[:200]}})
-        raise ApiError(503, "storage_unavailable", "body", "feedback could not be stored; retry later") from None
+        raise storage_unavailable("feedback could not be stored") from None
     api.recorder.feedback(caller.tier, feedback.type, feedback.rating)
     api.recorder.event("feedback", "accepted")
     if user_hash is not None:
@@ -110,7 +110,6 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": 'attachment; filename="clary-feedback.csv"',
     })
-    await response.prepare(request)
     columns = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -123,6 +122,8 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
                 "true" if row["urgent"] else "false", row["text"],
                 json.dumps(row["metadata"]) if row["metadata"] is not None else "", row["user_hash"] or "",
             )])
+        if not response.prepared:  # after the first page: a store that is down is a 503, not a broken stream
+            await response.prepare(request)
         await response.write(buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()

@@ -80,7 +80,7 @@ class FeedbackQuery(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable code")
-    field: str = Field(description="the offending field, query parameter, header, or 'body'")
+    field: str = Field(description="the offending field, query parameter, header, 'body', or 'storage' (503)")
     message: str
 
 

@@ -75,23 +75,23 @@ def openapi_document(config: Config) -> dict:
                 "parameters": parameters,
                 "responses": {"200": {"description": "a page of feedback, or CSV with ?format=csv", "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackPage"}},
-                    "text/csv": {"schema": {"type": "string"}}}}, **_error_responses(400, 401)},
+                    "text/csv": {"schema": {"type": "string"}}}}, **_error_responses(400, 401, 503)},
             },
         },
         f"{PREFIX}/users/{{user_id}}": {"delete": {
             "summary": "Delete every stored record of a user",
             "operationId": "deleteUser", "security": admin, "parameters": [user_param],
-            "responses": {"200": _json("UserRemoved", "rows removed, per table"), **_error_responses(400, 401)},
+            "responses": {"200": _json("UserRemoved", "rows removed, per table"), **_error_responses(400, 401, 503)},
         }},
         f"{PREFIX}/users/{{user_id}}/opt-out": {"post": {
             "summary": "Opt a user out of per-user tracking (persisted)",
             "operationId": "optOut", "security": admin, "parameters": [user_param],
-            "responses": {"200": _json("OptOutState", "opted out"), **_error_responses(400, 401)},
+            "responses": {"200": _json("OptOutState", "opted out"), **_error_responses(400, 401, 503)},
         }},
         f"{PREFIX}/users/{{user_id}}/opt-in": {"post": {
             "summary": "Undo an opt-out made through the API",
             "operationId": "optIn", "security": admin, "parameters": [user_param],
-            "responses": {"200": _json("OptOutState", "opted in"), **_error_responses(400, 401, 409)},
+            "responses": {"200": _json("OptOutState", "opted in"), **_error_responses(400, 401, 409, 503)},
         }},
         f"{PREFIX}/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi", "security": [],

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from exporter.catalog import ACTION, TIER
 from exporter.ingest.schemas import DAY
+from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 
 MAX_PENDING_ACTIVITY = 50_000
@@ -25,11 +26,17 @@ class UserActivity:
     ``is_opted_out`` answers the recorder's hook for the active-users sketch.
     Thread-safe: the event backlog is recorded on whichever thread folds it
     (a scrape's, too).
+
+    ``previous`` hashers are those of earlier HMAC secrets (a rotation,
+    ``exporter.store.secrets``): a user opted out under one of them is found
+    by :meth:`digest`, which then adds the current hash to the set, so the
+    recorder's hook, which sees only current hashes, refuses them too.
     """
 
     def __init__(self, recorder: Recorder, clock: Callable[[], float] = time.time,
-                 max_pending: int = MAX_PENDING_ACTIVITY):
+                 max_pending: int = MAX_PENDING_ACTIVITY, previous: Iterable[Hasher] = ()):
         self.hasher = recorder.hasher
+        self.previous = tuple(previous)
         self._guard = recorder.metrics.guard
         self._clock = clock
         self.max_pending = max_pending
@@ -54,7 +61,7 @@ class UserActivity:
         day = int(self._clock() // DAY)
         rows, tracked = [], []
         for (tier, user_id, kind), count in counts.items():
-            hashed = self._digests.get(user_id) or self._digest(user_id)
+            hashed = self._digests.get(user_id) or self.digest(user_id)
             if hashed not in self.opted_out:
                 rows.append(((hashed, day, *self._row_labels(tier, kind)), count))
                 tracked.append((tier, user_id))
@@ -70,8 +77,12 @@ class UserActivity:
             for key, count in rows:
                 pending[key] = pending.get(key, 0) + count
 
-    def _digest(self, user_id: str) -> str:
+    def digest(self, user_id: str) -> str:
+        """The user's hash under the current secret; opted out when they opted out under a previous one."""
         hashed = self.hasher.digest(user_id)
+        if self.previous and hashed not in self.opted_out and any(
+                old.digest(user_id) in self.opted_out for old in self.previous):
+            self.opted_out.add(hashed)
         with self._lock:
             if len(self._digests) >= DIGEST_CACHE_LIMIT:
                 self._digests.clear()  # bounded; refills with whoever is active
@@ -97,9 +108,22 @@ class UserActivity:
             pending, self.pending = self.pending, {}
         return pending
 
-    def forget(self, hashed: str) -> None:
-        """Drop a user's buffered activity and cached digest (deletion)."""
+    def hashes(self, user_id: str) -> list[str]:
+        """The user's hash under every configured secret, the current one first (deletion, opt-in)."""
+        return [self.hasher.digest(user_id), *(old.digest(user_id) for old in self.previous)]
+
+    def forget(self, *hashed: str) -> None:
+        """Drop a user's buffered activity and cached digest (deletion); one hash per configured secret."""
         with self._lock:
-            self.pending = {k: v for k, v in self.pending.items() if k[0] != hashed}
-            self._digests = {user: digest for user, digest in self._digests.items() if digest != hashed}
+            self.pending = {k: v for k, v in self.pending.items() if k[0] not in hashed}
+            self._digests = {user: digest for user, digest in self._digests.items() if digest not in hashed}
+
+    def restore(self, rows: dict[tuple[str, int, str, str], int]) -> int:
+        """Put back rows the store could not take (it is down), up to ``max_pending``; returns how many were dropped."""
+        with self._lock:
+            room = max(0, self.max_pending - len(self.pending))
+            kept = dict(list(rows.items())[:room])
+            for key, count in kept.items():
+                self.pending[key] = self.pending.get(key, 0) + count
+        return len(rows) - len(kept)
 

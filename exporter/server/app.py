@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.api.errors import storage_unavailable
 from exporter.collectors.base import CollectorSet
 from exporter.collectors.registry import registered
 from exporter.config import Config
@@ -23,6 +24,7 @@ from exporter.instrument.exposition import Renderer
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 from exporter.server.webconfig import WebConfig
+from exporter.store.health import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,11 @@ def _json_error(status: int, error: str, message: str, **extra) -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler):
-    """404 and 405 as JSON, as an API client expects, not aiohttp's text."""
+    """404 and 405 as JSON, as an API client expects, not aiohttp's text; so is a 503 for a store that is down."""
     try:
         return await handler(request)
+    except StorageUnavailable:
+        raise storage_unavailable() from None
     except web.HTTPNotFound:
         return _json_error(404, "not_found", "no such endpoint")
     except web.HTTPMethodNotAllowed as exc:
@@ -80,9 +84,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[READY].get("ready"):
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not ready"}, status=503)
+    """200 while serving; 503 while shutting down, or while the store fails (with the reason)."""
+    ready = request.app[READY]
+    if not ready.get("ready"):
+        return web.json_response({"status": "not ready"}, status=503)
+    storage = ready.get("storage")
+    if storage is not None and not storage.up:
+        return web.json_response({"status": "not ready", "reason": f"storage unavailable: {storage.reason}"},
+                                 status=503)
+    return web.json_response({"status": "ready"})
 
 
 _LANDING = """<!doctype html>
@@ -137,7 +147,9 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     # its background tasks (store thread, webhook notifier, retention purge).
     from exporter.api.app import setup_api
 
-    setup_api(app, config, recorder)
+    api = setup_api(app, config, recorder)
+    registry.register(api.store.health)  # clary_exporter_storage_up and _errors_total
+    app[READY]["storage"] = api.store.health
 
     async def ready(app: web.Application) -> None:
         app[READY]["ready"] = True

@@ -2,7 +2,8 @@
 and the webhook outbox, in one SQLite file under ``--data-dir``.
 
 - WAL journal, ``synchronous=FULL``: a write has reached the disk when its
-  commit returns, and the API answers 201 only after that.
+  commit returns, and the API answers 201 only after that. The tables and
+  their version are in ``exporter.store.schema``.
 - User ids are stored only as their HMAC (``Hasher.digest``); the store
   never sees a raw id. An opted-out user's feedback has no user at all.
 - Urgent-feedback notifications are written to the ``outbox`` table in the
@@ -15,68 +16,37 @@ All SQL runs on one dedicated thread (``Store``), so the event loop never
 waits on the disk. ``Database`` is the synchronous core, used by that thread,
 by ``clary-exporter purge`` and by tests that inspect rows.
 
-The file is created on the first write, not at start-up: an exporter that
-never receives feedback or user activity leaves no file behind.
+``Database`` opens the file lazily (reads of a missing file find nothing);
+the exporter creates and checks it at start (``exporter.store.checks``), so a
+disk problem is found then, not by the first feedback. An open database
+whose file was deleted or replaced fails every operation rather than write
+to a file nobody will read again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from exporter.store.health import StorageHealth
+from exporter.store.schema import connect, file_id
 
 DB_FILENAME = "clary.db"
-SCHEMA_VERSION = 1
 DAY = 86400
+# A lock held by another process (a backup, `clary-exporter purge`) is waited for this long, then 503.
+BUSY_TIMEOUT_SECONDS = 5.0
+T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    id         TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    tier       TEXT NOT NULL,
-    type       TEXT NOT NULL,
-    rating     INTEGER NOT NULL,
-    urgent     INTEGER NOT NULL,
-    text       TEXT NOT NULL,
-    metadata   TEXT,
-    user_hash  TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_created ON feedback (created_at);
-CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user_hash) WHERE user_hash IS NOT NULL;
-CREATE TABLE IF NOT EXISTS activity (
-    user_hash TEXT NOT NULL,
-    day       INTEGER NOT NULL,
-    tier      TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    count     INTEGER NOT NULL,
-    PRIMARY KEY (user_hash, day, tier, kind)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS activity_day ON activity (day);
-CREATE TABLE IF NOT EXISTS opt_outs (
-    user_hash  TEXT PRIMARY KEY,
-    created_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    feedback_id     TEXT NOT NULL,
-    url             TEXT NOT NULL,
-    payload         TEXT NOT NULL,
-    created_at      REAL NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error      TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at);
-"""
 
 FEEDBACK_COLUMNS = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash")
 
@@ -113,38 +83,38 @@ def new_feedback_id() -> str:
 class Database:
     """Synchronous SQLite access; one instance per thread that uses it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the open file
 
     # --- connection ----------------------------------------------------------
 
     def connection(self, create: bool = True) -> sqlite3.Connection | None:
         """The open connection; None when the file does not exist and ``create`` is off."""
         if self._conn is not None:
+            if file_id(self.path) != self._file:  # FileNotFoundError once deleted
+                raise OSError(errno.ESTALE, "the database file was replaced while open", str(self.path))
             return self._conn
         if not create and not self.path.exists():
             return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise RuntimeError(f"{self.path}: schema version {version} is newer than this exporter ({SCHEMA_VERSION})")
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._conn = conn
-        return conn
+        self._conn, self._file = connect(self.path, self.busy_timeout)
+        return self._conn
+
+    def probe(self, now: float) -> None:
+        """A committed write of one small row: whether this file can be written, now."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('probe', ?)"
+                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (repr(now),))
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
-            self._conn = None
+            self._conn, self._file = None, None
 
-    def _write(self):
+    def transaction(self) -> _Transaction:
+        """``with db.transaction() as conn:`` BEGIN IMMEDIATE ... COMMIT, the file created if missing."""
         return _Transaction(self.connection(create=True))
 
     # --- feedback --------------------------------------------------------------
@@ -153,7 +123,7 @@ class Database:
         """Insert one feedback row and its outbox rows (url, payload) atomically."""
         if not record.id:
             record = FeedbackRecord(**{**record.__dict__, "id": new_feedback_id()})
-        with self._write() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO feedback (id, created_at, tier, type, rating, urgent, text, metadata, user_hash)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -221,7 +191,7 @@ class Database:
         """Add (user_hash, day, tier, kind) -> count to the daily activity rows."""
         if not counts:
             return
-        with self._write() as conn:
+        with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO activity (user_hash, day, tier, kind, count) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_hash, day, tier, kind) DO UPDATE SET count = count + excluded.count",
@@ -241,20 +211,22 @@ class Database:
 
     # --- privacy operations ---------------------------------------------------------
 
-    def delete_user(self, user_hash: str) -> dict[str, int]:
+    def delete_user(self, *user_hashes: str) -> dict[str, int]:
         """Remove every stored record of one user: feedback, its pending notifications, activity.
 
+        One hash per configured HMAC secret (the current and previous ones).
         The opt-out row stays: deleting a user's data must not start tracking them again.
         """
         conn = self.connection(create=False)
         if conn is None:
             return {"feedback": 0, "notifications": 0, "activity": 0}
+        user = f"user_hash IN ({','.join('?' * len(user_hashes))})"
         with _Transaction(conn):
             notifications = conn.execute(
-                "DELETE FROM outbox WHERE feedback_id IN (SELECT id FROM feedback WHERE user_hash = ?)", (user_hash,)
+                f"DELETE FROM outbox WHERE feedback_id IN (SELECT id FROM feedback WHERE {user})", user_hashes
             ).rowcount
-            feedback = conn.execute("DELETE FROM feedback WHERE user_hash = ?", (user_hash,)).rowcount
-            activity = conn.execute("DELETE FROM activity WHERE user_hash = ?", (user_hash,)).rowcount
+            feedback = conn.execute(f"DELETE FROM feedback WHERE {user}", user_hashes).rowcount
+            activity = conn.execute(f"DELETE FROM activity WHERE {user}", user_hashes).rowcount
         return {"feedback": feedback, "notifications": notifications, "activity": activity}
 
     def purge(self, retention_days: int, now: float | None = None) -> dict[str, int]:
@@ -276,7 +248,7 @@ class Database:
     def set_opt_out(self, user_hash: str, opted_out: bool, now: float | None = None) -> bool:
         """Persist the choice; returns whether anything changed."""
         if opted_out:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 return conn.execute(
                     "INSERT OR IGNORE INTO opt_outs (user_hash, created_at) VALUES (?, ?)",
                     (user_hash, time.time() if now is None else now),
@@ -315,7 +287,7 @@ class Database:
                           failed: Iterable[tuple[int, int, float, str]] = ()) -> None:
         """Outcomes of delivery attempts, in one transaction: ``done`` rows (ids) are deleted,
         ``failed`` ones get (id, attempts so far, next attempt time, error)."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(delivery_id,) for delivery_id in done])
             conn.executemany(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
@@ -369,9 +341,10 @@ class _Transaction:
 class Store:
     """Async façade: every ``Database`` call runs on one dedicated thread."""
 
-    def __init__(self, data_dir: Path, filename: str = DB_FILENAME):
+    def __init__(self, data_dir: Path, filename: str = DB_FILENAME, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
         self.path = Path(data_dir) / filename
-        self.db = Database(self.path)
+        self.db = Database(self.path, busy_timeout)
+        self.health = StorageHealth(self.path)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -381,10 +354,20 @@ class Store:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clary-store")
             return self._executor
 
+    async def run(self, func: Callable[..., T], *args, **kwargs) -> T:
+        """``func(db, *args, **kwargs)`` on the store thread (a check of ``exporter.store.checks``)."""
+        return await self._on_thread(func.__name__, lambda: func(self.db, *args, **kwargs))
+
     async def call(self, method: str, *args, **kwargs):
         func = getattr(self.db, method)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), lambda: func(*args, **kwargs))
+        return await self._on_thread(method, lambda: func(*args, **kwargs))
+
+    async def _on_thread(self, name: str, job: Callable[[], T]) -> T:
+        """Run ``job`` on the store thread; a storage failure raises StorageUnavailable (and marks health down)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), job)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.health.failed(name, exc) from exc
 
     def __getattr__(self, name: str):
         # store.add_feedback(...) etc. as coroutines on the store thread.

@@ -329,13 +329,13 @@ def test_mig_profile_from_the_device_name(name, profile):
 # --- through the exporter's /metrics ---------------------------------------------------------------
 
 
-def _app(monkeypatch, importer):
+def _app(monkeypatch, importer, data_dir):
     monkeypatch.setattr("exporter.collectors.gpu._import_pynvml", importer)
-    return create_app(Config(hmac_secret="s" * 32, collectors={"system": False, "gpu": True}))
+    return create_app(Config(hmac_secret="s" * 32, collectors={"system": False, "gpu": True}, data_dir=data_dir))
 
 
-async def test_metrics_endpoint_serves_the_gpu_families(aiohttp_client, monkeypatch):
-    client = await aiohttp_client(_app(monkeypatch, lambda: FakeNvml([full_gpu(), mig_gpu()])))
+async def test_metrics_endpoint_serves_the_gpu_families(aiohttp_client, monkeypatch, tmp_path):
+    client = await aiohttp_client(_app(monkeypatch, lambda: FakeNvml([full_gpu(), mig_gpu()]), tmp_path))
     body = await (await client.get("/metrics")).text()
     assert 'clary_exporter_collector_up{collector="gpu"} 1.0' in body
     assert "clary_gpu_devices 2.0" in body
@@ -346,11 +346,11 @@ async def test_metrics_endpoint_serves_the_gpu_families(aiohttp_client, monkeypa
     assert 'mig_profile="3g.20gb"' in body
 
 
-async def test_metrics_endpoint_without_a_gpu(aiohttp_client, monkeypatch):
+async def test_metrics_endpoint_without_a_gpu(aiohttp_client, monkeypatch, tmp_path):
     def no_pynvml():
         raise ImportError("No module named 'pynvml'")
 
-    client = await aiohttp_client(_app(monkeypatch, no_pynvml))
+    client = await aiohttp_client(_app(monkeypatch, no_pynvml, tmp_path))
     body = await (await client.get("/metrics")).text()
     assert 'clary_exporter_collector_up{collector="gpu"} 1.0' in body
     assert "\nclary_gpu_devices 0.0\n" in body

@@ -48,8 +48,8 @@ def registry():
 
 
 @pytest.fixture
-def app(registry):
-    return demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}), registry)
+def app(registry, tmp_path):
+    return demo.create_app(Config(demo=True, collectors={"system": False, "gpu": False}, data_dir=tmp_path), registry)
 
 
 @pytest.fixture

@@ -214,4 +214,4 @@ async def test_demo_traffic_without_a_token_does_not_ingest(aiohttp_client, tmp_
     traffic = DemoTraffic(str(client.make_url("")).rstrip("/"), rate=1000, max_requests=60, rng=random.Random(2))
     stats = await asyncio.wait_for(traffic.run(), 60)
     assert stats.events_queued == 0 and stats.feedback_stored == 0
-    assert not (tmp_path / "clary.db").exists()
+    assert database(tmp_path).count("feedback") == 0 and database(tmp_path).activity() == []

@@ -20,8 +20,8 @@ from exporter.server.app import create_app
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
-def _config(**kw) -> Config:
-    return Config(hmac_secret="s" * 32, collectors={"system": True, "gpu": False}, **kw)
+def _config(data_dir, **kw) -> Config:
+    return Config(hmac_secret="s" * 32, collectors={"system": True, "gpu": False}, data_dir=data_dir, **kw)
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def registry():
 
 
 @pytest.fixture
-async def client(aiohttp_client, registry):
-    return await aiohttp_client(create_app(_config(), registry))
+async def client(aiohttp_client, registry, tmp_path):
+    return await aiohttp_client(create_app(_config(tmp_path), registry))
 
 
 async def test_metrics_text_format_by_default(client):
@@ -92,10 +92,10 @@ async def test_wrong_method_is_json_405(client):
     assert "GET" in resp.headers["Allow"]
 
 
-async def test_demo_api_mounted_only_in_demo_mode(aiohttp_client):
-    plain = await aiohttp_client(create_app(_config(), CollectorRegistry()))
+async def test_demo_api_mounted_only_in_demo_mode(aiohttp_client, tmp_path):
+    plain = await aiohttp_client(create_app(_config(tmp_path), CollectorRegistry()))
     assert (await plain.get("/demo/api/v1/boom")).status == 404
-    demo_app = await aiohttp_client(demo.create_app(_config(demo=True), CollectorRegistry()))
+    demo_app = await aiohttp_client(demo.create_app(_config(tmp_path, demo=True), CollectorRegistry()))
     resp = await demo_app.get("/demo/api/v1/boom", headers={"X-API-Key": "demo-lite-key"})
     assert resp.status == 500 and (await resp.json())["error"] == "internal_error"
 
@@ -113,9 +113,9 @@ class _BlockingCollector:
         yield GaugeMetricFamily("clary_test_blocking", "Test.", value=1)
 
 
-async def test_render_runs_off_the_event_loop(aiohttp_client, registry):
+async def test_render_runs_off_the_event_loop(aiohttp_client, registry, tmp_path):
     blocker = _BlockingCollector()
-    client = await aiohttp_client(create_app(_config(), registry))
+    client = await aiohttp_client(create_app(_config(tmp_path), registry))
     registry.register(blocker)
     scrape = asyncio.create_task(client.get("/metrics"))
     assert await asyncio.to_thread(blocker.entered.wait, 10)

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from exporter.store.database import DAY, Database, FeedbackRecord, Store
+from exporter.store.health import StorageError
 
 NOW = 1_750_000_000.0  # a fixed "now"; purge takes it explicitly
 U1, U2 = "a" * 64, "b" * 64
@@ -167,5 +168,5 @@ def test_newer_schema_is_refused(tmp_path):
     db = Database(tmp_path / "clary.db")
     db.connection().execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(RuntimeError, match="schema version 99"):
+    with pytest.raises(StorageError, match="schema version 99 is newer"):
         Database(tmp_path / "clary.db").connection()

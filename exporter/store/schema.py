@@ -1,0 +1,90 @@
+"""The store's SQLite schema, its version, and opening a connection the way the store relies on.
+
+- WAL journal, ``synchronous=FULL``: a commit has reached the disk when it returns.
+- ``PRAGMA user_version`` is the schema version; a file written by a newer
+  exporter is refused (a :class:`StorageError`, one line) rather than
+  half-understood. Tables are created with ``IF NOT EXISTS``, so opening an
+  older file migrates it. 2 added ``meta`` (the HMAC secret's fingerprint,
+  ``exporter.store.secrets``); an exporter of version 1 refuses such a file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from exporter.store.health import StorageError
+
+SCHEMA_VERSION = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    tier       TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    rating     INTEGER NOT NULL,
+    urgent     INTEGER NOT NULL,
+    text       TEXT NOT NULL,
+    metadata   TEXT,
+    user_hash  TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_created ON feedback (created_at);
+CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user_hash) WHERE user_hash IS NOT NULL;
+CREATE TABLE IF NOT EXISTS activity (
+    user_hash TEXT NOT NULL,
+    day       INTEGER NOT NULL,
+    tier      TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (user_hash, day, tier, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS activity_day ON activity (day);
+CREATE TABLE IF NOT EXISTS opt_outs (
+    user_hash  TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    feedback_id     TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def file_id(path: Path) -> tuple[int, int]:
+    """(device, inode) of the file at ``path``: a deleted or replaced database no longer matches."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def connect(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection, tuple[int, int]]:
+    """Open (creating the file and its directory) and migrate; the connection and the file's id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(f"{path}: schema version {version} is newer than this exporter's ({SCHEMA_VERSION}); "
+                               "run the newer exporter, or restore a backup")
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return conn, file_id(path)
+    except BaseException:
+        conn.close()
+        raise

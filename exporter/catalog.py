@@ -276,6 +276,8 @@ CATALOG: tuple[MetricSpec, ...] = (
     _h("clary_model_load_duration_seconds", "Time to load a model into memory.",
        (MODEL,), MODEL_LOAD_BUCKETS, group="inference"),
     _g("clary_model_memory_bytes", "Memory held by a loaded model.", (MODEL,), group="inference"),
+    _g("clary_model_last_load_duration_seconds", "How long the most recent load of a model took.",
+       (MODEL,), group="inference"),
     _g("clary_queue_length", "Jobs waiting in a work queue.", (QUEUE,), group="inference"),
     # Cloud LLM
     _c("clary_llm_requests_total", "Cloud LLM requests, by provider, model and outcome.",

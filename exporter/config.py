@@ -127,6 +127,9 @@ class Config(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request body limit")
     max_batch_items: int = Field(1000, ge=1, le=100_000, description="events per batch limit")
     opted_out_users: list[str] = Field(default_factory=list, description="user ids always treated as opted out")
+    license_stale_after: int = Field(86400, ge=0, le=366 * 86400,
+                                     description="seconds without a license_status event after which a license's "
+                                     "expiry/usage/limit series are dropped; 0 = keep them until restart")
 
     @field_validator("listen_address")
     @classmethod
@@ -184,7 +187,7 @@ ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_for
                 "hmac_previous_secrets",
                 "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
                 "opted_out_users", "feedback_rate_per_minute", "feedback_burst", "urgent_notify_limit",
-                "urgent_notify_window_seconds")
+                "urgent_notify_window_seconds", "license_stale_after")
 # Settings whose environment value is a comma-separated list.
 _ENV_LISTS = ("ingest_tokens", "webhooks", "opted_out_users", "hmac_previous_secrets")
 _TRUE = {"1", "true", "yes", "on"}

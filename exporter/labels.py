@@ -261,10 +261,13 @@ class LabelGuard:
             raise LabelRejected(label.name, raw, sorted(allowed) if allowed else None)
         return label.fallback
 
+    def normalised(self, metric: MetricSpec, raw: Sequence[object]) -> tuple[str, ...]:
+        """All label values of one sample, normalised (before the budget)."""
+        return tuple(self.value(label, v) for label, v in zip(metric.labels, raw, strict=True))
+
     def values(self, metric: MetricSpec, raw: Sequence[object]) -> tuple[str, ...]:
         """All label values of one sample, normalised and within budget."""
-        values = tuple(self.value(label, v) for label, v in zip(metric.labels, raw, strict=True))
-        return self.admit(metric, values)
+        return self.admit(metric, self.normalised(metric, raw))
 
     def _budget(self, metric: MetricSpec) -> _Budget:
         sizes = [len(self.allowed(label) or ()) + (label.fallback is not None) for label in metric.labels]
@@ -306,6 +309,26 @@ class LabelGuard:
             if before != after:
                 self._overflow.labels(metric.name, label.name).inc()
         return folded
+
+    def series_of(self, metric: MetricSpec, raw: Sequence[object]) -> tuple[str, ...] | None:
+        """The series :meth:`values` gave ``raw``: its own, else a folded one admitted (the
+        shared catch-all last); None when none is. Admits and counts nothing."""
+        values = self.normalised(metric, raw)
+        folded = tuple(_fold_value(label, v) for label, v in zip(metric.labels, values))
+        with self._lock:
+            budget = self._budgets.get(metric.name)
+            seen = budget.seen if budget is not None else set()
+            for candidate in (values, folded, budget.catch_all if budget is not None else None):
+                if candidate in seen:
+                    return candidate
+            return None
+
+    def release(self, metric: MetricSpec, values: tuple[str, ...]) -> None:
+        """Give a removed series' place in the family's budget back, for a new series to take."""
+        with self._lock:
+            budget = self._budgets.get(metric.name)
+            if budget is not None:
+                budget.seen.discard(values)
 
     def exact_limit(self, metric: MetricSpec) -> int:
         """How many series of ``metric`` are kept as they are before new ones fold."""

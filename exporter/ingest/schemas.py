@@ -253,6 +253,7 @@ class ModelLoad(EventBase, tag="model_load", kw_only=True):
     def record_all(cls, events, rec, users):
         models = [(e.model,) for e in events]
         rec.observe_each("clary_model_load_duration_seconds", models, [e.duration_seconds for e in events])
+        rec.set_each("clary_model_last_load_duration_seconds", models, [e.duration_seconds for e in events])
         rec.set_each("clary_model_memory_bytes", models, [e.memory_bytes for e in events])
 
 

@@ -66,6 +66,7 @@ CHILD_CACHE_LIMIT = 50_000
 MULTIPROCESS_MODES = {
     "clary_http_requests_in_flight": "livesum",  # requests being served by all live workers
     "clary_model_memory_bytes": "livesum",  # each worker holds its own copy of a model
+    "clary_model_last_load_duration_seconds": "mostrecent",  # the latest load of any worker, alive or not
     "clary_queue_length": "livemostrecent",  # one shared queue: the freshest observation
     "clary_license_expiry_timestamp_seconds": "mostrecent",  # facts about a license, not a process
     "clary_license_usage": "mostrecent",
@@ -148,6 +149,38 @@ class CatalogMetrics:
             hooks = tuple(self._hooks.get(name, ()))
         for hook in hooks:
             hook()
+
+    def series_of(self, name: str, *raw_labels: object) -> tuple[str, ...] | None:
+        """The label values of the series ``child(name, *raw_labels)`` writes to (None: none yet)."""
+        return self.guard.series_of(spec(name), raw_labels)
+
+    def remove(self, series: Iterable[tuple[str, tuple[str, ...]]]) -> int:
+        """Drop each ``(family, label values)`` series (as :meth:`series_of` names it); returns how many.
+
+        The series leaves the exposition (Prometheus marks it stale on the
+        next scrape), its place in the family's budget is released and the
+        cached children writing to it are forgotten, so a later ``child``
+        call starts a new series. Gauges only: a counter that came back
+        would restart at 0 and read as a reset.
+        """
+        gone: dict[str, set[tuple[str, ...]]] = {}
+        for name, values in series:
+            if spec(name).kind is not Kind.GAUGE:
+                raise ValueError(f"{name} is a {spec(name).kind.value}: only gauge series are removed")
+            gone.setdefault(name, set()).add(tuple(values))
+        if not gone:
+            return 0
+        removed: dict[int, object] = {}  # the children dropped, by id (held, so no id is reused)
+        for name, all_values in gone.items():
+            family = self.families[name]
+            for values in all_values:
+                child = family.labels(*values)
+                removed[id(child)] = child
+                family.remove(*values)
+                self.guard.release(spec(name), values)
+        for key in [k for k, c in list(self._children.items()) if k[0] in gone and id(c) in removed]:
+            self._children.pop(key, None)
+        return len(removed)
 
     def child(self, name: str, *raw_labels: object):
         """The bound child for raw label values, normalised by the guard.

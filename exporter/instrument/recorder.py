@@ -152,8 +152,14 @@ class Recorder(RecorderCore):
         return Timed(lambda outcome, duration: self.inference(tier, model, outcome, duration))
 
     def model_loaded(self, model: str, duration: float, memory_bytes: float | None = None) -> None:
-        """A model finished loading: load time and, when known, its memory in bytes."""
+        """A model finished loading: load time (histogram, and the latest as a gauge) and, when known, its memory.
+
+        Loads are rare: a quantile over a few minutes' rate() of the
+        histogram is empty (NaN) minutes after a load, so dashboards show the
+        latest load's true time from the gauge.
+        """
         self._observe("clary_model_load_duration_seconds", (model,), duration)
+        self._set("clary_model_last_load_duration_seconds", (model,), duration)
         if memory_bytes is not None:
             self._set("clary_model_memory_bytes", (model,), memory_bytes)
 

@@ -44,5 +44,10 @@ class RecorderBatch(Recorder):
     def commit(self) -> None:
         """Set the gauges (counters and histograms need nothing: scrapes fold them in)."""
         gauges, self._gauges = self._gauges, {}
-        for child, value in gauges.values():
-            child.set(value)
+        expiring = self._license_gauges
+        for (name, labels), (child, value) in gauges.items():
+            if name not in expiring.families:
+                child.set(value)
+        # License series may have been pruned since _set took their child: set them afresh, under its lock.
+        expiring.set((name, labels, value) for (name, labels), (_, value) in gauges.items()
+                     if name in expiring.families)

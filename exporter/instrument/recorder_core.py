@@ -20,6 +20,11 @@ from exporter.instrument.hashing import Hasher
 from exporter.instrument.metrics import CatalogMetrics
 from exporter.instrument.sessions import MAX_SESSIONS, OpenSessions
 from exporter.instrument.sketches import ActiveLicenses, ActiveUsers
+from exporter.instrument.stale import (
+    DEFAULT_LICENSE_STALE_AFTER,
+    LICENSE_FAMILIES,
+    StaleSeries,
+)
 
 DIGEST_CACHE_LIMIT = 10_000
 
@@ -40,6 +45,9 @@ class RecorderCore:
         clock: monotonic clock for session durations (tests pass a fake).
         max_sessions: open sessions tracked at once; the oldest is
             forgotten past it.
+        license_stale_after: seconds without a ``license_status`` report
+            after which a license's expiry, usage and limit series are
+            dropped (None: kept until restart); see :mod:`exporter.instrument.stale`.
     """
 
     def __init__(
@@ -51,6 +59,7 @@ class RecorderCore:
         is_opted_out: OptOut | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_sessions: int = MAX_SESSIONS,
+        license_stale_after: float | None = DEFAULT_LICENSE_STALE_AFTER,
     ):
         self.metrics = CatalogMetrics(registry, allow_lists)
         # Where batches sum counters and histograms; None where they must record directly (multiprocess).
@@ -63,6 +72,7 @@ class RecorderCore:
         self._child = self.metrics.child
         self.is_opted_out = is_opted_out
         self._sessions = OpenSessions(clock, max_sessions)
+        self._license_gauges = StaleSeries(self.metrics, LICENSE_FAMILIES, license_stale_after, clock)
         self._http: dict[tuple, tuple] = {}
         self._digests: dict[str, str] = {}
         self._license_ids: dict[str, str] = {}
@@ -87,7 +97,10 @@ class RecorderCore:
     def _set(self, name: str, labels: tuple, value: float) -> None:
         for source in self._held_back:  # what arrived before this set is recorded first: this value wins
             source()
-        self._child(name, *labels).set(value)
+        if name in self._license_gauges.families:
+            self._license_gauges.set(((name, labels, value),))
+        else:
+            self._child(name, *labels).set(value)
 
     def count_each(self, name: str, labels: Iterable[tuple]) -> None:
         """Increment counter ``name`` once per label tuple of ``labels`` (raw values, as the methods take).

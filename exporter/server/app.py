@@ -124,7 +124,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     # The _created series double every counter's series count for little use.
     prometheus_client.disable_created_metrics()
     registry = registry if registry is not None else CollectorRegistry()
-    recorder = Recorder(registry, Hasher(hmac_secret(config)), config.allow_lists)
+    recorder = Recorder(registry, Hasher(hmac_secret(config)), config.allow_lists,
+                        license_stale_after=config.license_stale_after or None)
     collectors = build_collectors(config)
     registry.register(collectors)
 

@@ -86,7 +86,9 @@ def test_model_loaded_and_queue_length(registry, rec):
     assert moved == {
         **hist("clary_model_load_duration_seconds", 12.0, LOAD_B, model="layout-base"),
         key("clary_model_memory_bytes", model="layout-base"): 3 * 2**30,
+        key("clary_model_last_load_duration_seconds", model="layout-base"): 12.0,
         **hist("clary_model_load_duration_seconds", 0.7, LOAD_B, model="ocr-fast"),
+        key("clary_model_last_load_duration_seconds", model="ocr-fast"): 0.7,
         key("clary_queue_length", queue="ocr"): 17,
     }
     rec.queue_length("ocr", 4)

@@ -83,16 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license-stale-after", type=int, metavar="SECONDS",
                    help="drop a license's expiry/usage/limit series after this long without a license_status "
                    "event, so alerts on a departed customer resolve (default 86400; 0 = never)")
-    p.add_argument("--header-timeout", type=float, metavar="SECONDS",
-                   help="close a connection that takes longer to send a request's headers (default 10)")
-    p.add_argument("--body-timeout", type=float, metavar="SECONDS",
-                   help="close a connection whose request body is not complete this long after its headers "
-                   "(default 60)")
-    p.add_argument("--keepalive-timeout", type=float, metavar="SECONDS",
-                   help="close a keep-alive connection idle this long (default 75)")
-    p.add_argument("--max-connections", type=int, metavar="N",
-                   help="open connections at most; a new one displaces the longest-waiting idle one "
-                   "(default 1024)")
     for name, entry in registered().items():
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
                        default=None, help=f"{entry.help} (default {'on' if entry.default_enabled else 'off'})")

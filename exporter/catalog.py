@@ -375,7 +375,8 @@ CATALOG: tuple[MetricSpec, ...] = (
        (COLLECTOR,), group="exporter", collected=True),
     _c("clary_exporter_events_total", "Ingested events, accepted or rejected.",
        (EVENT_TYPE, EVENT_OUTCOME), group="exporter", prefill=True),
-    _c("clary_exporter_label_overflow_total", "Label values replaced by 'other' because a series budget was exhausted.",
+    _c("clary_exporter_label_overflow_total",
+       "Label values replaced by 'other' (a status code by its class, '5xx') because a series budget was exhausted.",
        (OVERFLOW_METRIC, OVERFLOW_LABEL), group="exporter"),
     _g("clary_exporter_build_info", "Exporter build information; always 1.", (VERSION,), group="exporter"),
     _g("clary_exporter_storage_up", "1 if the SQLite store under --data-dir works, 0 after a failed operation until a "

@@ -13,12 +13,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from exporter.catalog import spec
 from exporter.instrument import multiprocess
-from exporter.labels import SHARED_SERIES_GLOB
+from exporter.labels import SHARED_SERIES_GLOB, LabelGuard
 from tests.support import ROOT
 
 HTTP = "clary_http_requests_total"
@@ -27,7 +27,7 @@ ROUTES_EACH = 1200  # 4 x 1200 distinct routes: more than twice the budget of 20
 
 WORKER = """
 import sys
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 
@@ -72,3 +72,16 @@ def test_prepare_directory_forgets_the_shared_series(tmp_path):
     shared.write_text('["lite", "GET", "/x", "200"]\n')
     multiprocess.prepare_directory(tmp_path)
     assert not shared.exists()
+
+
+def test_a_line_cut_short_by_a_dead_worker_is_skipped(tmp_path):
+    """A worker killed mid-write leaves half a line: the next one to admit a series closes and skips it."""
+    family = spec(HTTP)
+    shared = tmp_path / SHARED_SERIES_GLOB.replace("*", HTTP)
+    shared.write_text('["lite", "GET", "/kept", "200"]\n["lite", "GET", "/cut')
+    registry = CollectorRegistry()
+    guard = LabelGuard(Counter("ovf", "Overflow.", ["metric", "label"], registry=registry), shared_dir=tmp_path)
+    assert guard.values(family, ("lite", "GET", "/new", 200)) == ("lite", "GET", "/new", "200")
+    assert guard.series(family) == 2  # /kept (another worker's) and /new
+    lines = shared.read_text().splitlines()
+    assert lines[0] == '["lite", "GET", "/kept", "200"]' and lines[-1] == '["lite", "GET", "/new", "200"]'

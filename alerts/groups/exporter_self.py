@@ -4,7 +4,8 @@ Scrape targets: one replica down is a ticket after 15 minutes (the others
 carry on, and a rolling restart must not page); every replica of the job
 down, or no target at all, pages. The exporter's own inputs: label values
 folded into ``other`` (an allow-list or series budget to fix) and events
-rejected by validation (a sender sending bad events) are tickets.
+rejected by validation (a sender sending bad events) are tickets. Its store
+failing for 5 minutes pages: feedback and privacy requests are refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ COLLECTOR_UP = m("clary_exporter_collector_up")
 COLLECTOR_ERRORS = m("clary_exporter_collector_errors_total")
 OVERFLOW = m("clary_exporter_label_overflow_total")
 EVENTS = m("clary_exporter_events_total")
+STORAGE_UP = m("clary_exporter_storage_up")
 
 
 def down_alerts(g: RuleGroup, name: str, matchers: Matchers, what: str, *, absent: bool) -> None:
@@ -112,6 +114,19 @@ def exporter_group(cfg: Config) -> dict[str, Any]:
             "{{ $value | printf \"%.0f\" }} value(s) of label {{ $labels.label }} of {{ $labels.metric }} were replaced by "
             "'other' in the last 30m: the label's allow-list or the family's series budget is exhausted, and the "
             "panels split by that label now lump new values together."
+        ),
+    )
+    g.alert(
+        "ClaryExporterStorageFailing",
+        f"{STORAGE_UP.sel()} == 0",
+        severity="critical",
+        team="sre",
+        for_="5m",
+        summary="The store of exporter {{ $labels.instance }} is failing.",
+        description=(
+            "{{ $labels.instance }} has reported clary_exporter_storage_up 0 for 5 minutes: its SQLite store "
+            "(disk full, read-only, locked, or the file deleted) fails, so feedback and privacy requests get 503 "
+            "and /readyz is 503. It re-checks every 5 s and recovers by itself once the disk works."
         ),
     )
     events = g.record("type:clary_exporter_events:rate15m", sum_rate_over(EVENTS, "15m", ("type",)))

@@ -71,6 +71,7 @@ EXPECTED_RECEIVERS: dict[tuple[str, str], list[str]] = {
     ("ClaryServiceDown", "warning"): TICKET,
     ("ClaryServiceDown", "critical"): PAGER,
     ("ClaryExporterLabelOverflow", "warning"): TICKET,
+    ("ClaryExporterStorageFailing", "critical"): PAGER,
     ("ClaryEventsRejected", "warning"): TICKET,
     ("ClaryUrgentBugReport", "warning"): SUPPORT_AND_DEV,
     ("ClaryFeedbackRatingDrop", "warning"): SUPPORT_AND_DEV,

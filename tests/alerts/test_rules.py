@@ -37,6 +37,7 @@ NO_VALUE_IN_DESCRIPTION = {
     "ClaryExporterAbsent": "absent() has no value; the description names the job",
     "ClaryGpuMemoryRepairPending": "a 0/1 flag (repair pending); the description names the GPU",
     "ClaryGpuRowRemapFailed": "a 0/1 flag (remap failed); the description names the GPU",
+    "ClaryExporterStorageFailing": "a 0/1 flag (storage_up == 0); the description names the instance",
     "Watchdog": "the value is always 1",
 }
 # Alerts that are per tier: every firing case must carry the tier label.

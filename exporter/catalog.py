@@ -209,6 +209,8 @@ EVENT_OUTCOME = LabelSpec("outcome", ("accepted", "rejected"), None)
 OVERFLOW_METRIC = LabelSpec("metric", None, None, doc="catalog metric name")
 OVERFLOW_LABEL = LabelSpec("label", None, None, doc="label name of that metric")
 VERSION = LabelSpec("version", None, None)
+CLOSE_REASON = LabelSpec("reason", ("header_timeout", "body_timeout", "idle", "limit"), None,
+                         doc="why the exporter closed a client connection")
 STORAGE_OPERATION = LabelSpec(
     "operation", ("check", "feedback", "activity", "privacy", "retention", "outbox", "other"), "other",
     doc="what a storage failure affected; check: the start-up check and the periodic probe")
@@ -379,6 +381,11 @@ CATALOG: tuple[MetricSpec, ...] = (
        "Label values replaced by 'other' (a status code by its class, '5xx') because a series budget was exhausted.",
        (OVERFLOW_METRIC, OVERFLOW_LABEL), group="exporter"),
     _g("clary_exporter_build_info", "Exporter build information; always 1.", (VERSION,), group="exporter"),
+    _g("clary_exporter_connections_open", "Client connections the exporter's HTTP server holds open.",
+       group="exporter", collected=True),
+    _c("clary_exporter_connections_closed_total",
+       "Client connections the exporter closed: too slow to send headers or body, idle too long, or over max_connections.",
+       (CLOSE_REASON,), group="exporter", collected=True),
     _g("clary_exporter_storage_up", "1 if the SQLite store under --data-dir works, 0 after a failed operation until a "
        "re-check succeeds (/readyz is 503 meanwhile).", group="exporter", collected=True),
     _c("clary_exporter_storage_errors_total", "Failed storage operations (disk full, read-only, locked, file gone).",

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from exporter import __version__
+from exporter import __version__, logs
 from exporter.catalog import CATALOG
 from exporter.collectors.registry import registered
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, Config, ConfigError, load
@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license-stale-after", type=int, metavar="SECONDS",
                    help="drop a license's expiry/usage/limit series after this long without a license_status "
                    "event, so alerts on a departed customer resolve (default 86400; 0 = never)")
+    p.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                   help="close a connection that takes longer to send a request's headers (default 10)")
+    p.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                   help="close a connection whose request body is not complete this long after its headers "
+                   "(default 60)")
+    p.add_argument("--keepalive-timeout", type=float, metavar="SECONDS",
+                   help="close a keep-alive connection idle this long (default 75)")
+    p.add_argument("--max-connections", type=int, metavar="N",
+                   help="open connections at most; a new one displaces the longest-waiting idle one "
+                   "(default 1024)")
     for name, entry in registered().items():
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
                        default=None, help=f"{entry.help} (default {'on' if entry.default_enabled else 'off'})")
@@ -106,6 +116,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir",
                      "retention_days", "license_stale_after")
     }
+    flags.update({name: getattr(args, name)
+                  for name in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections")})
     collectors = {n: getattr(args, f"collector_{n}") for n in registered()}
     if any(v is not None for v in collectors.values()):
         flags["collectors"] = {k: v for k, v in collectors.items() if v is not None}
@@ -145,15 +157,17 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
         app = demo.create_app(config, web_config=web_config, traffic_base=_loopback_base(host, port))
     else:
         app = create_app(config, web_config=web_config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    from exporter.server import connections
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, **connections.runner_options(config))
     try:
         await runner.setup()  # runs the API's start-up check of the store: a StorageError is exit 2
     except BaseException:
         await runner.cleanup()
         raise
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+        guard = app[connections.GUARD]  # timeouts and the connection cap around aiohttp's protocol
+        listener = await guard.listen(runner.server, host, port, ssl_context)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {config.listen_address}: {exc.strerror or exc}") from None
@@ -164,7 +178,16 @@ async def serve(config: Config, stop: asyncio.Event | None = None, web_config_fi
         await stop.wait()
     finally:
         log.info("shutting down")
+        listener.close()
+        logs.flush()
         await quietly(runner.cleanup)  # exit 0 whatever the disk did to the last flush (one line)
+
+
+def _secrets(config: Config) -> list[str]:
+    """What the log filter removes wherever it shows up (exporter.logs)."""
+    values = [*config.ingest_tokens, *config.api_keys, config.admin_token or "", config.hmac_secret or ""]
+    values += [getattr(hook, "url", hook) for hook in config.webhooks]
+    return values + list(getattr(config, "hmac_previous_secrets", None) or ())
 
 
 def purge(config: Config) -> dict[str, int]:
@@ -208,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load(_flags(args))
         from exporter import logs
 
-        logs.setup(config.log_level, config.log_format)
+        logs.setup(config.log_level, config.log_format, secrets=_secrets(config))
         asyncio.run(serve(config, web_config_file=args.web_config_file or os.environ.get(WEB_CONFIG_ENV)))
     except (ConfigError, ValueError, StorageError) as exc:
         print(f"clary-exporter: error: {exc}", file=sys.stderr)

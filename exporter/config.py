@@ -127,6 +127,14 @@ class Config(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request body limit")
     max_batch_items: int = Field(1000, ge=1, le=100_000, description="events per batch limit")
     opted_out_users: list[str] = Field(default_factory=list, description="user ids always treated as opted out")
+    # The HTTP server's connection limits and compressed bodies (exporter.server.connections,
+    # exporter.api.body); see docs/deployment.md#slow-clients-and-connection-limits.
+    header_timeout: float = Field(10.0, gt=0, le=3600, description="seconds a client has to send a request's headers")
+    body_timeout: float = Field(60.0, gt=0, le=3600, description="seconds a client has to send a request's body")
+    keepalive_timeout: float = Field(75.0, gt=0, le=3600, description="seconds an idle keep-alive connection is kept")
+    max_connections: int = Field(1024, ge=1, le=1_000_000, description="open connections at most")
+    max_compression_ratio: int = Field(100, ge=2, le=100_000,
+                                       description="decompressed:compressed size of a request body at most")
     license_stale_after: int = Field(86400, ge=0, le=366 * 86400,
                                      description="seconds without a license_status event after which a license's "
                                      "expiry/usage/limit series are dropped; 0 = keep them until restart")
@@ -188,6 +196,8 @@ ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_for
                 "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
                 "opted_out_users", "feedback_rate_per_minute", "feedback_burst", "urgent_notify_limit",
                 "urgent_notify_window_seconds", "license_stale_after")
+# The listener's limits (exporter.server.connections), from CLARY_HEADER_TIMEOUT and so on.
+ENV_SETTINGS += ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections", "max_compression_ratio")
 # Settings whose environment value is a comma-separated list.
 _ENV_LISTS = ("ingest_tokens", "webhooks", "opted_out_users", "hmac_previous_secrets")
 _TRUE = {"1", "true", "yes", "on"}

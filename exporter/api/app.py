@@ -98,7 +98,7 @@ class IngestApi:
 
     async def post_events(self, request: web.Request) -> web.Response:
         self.auth.ingest(request)
-        result = self.ingest(await read_body(request, self.config.max_body_bytes))
+        result = self.ingest(await read_body(request, self.config.max_body_bytes, self.config.max_compression_ratio))
         return web.Response(body=_ENCODE(result), content_type="application/json")
 
     def ingest(self, body: bytes) -> EventBatchResult:

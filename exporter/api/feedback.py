@@ -35,7 +35,7 @@ CSV_PAGE = 1000
 async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
     caller = api.auth.caller(request)
     _rate_limit(api, request, caller.tier)
-    body = await read_body(request, api.config.max_body_bytes)
+    body = await read_body(request, api.config.max_body_bytes, api.config.max_compression_ratio)
     try:
         feedback = FeedbackIn.model_validate_json(body)
     except ValidationError as exc:

@@ -23,6 +23,7 @@ from exporter.config import Config
 from exporter.instrument.exposition import Renderer
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
+from exporter.server.connections import GUARD, ConnectionGuard
 from exporter.server.webconfig import WebConfig
 from exporter.store.health import StorageUnavailable
 
@@ -134,8 +135,13 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
         from exporter.server import webconfig
 
         guards = webconfig.middlewares(web_config)
-    app = web.Application(middlewares=[*guards, json_errors])
+    # Outermost: connection phases and the compressed-body policy (exporter.server.connections).
+    connections = ConnectionGuard(config)
+    registry.register(connections)
+    app = web.Application(middlewares=[connections.middleware, *guards, json_errors])
     app[CONFIG] = config
+    app[GUARD] = connections
+    app.on_cleanup.append(connections.on_cleanup)
     app[RECORDER] = recorder
     app[RENDERER] = Renderer(registry)
     app[READY] = {"ready": False}

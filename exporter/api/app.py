@@ -194,6 +194,9 @@ class IngestApi:
             # Whatever the disk does now, shutdown completes (one line each) and exits 0.
             for step in (self.flush_activity, self.notifier.stop, self.store.close):
                 await quietly(step)
+            if self.activity.pending:  # the last flush met a failing store
+                log.warning("per-user activity not stored at shutdown: storage unavailable",
+                            extra={"fields": {"rows": len(self.activity.pending)}})
 
 
 INGEST = web.AppKey("clary.ingest", IngestApi)

@@ -163,3 +163,18 @@ async def test_a_store_that_fails_at_start_fails_the_start(aiohttp_client, tmp_p
         await aiohttp_client(create_app(make_config(data_dir), CollectorRegistry()))
     assert "\n" not in str(caught.value) and (str(tmp_path / "data") in str(caught.value)
                                               or str(tmp_path / "clary.db") in str(caught.value))
+
+
+async def test_shutdown_with_a_failing_store_completes_with_one_line(aiohttp_client, tmp_path, registry, caplog):
+    _, client = await app_client(aiohttp_client, tmp_path, registry)
+    files = [tmp_path / "clary.db", tmp_path / "clary.db-wal"]
+    with faults.immutable(*files):
+        resp = await client.post("/api/v1/events", headers=INGEST, json={"events": [
+            {"type": "user_action", "tier": "lite", "action": "upload", "user_id": "dave"}]})
+        assert (await resp.json())["accepted"] == 1
+        await client.close()  # the app's shutdown: the last flush meets the read-only file
+    lines = [r for r in caplog.records if r.name.startswith("exporter") and r.levelname in ("WARNING", "ERROR")]
+    assert [r.getMessage() for r in lines] == [
+        "storage unavailable; the API answers 503 and /readyz is not ready until it works again",
+        "per-user activity not stored at shutdown: storage unavailable"]
+    assert lines[1].fields == {"rows": 1} and not any(r.exc_info for r in caplog.records)

@@ -12,7 +12,8 @@ in one of three phases, each with its deadline:
 - ``header``: from accept, or from the first byte after an idle spell, until
   its request reaches the app: ``header_timeout``;
 - ``request``: a handler runs; the body must be complete ``body_timeout``
-  after the request started, read by the handler or drained after it;
+  after the request started, read by the handler or drained after it
+  (a body the handler left unread is drained ``DRAIN_SECONDS`` at most);
 - ``idle``: between a response and the next request's first byte:
   ``keepalive_timeout``.
 
@@ -49,6 +50,8 @@ SWEEP_MAX_SECONDS = 1.0
 SWEEP_MIN_SECONDS = 0.05
 # aiohttp's own keep-alive and lingering timers stay as backstops, later than the guard's sweep.
 BACKSTOP_SECONDS = 2 * SWEEP_MAX_SECONDS
+# A body its endpoint did not read (a refused request) is drained this long at most, as aiohttp drains it.
+DRAIN_SECONDS = 10.0
 
 
 def runner_options(config: Config) -> dict[str, Any]:
@@ -199,6 +202,8 @@ class ConnectionGuard:
             if conn is not None and not conn.closing:
                 now = self._clock()
                 conn.phase, conn.since, conn.deadline, conn.reason = IDLE, now, now + self.keepalive_timeout, "idle"
+                if conn.body is not None:
+                    conn.body_deadline = min(conn.body_deadline, now + DRAIN_SECONDS)
 
     async def _compressed(self, request: web.Request, handler, conn: _Connection | None):
         encoding = content_encoding(request)

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from exporter.config import Config, ConfigError, load
+from exporter.server import connections
 from tests.api_helpers import INGEST
 from tests.server.listening import request, serving
 
@@ -66,6 +67,16 @@ async def test_an_unread_body_is_drained_at_most_until_the_body_timeout(tmp_path
         await conn.send(request("POST", "/api/v1/events", body=b"{", length=1000))
         status, _, body = await conn.response()
         assert status == 401 and json.loads(body)["field"] == "Authorization"
+        assert await conn.closed_by_server()
+        assert served.closed("body_timeout") == 1
+
+
+async def test_an_unread_body_is_drained_for_a_bounded_time_even_under_a_long_body_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(connections, "DRAIN_SECONDS", SHORT)
+    async with serving(tmp_path, header_timeout=LONG, body_timeout=LONG) as served:
+        conn = await served.connect()
+        await conn.send(request("POST", "/healthz", body=b"x", length=1000))
+        assert (await conn.response())[0] == 405
         assert await conn.closed_by_server()
         assert served.closed("body_timeout") == 1
 

@@ -9,11 +9,14 @@
 - tags ``clary``, the tier (or ``overview``) and the kind;
 - links: each tier dashboard links to its tier's three other dashboards and
   to the Overview (explicit ``/d/<uid>`` links, keeping time range and
-  variables); the Overview links to all twelve.
+  variables); the Overview links to all twelve. Panel-level navigation
+  (overview -> tier -> detail) and the firing-alert annotations are
+  :mod:`dashboards.links`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import attr
@@ -22,6 +25,7 @@ from grafanalib import core as g
 from exporter.catalog import TIERS
 
 from .layout import Row, layout
+from .links import firing_alerts, with_details
 from .targets import DATASOURCE_UID, DATASOURCE_VAR
 
 KINDS: tuple[str, ...] = ("usage", "performance", "license", "feedback")
@@ -34,6 +38,13 @@ KIND_TITLES = {
 OVERVIEW_UID = "clary-overview"
 OVERVIEW_FOLDER = "overview"
 SCHEMA_VERSION = 39  # Grafana 10.3+; no legacy migrations run on load
+
+
+def per_replica(what: str) -> str:
+    """What a distinct-count panel says about replicas (active users, active licenses)."""
+    return (f"Each exporter replica counts the distinct {what} it saw itself, and counts are not added across "
+            f"replicas (the same {what} behind two replicas would count twice): this is the highest replica's "
+            f"count, a lower bound for the deployment until replicas share one store (issue 18).")
 
 
 def tier_title(tier: str) -> str:
@@ -126,14 +137,19 @@ def make_dashboard(
     tags: list[str],
     rows: list[Row],
     links: list[g.DashboardLink],
+    tier: str | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> g.Dashboard:
+    """``details``: tile title -> title of the panel it links to (:func:`dashboards.links.with_details`)."""
+    panels = with_details(uid, layout(rows), details or {})
     return g.Dashboard(
         uid=uid,
         title=title,
         description=description,
         tags=tags,
-        panels=layout(rows),
+        panels=panels,
         links=links,
+        annotations=firing_alerts(panels, tier),
         templating=g.Templating(list=[datasource_variable()]),
         time=g.Time("now-6h", "now"),
         refresh="1m",
@@ -145,7 +161,8 @@ def make_dashboard(
     )
 
 
-def tier_dashboard(tier: str, kind: str, description: str, rows: list[Row]) -> Built:
+def tier_dashboard(tier: str, kind: str, description: str, rows: list[Row],
+                   details: Mapping[str, str] | None = None) -> Built:
     uid = uid_for(tier, kind)
     dashboard = make_dashboard(
         uid=uid,
@@ -154,5 +171,7 @@ def tier_dashboard(tier: str, kind: str, description: str, rows: list[Row]) -> B
         tags=["clary", tier, kind],
         rows=rows,
         links=tier_links(tier, kind),
+        tier=tier,
+        details=details,
     )
     return Built(folder=tier, uid=uid, dashboard=dashboard)

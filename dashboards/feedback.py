@@ -164,6 +164,14 @@ def rows(tier: str) -> list[Row]:
     ]
 
 
+# Tile -> the panel that explains it (dashboards.links.with_details).
+DETAILS = {
+    "Urgent bug reports": "Urgent bug reports",
+    "Average rating": "Average rating",
+    "Bug share": "Urgent share of bug reports",
+}
+
+
 def dashboard(tier: str) -> Built:
     return tier_dashboard(
         tier,
@@ -171,4 +179,5 @@ def dashboard(tier: str) -> Built:
         f"Feedback from {tier} customers: submissions by type, rating distribution and "
         "average, urgent bug reports.",
         rows(tier),
+        DETAILS,
     )

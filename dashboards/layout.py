@@ -4,6 +4,11 @@
 panel ids. Row *n* (1-based) has id ``n * 100`` and its panels
 ``n * 100 + 1``, ``n * 100 + 2``..., so adding a panel to one row never
 renumbers another row (links to ``viewPanel=<id>`` stay valid).
+
+A collapsed row is written as Grafana saves one: the row holds its panels
+(``panels``, positioned as if it were open, just below it) and takes one
+grid line, so the rows after it start right below its title bar. Grafana
+runs no query of a collapsed row's panels until it is opened.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Row:
 
     title: str
     panels: list[Any] = field(default_factory=list)
+    collapsed: bool = False
 
 
 def layout(rows: list[Row]) -> list[Any]:
@@ -36,27 +42,35 @@ def layout(rows: list[Row]) -> list[Any]:
         if len(row.panels) >= ROW_ID_STRIDE:
             raise ValueError(f"row {row.title!r} has too many panels")
         row_id = r * ROW_ID_STRIDE
+        placed, height = _place(row.panels, row_id, y + 1)
         out.append(
             g.RowPanel(
                 title=row.title,
                 id=row_id,
                 gridPos=g.GridPos(h=1, w=GRID_WIDTH, x=0, y=y),
-                collapsed=False,
-                panels=[],
+                collapsed=row.collapsed,
+                panels=placed if row.collapsed else [],
                 maxDataPoints=None,
             )
         )
         y += 1
-        x = 0
-        line_height = 0
-        for p, panel in enumerate(row.panels, start=1):
-            w, h = panel.gridPos.w, panel.gridPos.h
-            if x + w > GRID_WIDTH:
-                y += line_height
-                x = 0
-                line_height = 0
-            out.append(attr.evolve(panel, id=row_id + p, gridPos=g.GridPos(h=h, w=w, x=x, y=y)))
-            x += w
-            line_height = max(line_height, h)
-        y += line_height
+        if not row.collapsed:
+            out.extend(placed)
+            y += height
     return out
+
+
+def _place(panels: list[Any], row_id: int, top: int) -> tuple[list[Any], int]:
+    """A row's panels with ids and grid positions from line ``top`` down; and the height they take."""
+    out = []
+    x = y = line_height = 0
+    for p, panel in enumerate(panels, start=1):
+        w, h = panel.gridPos.w, panel.gridPos.h
+        if x + w > GRID_WIDTH:
+            y += line_height
+            x = 0
+            line_height = 0
+        out.append(attr.evolve(panel, id=row_id + p, gridPos=g.GridPos(h=h, w=w, x=x, y=top + y)))
+        x += w
+        line_height = max(line_height, h)
+    return out, y + line_height

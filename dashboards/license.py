@@ -1,8 +1,12 @@
 """License dashboard (one per tier): validations, expiry, limits, compliance.
 
-License state (expiry timestamp, usage, limit) is reported identically by
-every replica that saw the license, so it is collapsed with ``max by``
-rather than summed (see :func:`exporter.promql.days_to_expiry`).
+Expiry and compliance panels read the license recording rules
+(:data:`exporter.promql.LICENSE_EXPIRY`, :data:`~exporter.promql.LICENSE_COMPLIANCE`),
+so their guards apply here too: a license reported with ``expires_at: 0``
+(unknown) has no days to expiry, a limit of 0 gives no ratio (not +Inf), an
+expired license reads 0 days. License state is reported identically by every
+replica that saw the license, so the rules collapse it with ``max``.
+Active licenses are per-replica distinct counts: ``max``, never summed.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ from exporter.promql import (
     compliance,
     days_to_expiry,
     m,
+    max_gauge,
     not_equal,
     quantile,
     rate_ratio,
-    sum_gauge,
     sum_rate,
     sum_total,
 )
 
 from . import tier_rows
-from .common import Built, tier_dashboard
+from .common import Built, per_replica, tier_dashboard
 from .layout import Row
 from .panels import bargauge, gauge, histogram, stat, table, timeseries
 from .styling import steps, steps_low_bad
@@ -37,6 +41,10 @@ ACTIVE = m("clary_licenses_active")
 FAILED = {"result": not_equal("valid")}
 EXPIRY_STEPS = steps_low_bad(("orange", 7), ("green", 30))
 COMPLIANCE_STEPS = steps(("orange", 0.8), ("red", 1))
+EXPIRY_NOTE = (" 0 means expired. Licenses reported with expires_at 0 (unknown) are left out, as in the "
+               "ClaryLicenseExpir* alerts.")
+COMPLIANCE_NOTE = " Limits of 0 are left out (no ratio), as in the ClaryLicenseUsage* alerts."
+ACTIVE_NOTE = " " + per_replica("licenses")
 
 
 def validations_row(tier: str) -> Row:
@@ -55,13 +63,13 @@ def validations_row(tier: str) -> Row:
             ),
             stat(
                 "Active licenses",
-                "Distinct licenses validated in the last 24 hours, summed over exporter replicas.",
+                "Distinct licenses validated in the last 24 hours." + ACTIVE_NOTE,
                 "short",
-                Q(sum_gauge(ACTIVE, **t)),
+                Q(max_gauge(ACTIVE, **t)),
             ),
             stat(
                 "Soonest expiry",
-                "Days until the first of this tier's licenses expires.",
+                "Days until the first of this tier's licenses expires." + EXPIRY_NOTE,
                 "d",
                 Q(agg(days_to_expiry(**t), op="min")),
                 thresholds=EXPIRY_STEPS,
@@ -112,7 +120,7 @@ def expiry_row(tier: str) -> Row:
             table(
                 "Days to expiry per license",
                 "Every license of this tier (hashed id) and the days left until it expires, "
-                "soonest first.",
+                "soonest first." + EXPIRY_NOTE,
                 "d",
                 table_q(f"sort({days_to_expiry(**t)})"),
                 value_column="Days to expiry",
@@ -122,7 +130,7 @@ def expiry_row(tier: str) -> Row:
             ),
             bargauge(
                 "Licenses expiring soonest",
-                "The ten licenses of this tier closest to expiry.",
+                "The ten licenses of this tier closest to expiry." + EXPIRY_NOTE,
                 "d",
                 instant(f"bottomk(10, {days_to_expiry(**t)})", "{{license}}"),
                 thresholds=EXPIRY_STEPS,
@@ -130,7 +138,7 @@ def expiry_row(tier: str) -> Row:
             ),
             histogram(
                 "Days-to-expiry distribution",
-                "How many licenses of this tier expire within each span of days.",
+                "How many licenses of this tier expire within each span of days." + EXPIRY_NOTE,
                 "d",
                 instant(days_to_expiry(**t), "{{license}}"),
                 w=8,
@@ -147,7 +155,7 @@ def compliance_row(tier: str) -> Row:
             gauge(
                 "Highest compliance",
                 "The highest usage / limit ratio over all licenses and limits of this tier; "
-                "1 means a limit is fully used.",
+                "1 means a limit is fully used." + COMPLIANCE_NOTE,
                 "percentunit",
                 Q(agg(compliance(**t), op="max")),
                 max_=1.2,
@@ -156,7 +164,7 @@ def compliance_row(tier: str) -> Row:
             ),
             bargauge(
                 "Compliance by limit",
-                "Highest usage / limit ratio per limit kind (documents, features, api_calls).",
+                "Highest usage / limit ratio per limit kind (documents, features, api_calls)." + COMPLIANCE_NOTE,
                 "percentunit",
                 instant(agg(compliance(**t), ("limit",), op="max"), "{{limit}}"),
                 max_=1.2,
@@ -165,7 +173,7 @@ def compliance_row(tier: str) -> Row:
             ),
             table(
                 "Usage against limits per license",
-                "Usage / limit for every license and limit of this tier, highest first.",
+                "Usage / limit for every license and limit of this tier, highest first." + COMPLIANCE_NOTE,
                 "percentunit",
                 table_q(f"sort_desc({compliance(**t)})"),
                 value_column="Compliance",
@@ -193,9 +201,9 @@ def compliance_row(tier: str) -> Row:
             ),
             timeseries(
                 "Active licenses",
-                "Distinct licenses validated in the last 24 hours, over time.",
+                "Distinct licenses validated in the last 24 hours, over time." + ACTIVE_NOTE,
                 "short",
-                Q(sum_gauge(ACTIVE, **t), "active licenses"),
+                Q(max_gauge(ACTIVE, **t), "active licenses"),
                 w=12,
             ),
         ],
@@ -211,6 +219,17 @@ def rows(tier: str) -> list[Row]:
     ]
 
 
+# Tile -> the panel that explains it (dashboards.links.with_details).
+DETAILS = {
+    "Validation failure ratio": "Validations by result",
+    "Active licenses": "Active licenses",
+    "Soonest expiry": "Days to expiry per license",
+    "Failed validations": "Validations by result",
+    "Highest compliance": "Usage against limits per license",
+    "Quota exceeded": "Quota exceeded by limit",
+}
+
+
 def dashboard(tier: str) -> Built:
     return tier_dashboard(
         tier,
@@ -219,4 +238,5 @@ def dashboard(tier: str) -> Built:
         "to expiry per license, usage against limits (compliance), quota refusals and active "
         "licenses.",
         rows(tier),
+        DETAILS,
     )

@@ -1,4 +1,4 @@
-"""Overview dashboard: every tier side by side (``sum by (tier)``)."""
+"""Overview dashboard: every tier side by side (``sum by (tier)``; ``max`` for shared state and distinct counts)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from exporter.promql import (
     days_to_expiry,
     hist_mean_range,
     m,
+    max_gauge,
     not_equal,
     quantile,
     rate_ratio,
@@ -26,12 +27,16 @@ from .common import (
     Built,
     make_dashboard,
     overview_links,
+    per_replica,
     tier_title,
     uid_for,
 )
 from .layout import Row
+from .license import COMPLIANCE_NOTE, EXPIRY_NOTE
+from .links import rows_to_tiers
 from .panels import bargauge, stat, text, timeseries
-from .styling import steps, steps_low_bad, up_down_mappings
+from .performance import collectors_tile
+from .styling import steps, steps_low_bad
 from .targets import Q, instant
 
 KIND = "overview"
@@ -51,7 +56,6 @@ URGENT = m("clary_feedback_urgent_total")
 LLM_TOKENS = m("clary_llm_tokens_total")
 IN_FLIGHT = m("clary_http_requests_in_flight")
 QUEUE = m("clary_queue_length")
-COLLECTOR_UP = m("clary_exporter_collector_up")
 
 
 def directory() -> str:
@@ -134,10 +138,12 @@ def traffic_row() -> Row:
             ),
             stat(
                 "In flight / queued",
-                "HTTP requests being served and jobs waiting in all work queues (no tier label).",
+                "HTTP requests being served (summed: each replica serves its own) and jobs waiting "
+                "in all work queues (no tier label). A queue is shared state every replica may report: "
+                "each queue counts once, at the highest length reported, then queues are added.",
                 "short",
                 Q(sum_gauge(IN_FLIGHT), "in flight"),
-                Q(sum_gauge(QUEUE), "queued"),
+                Q(f"sum({max_gauge(QUEUE, ('queue',))})", "queued"),
                 text_mode="value_and_name",
                 w=8,
                 h=6,
@@ -152,16 +158,16 @@ def users_row() -> Row:
         [
             bargauge(
                 "Active users (24h)",
-                "Distinct users seen in the last 24 hours, per tier (summed over replicas).",
+                "Distinct users seen in the last 24 hours, per tier. " + per_replica("users"),
                 "short",
-                instant(sum_gauge(ACTIVE_USERS, BY_TIER, window="24h"), "{{tier}}"),
+                instant(max_gauge(ACTIVE_USERS, BY_TIER, window="24h"), "{{tier}}"),
                 w=6,
             ),
             timeseries(
                 "Active users (1h) by tier",
-                "Distinct users seen in the last hour, per tier.",
+                "Distinct users seen in the last hour, per tier. " + per_replica("users"),
                 "short",
-                Q(sum_gauge(ACTIVE_USERS, BY_TIER, window="1h"), "{{tier}}"),
+                Q(max_gauge(ACTIVE_USERS, BY_TIER, window="1h"), "{{tier}}"),
                 w=6,
             ),
             timeseries(
@@ -198,7 +204,7 @@ def license_row() -> Row:
             ),
             bargauge(
                 "Soonest license expiry",
-                "Days until the first license of each tier expires.",
+                "Days until the first license of each tier expires." + EXPIRY_NOTE,
                 "d",
                 instant(agg(days_to_expiry(("license", "tier")), BY_TIER, op="min"), "{{tier}}"),
                 thresholds=steps_low_bad(("orange", 7), ("green", 30)),
@@ -206,7 +212,7 @@ def license_row() -> Row:
             ),
             bargauge(
                 "Highest compliance",
-                "The highest usage / limit ratio of any license and limit, per tier.",
+                "The highest usage / limit ratio of any license and limit, per tier." + COMPLIANCE_NOTE,
                 "percentunit",
                 instant(agg(compliance(("license", "tier", "limit")), BY_TIER, op="max"), "{{tier}}"),
                 max_=1.2,
@@ -215,9 +221,9 @@ def license_row() -> Row:
             ),
             stat(
                 "Active licenses",
-                "Distinct licenses validated in the last 24 hours, per tier.",
+                "Distinct licenses validated in the last 24 hours, per tier. " + per_replica("licenses"),
                 "short",
-                Q(sum_gauge(ACTIVE_LICENSES, BY_TIER), "{{tier}}"),
+                Q(max_gauge(ACTIVE_LICENSES, BY_TIER), "{{tier}}"),
                 text_mode="value_and_name",
                 w=4,
                 h=8,
@@ -274,21 +280,21 @@ def platform_row() -> Row:
                 axis_label="tokens/s",
                 w=12,
             ),
-            stat(
-                "Collectors",
-                "Scrape-time collectors per exporter: UP when the last collection succeeded, "
-                "DOWN when it failed or its hardware is absent.",
-                "short",
-                Q(sum_gauge(COLLECTOR_UP, ("instance", "collector")), "{{instance}} {{collector}}"),
-                mappings=up_down_mappings(),
-                thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
-                graph=False,
-                text_mode="value_and_name",
-                w=12,
-                h=8,
-            ),
+            collectors_tile(w=12, h=8),
         ],
     )
+
+
+# Which tier dashboard a panel leads to, by panel title or else row title (dashboards.links); else performance.
+LINK_KINDS = {
+    "Documents processed by tier": "usage",
+    "Documents processed": "usage",
+    "Document failure ratio": "usage",
+    "Users and upgrade potential": "usage",
+    "Licenses": "license",
+    "Feedback": "feedback",
+    "Cloud LLM tokens by tier": "usage",
+}
 
 
 def dashboard() -> Built:
@@ -298,7 +304,9 @@ def dashboard() -> Built:
         description="All tiers side by side: traffic, errors, latency, documents, users, "
         "upgrade potential, licenses and feedback, with links to every tier dashboard.",
         tags=["clary", "overview"],
-        rows=[directory_row(), traffic_row(), users_row(), license_row(), feedback_row(), platform_row()],
+        rows=rows_to_tiers(
+            [directory_row(), traffic_row(), users_row(), license_row(), feedback_row(), platform_row()],
+            LINK_KINDS, "performance"),
         links=overview_links(),
     )
     return Built(folder=OVERVIEW_FOLDER, uid=OVERVIEW_UID, dashboard=d)

@@ -63,6 +63,13 @@ class ReactPanel(g.Panel):
         )
 
 
+HEATMAP_NOTE = (
+    "A cell is the observations in that bucket during the cell's time step: the bucket's per-second rate "
+    "over $__rate_interval times the step. Not increase() over $__rate_interval, which is longer than a "
+    "step: its windows overlap and would count each observation in several cells."
+)
+
+
 def _reduce(calc: str) -> dict[str, Any]:
     return {"calcs": [calc], "fields": "", "values": False}
 
@@ -222,9 +229,12 @@ def heatmap(
     w: int = 12,
     h: int = 8,
 ) -> ReactPanel:
-    """A heatmap of pre-bucketed Prometheus histogram data (``sum by (le)``)."""
+    """A heatmap of pre-bucketed Prometheus histogram data (:func:`exporter.promql.hist_buckets`).
+
+    Every heatmap's description ends with :data:`HEATMAP_NOTE`, what a cell counts.
+    """
     return ReactPanel(
-        **_common(title, description, w, h),
+        **_common(title, f"{description} {HEATMAP_NOTE}", w, h),
         panelType="heatmap",
         dataSource=DS,
         targets=prom_targets((Q(expr, "{{le}}", fmt="heatmap"),)),

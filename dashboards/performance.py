@@ -8,10 +8,16 @@ the whole deployment and say so in their description.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from exporter.promql import (
+    RANGE,
     agg,
     hist_buckets,
     m,
+    max_gauge,
+    on,
+    over_time,
     quantile,
     rate,
     rate_ratio,
@@ -24,9 +30,9 @@ from . import tier_rows
 from .common import Built, tier_dashboard
 from .gpu_row import gpu_row
 from .layout import Row
-from .panels import heatmap, stat, table, timeseries
+from .panels import bargauge, heatmap, stat, table, timeseries
 from .styling import steps, up_down_mappings
-from .targets import Q, table_q
+from .targets import Q, instant, table_q
 
 KIND = "performance"
 
@@ -36,7 +42,7 @@ IN_FLIGHT = m("clary_http_requests_in_flight")
 QUEUE = m("clary_queue_length")
 INFERENCE = m("clary_inference_requests_total")
 INFERENCE_TIME = m("clary_inference_duration_seconds")
-MODEL_LOAD = m("clary_model_load_duration_seconds")
+LAST_LOAD = m("clary_model_last_load_duration_seconds")
 MODEL_MEMORY = m("clary_model_memory_bytes")
 
 CPU = m("clary_system_cpu_usage_ratio")
@@ -48,6 +54,8 @@ NET_RX = m("clary_system_network_received_bytes_total")
 NET_TX = m("clary_system_network_transmitted_bytes_total")
 
 COLLECTOR_UP = m("clary_exporter_collector_up")
+GPU_DEVICES = m("clary_gpu_devices")
+NO_GPU = 2  # collector_state() of the gpu collector on a host without a GPU: neutral, not DOWN
 COLLECTOR_ERRORS = m("clary_exporter_collector_errors_total")
 COLLECTOR_DURATION = m("clary_exporter_collector_duration_seconds")
 EVENTS = m("clary_exporter_events_total")
@@ -145,10 +153,12 @@ def requests_row(tier: str) -> Row:
             ),
             timeseries(
                 "In-flight requests and queue length",
-                "Requests being served and jobs waiting per work queue. " + ALL_TIERS,
+                "Requests being served (summed: each replica serves its own) and jobs waiting per "
+                "work queue (a queue is shared state that every replica may report: the highest "
+                "length reported, never a sum over replicas). " + ALL_TIERS,
                 "short",
                 Q(sum_gauge(IN_FLIGHT), "in flight"),
-                Q(sum_gauge(QUEUE, ("queue",)), "queue {{queue}}"),
+                Q(max_gauge(QUEUE, ("queue",)), "queue {{queue}}"),
                 w=8,
             ),
         ],
@@ -182,13 +192,7 @@ def inference_row(tier: str) -> Row:
                 min_=0,
                 w=8,
             ),
-            timeseries(
-                "Model load time p95 by model",
-                "95th percentile of the time to load a model into memory. " + ALL_TIERS,
-                "s",
-                Q(quantile(0.95, MODEL_LOAD, ("model",)), "{{model}}"),
-                w=12,
-            ),
+            *model_load_panels(),
             timeseries(
                 "Model memory by model",
                 "Memory held by loaded models, summed over exporter replicas. " + ALL_TIERS,
@@ -198,6 +202,33 @@ def inference_row(tier: str) -> Row:
                 w=12,
             ),
         ],
+    )
+
+
+def model_load_panels(**matchers) -> tuple:
+    """How long model loads take: the latest load's true time per replica, and the slowest in the range.
+
+    Not a quantile of the histogram's rate(): loads are rare, so minutes
+    after one every bucket's rate is 0 and the quantile is empty (and a
+    model loaded once, at start, never shows in the histogram's increase()).
+    """
+    return (
+        timeseries(
+            "Latest model load time",
+            "How long the most recent load of each model took, per exporter replica (a step at each "
+            "load). " + ALL_TIERS,
+            "s",
+            Q(max_gauge(LAST_LOAD, ("instance", "model"), **matchers), "{{model}} {{instance}}"),
+            w=6,
+        ),
+        bargauge(
+            "Slowest model load",
+            "The longest load of each model seen in the selected time range (the latest load's time, "
+            "at its highest over the range, on any replica). " + ALL_TIERS,
+            "s",
+            instant(agg(over_time("max", LAST_LOAD.sel(**matchers), RANGE), ("model",), op="max"), "{{model}}"),
+            w=6,
+        ),
     )
 
 
@@ -243,24 +274,41 @@ def system_row() -> Row:
     )
 
 
+def collector_state() -> str:
+    """Per exporter and collector: 1 up, 0 down, 2 for the gpu collector of a host without a GPU.
+
+    The GPU collector is up there (it read NVML, or found no driver) and
+    reports ``clary_gpu_devices 0``: a fact about the host, shown neutral
+    instead of as a failure.
+    """
+    up = agg(COLLECTOR_UP.sel(), ("instance", "collector"), op="max")
+    no_gpu = f'label_replace({agg(GPU_DEVICES.sel(), ("instance",), op="max")} == 0, "collector", "gpu", "", "")'
+    return f"({no_gpu} + {NO_GPU}) and {on('instance', 'collector')} ({up} == 1) or {up}"
+
+
+def collectors_tile(w: int, h: int):
+    """The collector health tile of the performance dashboards and the Overview."""
+    return stat(
+        "Collectors",
+        "Scrape-time collectors per exporter: UP when the last collection succeeded, DOWN when it "
+        "failed, NO GPU for the GPU collector of a host without a GPU (nothing to read, nothing "
+        "wrong). " + ALL_TIERS,
+        "short",
+        Q(collector_state(), "{{instance}} {{collector}}"),
+        mappings=up_down_mappings(),
+        thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+        graph=False,
+        text_mode="value_and_name",
+        w=w,
+        h=h,
+    )
+
+
 def collector_row() -> Row:
     return Row(
         "Collector health",
         [
-            stat(
-                "Collectors",
-                "Scrape-time collectors per exporter: UP when the last collection succeeded, "
-                "DOWN when it failed or its hardware is absent (gpu on a host without GPU). "
-                + ALL_TIERS,
-                "short",
-                Q(sum_gauge(COLLECTOR_UP, ("instance", "collector")), "{{instance}} {{collector}}"),
-                mappings=up_down_mappings(),
-                thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
-                graph=False,
-                text_mode="value_and_name",
-                w=8,
-                h=6,
-            ),
+            collectors_tile(w=8, h=6),
             timeseries(
                 "Collector errors",
                 "Scrape-time collector failures per second, by collector. " + ALL_TIERS,
@@ -312,14 +360,22 @@ def collector_row() -> Row:
 
 
 def rows(tier: str) -> list[Row]:
+    """The tier's own rows open; host, GPU and collector rows (the same on every tier) collapsed."""
     return [
         requests_row(tier),
         inference_row(tier),
         *tier_rows.extra_rows(tier, KIND),
-        system_row(),
-        gpu_row(),
-        collector_row(),
+        *(replace(row, collapsed=True) for row in (system_row(), gpu_row(), collector_row())),
     ]
+
+
+# Tile -> the panel that explains it (dashboards.links.with_details).
+DETAILS = {
+    "Request rate": "Request rate by status code",
+    "Error ratio (5xx)": "Error ratio (5xx)",
+    "Latency p95": "Slowest routes (p95)",
+    "In-flight requests": "In-flight requests and queue length",
+}
 
 
 def dashboard(tier: str) -> Built:
@@ -330,4 +386,5 @@ def dashboard(tier: str) -> Built:
         "in-flight requests and queues, model inference and loading, host CPU/memory/disk/"
         "network, GPUs and the exporter's own collector health.",
         rows(tier),
+        DETAILS,
     )

@@ -23,12 +23,13 @@ def steps_low_bad(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
 
 
 def up_down_mappings() -> list[dict[str, Any]]:
-    """Value mappings for 0/1 health gauges."""
+    """Value mappings of the collector tiles: 0 DOWN, 1 UP, 2 (a GPU collector with no GPU to read) NO GPU."""
     return [
         {
             "options": {
                 "0": {"color": "red", "index": 0, "text": "DOWN"},
                 "1": {"color": "green", "index": 1, "text": "UP"},
+                "2": {"color": "blue", "index": 2, "text": "NO GPU"},
             },
             "type": "value",
         }

@@ -7,17 +7,17 @@ from exporter.promql import (
     hist_mean,
     hist_mean_range,
     m,
+    max_gauge,
     quantile,
     rate_ratio,
     regex,
-    sum_gauge,
     sum_rate,
     sum_total,
     total_ratio,
 )
 
 from . import tier_rows
-from .common import Built, tier_dashboard
+from .common import Built, per_replica, tier_dashboard
 from .layout import Row
 from .panels import bargauge, heatmap, piechart, stat, timeseries
 from .styling import steps
@@ -242,18 +242,18 @@ def users_row(tier: str) -> Row:
         [
             stat(
                 "Active users",
-                "Distinct users seen in the last 5 minutes, hour and day (HyperLogLog estimate, "
-                "summed over exporter replicas).",
+                "Distinct users seen in the last 5 minutes, hour and day (HyperLogLog estimate). "
+                + per_replica("users"),
                 "short",
-                Q(sum_gauge(ACTIVE_USERS, ("window",), **t), "{{window}}"),
+                Q(max_gauge(ACTIVE_USERS, ("window",), **t), "{{window}}"),
                 w=8,
                 text_mode="value_and_name",
             ),
             timeseries(
                 "Active users by window",
-                "Distinct users in the 5m, 1h and 24h windows over time.",
+                "Distinct users in the 5m, 1h and 24h windows over time. " + per_replica("users"),
                 "short",
-                Q(sum_gauge(ACTIVE_USERS, ("window",), **t), "{{window}}"),
+                Q(max_gauge(ACTIVE_USERS, ("window",), **t), "{{window}}"),
                 w=8,
             ),
             timeseries(
@@ -295,6 +295,18 @@ def rows(tier: str) -> list[Row]:
     ]
 
 
+# Tile -> the panel that explains it (dashboards.links.with_details).
+DETAILS = {
+    "Documents processed": "Documents processed by type and outcome",
+    "Document success ratio": "Document failure ratio by type",
+    "Document throughput": "Documents processed by type and outcome",
+    "Mean processing time": "Processing time p50 / p95 / p99",
+    "API calls": "API calls by route",
+    "Errors (5xx)": "API calls by status code",
+    "Active users": "Active users by window",
+}
+
+
 def dashboard(tier: str) -> Built:
     return tier_dashboard(
         tier,
@@ -302,4 +314,5 @@ def dashboard(tier: str) -> Built:
         f"How {tier} customers use Clary: documents processed by type and outcome, processing "
         "time, features, API calls and errors, active users, sessions and actions.",
         rows(tier),
+        DETAILS,
     )

@@ -97,7 +97,8 @@ def upgrade_potential_row(tier: str) -> Row:
             ),
             stat(
                 "Customers at a limit",
-                "Licenses of this tier using 90% or more of any limit right now.",
+                "Licenses of this tier using 90% or more of any limit right now (limits of 0 are "
+                "left out: no ratio).",
                 "short",
                 Q(f"count({agg(compliance(**t), ('license',), op='max')} >= 0.9) or vector(0)"),
             ),

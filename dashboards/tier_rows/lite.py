@@ -7,6 +7,7 @@ from exporter.promql import (
     compliance,
     hist_mean_range,
     m,
+    not_equal,
     one_of,
     sum_rate,
     sum_total,
@@ -20,6 +21,7 @@ from .common import BASIC_FEATURES, DOCS, FEATURES, QUOTA, tier_title
 
 DOC_TIME = m("clary_document_processing_duration_seconds")
 HTTP = m("clary_http_requests_total")
+QUOTA_REFUSED = "429"  # the status a request refused for its quota gets (Too Many Requests)
 
 
 def lite_basic_documents_row() -> Row:
@@ -66,7 +68,8 @@ def lite_api_limits_row() -> Row:
         [
             gauge(
                 "API-call allowance used (highest)",
-                "The highest api_calls usage / limit ratio over all Lite licenses.",
+                "The highest api_calls usage / limit ratio over all Lite licenses (a limit of 0 "
+                "gives no ratio).",
                 "percentunit",
                 Q(agg(compliance(**t, **api), op="max")),
                 max_=1.2,
@@ -94,10 +97,11 @@ def lite_api_limits_row() -> Row:
             ),
             timeseries(
                 "API calls served vs refused by quota",
-                "Lite API requests served per second and requests refused because the api_calls "
-                "quota was exhausted.",
+                "Lite API requests served per second (every status but 429) and requests refused "
+                "because the api_calls quota was exhausted (each refusal is answered 429, so it is "
+                "counted once, as refused).",
                 "reqps",
-                Q(sum_rate(HTTP, **t), "served"),
+                Q(sum_rate(HTTP, **t, code=not_equal(QUOTA_REFUSED)), "served"),
                 Q(sum_rate(QUOTA, **t, **api), "refused (api_calls quota)"),
                 w=24,
             ),

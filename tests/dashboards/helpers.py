@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from functools import cache
+
+import yaml
 
 from dashboards import queries
 from tests.support import ROOT
@@ -19,10 +22,39 @@ LAYOUT_TYPES = {"row"}
 # Grafana unit ids the dashboards may use (a typo such as "seconds" fails).
 KNOWN_UNITS = {"s", "bytes", "Bps", "percentunit", "reqps", "ops", "short", "d", "celsius", "watt", "hertz", "joule"}
 
-METRIC = re.compile(r"clary_[a-z0-9_]+")
-SELECTOR = re.compile(r"(clary_[a-z0-9_]+)(\{[^}]*\})?")
+# A catalog name, not the middle of a recorded series' name (level:clary_...:operations).
+METRIC = re.compile(r"(?<![:\w])clary_[a-z0-9_]+(?![\w:])")
+SELECTOR = re.compile(r"(?<![:\w])(clary_[a-z0-9_]+)(?![\w:])(\{[^}]*\})?")
+RECORDED = re.compile(r"(?<![\w:])([a-z_]+:clary_[a-z0-9_]+:[a-z0-9_]+)(\{[^}]*\})?")
 RANGE_FN = re.compile(r"\b([a-z_]+)\((clary_[a-z0-9_]+(?:\{[^}]*\})?)\[([^\]]+)\]\)")
 RATE_INTERVAL = "$__rate_interval"
+
+
+@cache
+def recorded_sources() -> dict[str, frozenset[str]]:
+    """Every series the generated rules (alerts/rules/*.yml) record -> the catalog names it is computed from."""
+    exprs = {}
+    for path in sorted((ROOT / "alerts" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            exprs.update({rule["record"]: rule["expr"] for rule in group["rules"] if "record" in rule})
+
+    def sources(name: str, seen: frozenset = frozenset()) -> frozenset[str]:
+        expr = exprs[name]
+        found = set(METRIC.findall(expr))
+        for inner, _ in RECORDED.findall(expr):
+            if inner not in seen:
+                found |= sources(inner, seen | {name})
+        return frozenset(found)
+
+    return {name: sources(name) for name in exprs}
+
+
+def names_read(expr: str) -> set[str]:
+    """The catalog names a query reads, directly or through the recorded series it selects."""
+    found = set(METRIC.findall(expr))
+    for name, _ in RECORDED.findall(expr):
+        found |= recorded_sources()[name]
+    return found
 
 
 def panels_of(dashboard: dict) -> list[dict]:

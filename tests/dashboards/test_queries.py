@@ -11,7 +11,8 @@ import pytest
 from dashboards import queries
 from exporter.catalog import BY_NAME, Kind, exposed_name_index
 from exporter.promql import m, one_of, regex
-from tests.dashboards.helpers import METRIC, RANGE_FN, RATE_INTERVAL, SELECTOR, TIERS, all_targets, targets_of, tier_of
+from tests.dashboards.helpers import (METRIC, RANGE_FN, RATE_INTERVAL, RECORDED, SELECTOR, TIERS, all_targets,
+                                      names_read, recorded_sources, targets_of, tier_of)
 
 
 def test_every_expr_uses_only_catalog_metrics(dashboards):
@@ -19,7 +20,8 @@ def test_every_expr_uses_only_catalog_metrics(dashboards):
     used = set()
     for uid, panel, target in all_targets(dashboards):
         names = METRIC.findall(target["expr"])
-        assert names, f"{uid}: {panel['title']!r} queries no Clary metric: {target['expr']}"
+        assert names or RECORDED.search(target["expr"]), (
+            f"{uid}: {panel['title']!r} queries no Clary metric: {target['expr']}")
         for name in names:
             assert name in index, f"{uid}: {panel['title']!r} uses {name}, not in the catalog"
             used.add(index[name])
@@ -29,8 +31,10 @@ def test_every_expr_uses_only_catalog_metrics(dashboards):
 
 def test_every_range_function_uses_rate_interval(dashboards):
     """rate/irate/increase... run over $__rate_interval; the only other window
-    allowed is ``increase(...[$__range])`` in an instant query (a total over
-    the dashboard's time range)."""
+    allowed is ``$__range`` in an instant query: ``increase`` (a total over
+    the dashboard's time range) or ``<op>_over_time`` of a gauge (the highest
+    over the range)."""
+    index = exposed_name_index()
     for uid, panel, target in all_targets(dashboards):
         expr = target["expr"]
         matches = RANGE_FN.findall(expr)
@@ -39,7 +43,8 @@ def test_every_range_function_uses_rate_interval(dashboards):
             where = f"{uid}: {panel['title']!r}: {fn}(...[{window}])"
             if window == RATE_INTERVAL:
                 continue
-            assert window == "$__range" and fn == "increase" and target["instant"], where
+            over_time = fn.endswith("_over_time") and BY_NAME[index[_selector.split("{")[0]]].kind is Kind.GAUGE
+            assert window == "$__range" and (fn == "increase" or over_time) and target["instant"], where
 
 
 def test_counters_and_histograms_are_never_read_raw(dashboards):
@@ -84,6 +89,13 @@ def test_tier_dashboards_filter_on_their_tier(dashboards):
                 for other in TIERS:
                     if other != tier:
                         assert f'"{other}"' not in target["expr"], uid
+        for match in RECORDED.finditer(target["expr"]):  # recorded series keep the tier in their level
+            if "tier" in match.group(1).split(":")[0].split("_"):
+                matchers = match.group(2) or ""
+                if tier is None:
+                    assert "tier=" not in matchers and re.search(r"by \([^)]*\btier\b", target["expr"]), uid
+                else:
+                    assert f'tier="{tier}"' in matchers, f"{uid}: {panel['title']!r}: {match.group(0)}"
 
 
 def test_label_conventions(dashboards):
@@ -91,8 +103,14 @@ def test_label_conventions(dashboards):
     joined = "\n".join(exprs)
     assert 'code=~"5.."' in joined
     assert 'result!="valid"' in joined
-    assert '(clary_license_expiry_timestamp_seconds{tier="lite"}) - time()) / 86400' in joined
-    assert 'sum by (window) (clary_active_users{tier="lite"})' in joined  # 5m / 1h / 24h
+    # Days to expiry from the recording rule (expiry 0 dropped), never below 0.
+    assert ('clamp_min((max by (license) (license_tier:clary_license_expiry_timestamp_seconds:max{tier="lite"})'
+            ' - time()) / 86400, 0)') in joined
+    # Per-replica distinct counts and shared state: max over replicas, never a sum.
+    assert 'max by (window) (clary_active_users{tier="lite"})' in joined  # 5m / 1h / 24h
+    assert "sum by (window) (clary_active_users" not in joined and "sum by (tier) (clary_active_users" not in joined
+    assert "max by (queue) (clary_queue_length)" in joined and "sum by (queue) (clary_queue_length" not in joined
+    assert "sum by (tier) (clary_licenses_active" not in joined and "sum(clary_licenses_active" not in joined
     assert 'clary_active_users{window="24h"}' in joined  # overview
     assert "clary_license_usage" in joined and "clary_license_limit" in joined
     assert not re.search(r"\[\d+[smhd]\]", joined), "hard-coded range window"
@@ -108,7 +126,8 @@ REQUIRED = {
     "performance": [
         "clary_http_requests_total", "clary_http_request_duration_seconds", "clary_http_requests_in_flight",
         "clary_queue_length", "clary_inference_requests_total", "clary_inference_duration_seconds",
-        "clary_model_load_duration_seconds", "clary_model_memory_bytes", "clary_system_cpu_usage_ratio",
+        "clary_model_last_load_duration_seconds", "clary_model_memory_bytes",
+        "clary_system_cpu_usage_ratio",
         "clary_system_memory_used_bytes", "clary_system_disk_read_bytes_total",
         "clary_system_network_received_bytes_total", "clary_gpu_utilization_ratio",
         "clary_gpu_memory_used_bytes", "clary_gpu_temperature_celsius", "clary_gpu_power_watts",
@@ -127,7 +146,7 @@ def test_each_kind_shows_what_the_issue_asks_for(dashboards):
     for tier in TIERS:
         for kind, families in REQUIRED.items():
             d = dashboards[f"clary-{tier}-{kind}"]
-            used = {index[n] for _, t in targets_of(d) for n in METRIC.findall(t["expr"])}
+            used = {index[n] for _, t in targets_of(d) for n in names_read(t["expr"])}
             missing = set(families) - used
             assert not missing, f"clary-{tier}-{kind} lacks {sorted(missing)}"
     perf = json.dumps(dashboards["clary-lite-performance"])
@@ -169,3 +188,24 @@ def test_substitute():
     assert queries.substitute("rate(x[$__interval])", interval="30s") == "rate(x[30s])"
     with pytest.raises(ValueError, match=r"\$tenant"):
         queries.substitute("x{t=\"$tenant\"}")
+
+
+def test_recorded_series_read_by_panels_are_recorded_by_the_rules(dashboards):
+    """Panels read the recording rules, so the rules' guards apply (expiry 0 dropped, limit 0 no ratio); a
+    recorded name that the rules do not produce would leave the panel empty."""
+    recorded = recorded_sources()
+    read = {}
+    for uid, panel, target in all_targets(dashboards):
+        for name, matchers in RECORDED.findall(target["expr"]):
+            assert name in recorded, f"{uid}: {panel['title']!r} reads {name}, which no rule records"
+            level = name.split(":")[0].split("_")
+            for label in re.findall(r"(\w+)(?:=~|!~|!=|=)", matchers):
+                assert label in level or label in ("cluster", "job"), f"{uid}: {name} has no label {label}"
+            read.setdefault(name, set()).add(uid)
+    # The license panels: every tier's license dashboard and the Overview.
+    for name in ("license_tier:clary_license_expiry_timestamp_seconds:max",
+                 "license_tier_limit:clary_license_usage_per_limit:ratio"):
+        assert {f"clary-{tier}-license" for tier in TIERS} | {"clary-overview"} <= read[name]
+    # No license panel reads the raw expiry gauge (it would show expires_at 0 as -20,000 days).
+    for uid, panel, target in all_targets(dashboards):
+        assert "clary_license_expiry_timestamp_seconds{" not in target["expr"], (uid, panel["title"])

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from dashboards import queries
 from exporter.catalog import CATALOG, Kind
+from exporter.promql import LICENSE_COMPLIANCE, LICENSE_EXPIRY
 from tests import support
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +51,8 @@ OPEN_LABEL_VALUES = {
     "version": ("0.1.0",),
 }
 RATE_INTERVAL = "1m"
+# Recorded series panels read (exporter.promql): the fixture waits until the rules have produced them.
+RECORDED_READ = (LICENSE_EXPIRY, LICENSE_COMPLIANCE)
 
 
 def _label_values(label) -> tuple[str, ...]:
@@ -110,12 +113,14 @@ def prom():
     port = support.free_port()
     server, thread = start_http_server(port, addr=support.LOOPBACK, registry=registry)
     try:
-        with support.prometheus([f"{support.LOOPBACK}:{port}"], scrape_interval="1s") as p:
+        rules = sorted((support.ROOT / "alerts" / "rules").glob("*.yml"))  # panels read recorded series
+        with support.prometheus([f"{support.LOOPBACK}:{port}"], rule_files=rules, scrape_interval="1s") as p:
             # Enough scrapes, with moving counters, for rate() over 1m to have points.
             def scraped_enough():
                 tick()
                 result = p.query('count_over_time(up{job="clary-exporter"}[1m])')
-                return result and float(result[0]["value"][1]) >= 4
+                return (result and float(result[0]["value"][1]) >= 4
+                        and all(p.query(name) for name in RECORDED_READ))  # the rules ran on them too
 
             support.wait_until(scraped_enough, timeout=40, interval=1.0, what="four scrapes")
             yield p

@@ -14,9 +14,11 @@ from pathlib import Path
 from grafanalib._gen import DashboardEncoder
 
 from exporter.catalog import TIERS
+from mixin.config import Config
 
 from . import feedback, license, overview, performance, usage
 from .common import KINDS, OVERVIEW_FOLDER, Built
+from .settings import using
 
 KIND_MODULES = {
     "usage": usage,
@@ -31,10 +33,11 @@ assert tuple(KIND_MODULES) == KINDS
 FOLDERS: tuple[str, ...] = (*TIERS, OVERVIEW_FOLDER)
 
 
-def all_dashboards() -> list[Built]:
-    """The 13 dashboards: four per tier, then the Overview."""
-    built = [KIND_MODULES[kind].dashboard(tier) for tier in TIERS for kind in KINDS]
-    built.append(overview.dashboard())
+def all_dashboards(cfg: Config | None = None) -> list[Built]:
+    """The 13 dashboards: four per tier, then the Overview, built with ``cfg`` (default: the shipped config)."""
+    with using(cfg):
+        built = [KIND_MODULES[kind].dashboard(tier) for tier in TIERS for kind in KINDS]
+        built.append(overview.dashboard())
     uids = [b.uid for b in built]
     if len(set(uids)) != len(uids):
         raise ValueError(f"duplicate dashboard uids: {uids}")
@@ -46,9 +49,9 @@ def render(built: Built) -> str:
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=True, cls=DashboardEncoder) + "\n"
 
 
-def generate() -> dict[str, str]:
+def generate(cfg: Config | None = None) -> dict[str, str]:
     """Relative path (``<folder>/<uid>.json``) -> file content."""
-    return {b.path: render(b) for b in all_dashboards()}
+    return {b.path: render(b) for b in all_dashboards(cfg)}
 
 
 def default_out() -> Path:
@@ -68,13 +71,13 @@ def _existing(out: Path) -> set[str]:
     return found
 
 
-def build(out: Path) -> tuple[list[Path], list[Path]]:
+def build(out: Path, cfg: Config | None = None) -> tuple[list[Path], list[Path]]:
     """Write every dashboard under ``out``; returns (written, removed) paths.
 
     Files whose content is already right are left untouched; stale ``*.json``
     files in the generated folders are removed.
     """
-    files = generate()
+    files = generate(cfg)
     written, removed = [], []
     for rel, content in sorted(files.items()):
         path = out / rel
@@ -89,9 +92,9 @@ def build(out: Path) -> tuple[list[Path], list[Path]]:
     return written, removed
 
 
-def check(out: Path, diff_lines: int = 20) -> list[str]:
+def check(out: Path, diff_lines: int = 20, cfg: Config | None = None) -> list[str]:
     """Problems (one line each, naming the file) where ``out`` differs from the code."""
-    files = generate()
+    files = generate(cfg)
     problems: list[str] = []
     for rel, content in sorted(files.items()):
         path = out / rel

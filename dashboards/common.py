@@ -5,7 +5,8 @@
   links, bookmarks and alert annotations point at them;
 - a ``datasource`` template variable (type ``datasource``, query
   ``prometheus``) defaulting to the provisioned uid ``clary-prometheus``;
-  every panel and target uses ``${datasource}``;
+  every panel and target uses ``${datasource}``; then ``cluster``, ``job``
+  and ``instance`` (:mod:`dashboards.variables`), on every query;
 - tags ``clary``, the tier (or ``overview``) and the kind;
 - links: each tier dashboard links to its tier's three other dashboards and
   to the Overview (explicit ``/d/<uid>`` links, keeping time range and
@@ -27,6 +28,7 @@ from exporter.catalog import TIERS
 from .layout import Row, layout
 from .links import firing_alerts, with_details
 from .targets import DATASOURCE_UID, DATASOURCE_VAR
+from .variables import selector_variables
 
 KINDS: tuple[str, ...] = ("usage", "performance", "license", "feedback")
 KIND_TITLES = {
@@ -150,7 +152,7 @@ def make_dashboard(
         panels=panels,
         links=links,
         annotations=firing_alerts(panels, tier),
-        templating=g.Templating(list=[datasource_variable()]),
+        templating=g.Templating(list=[datasource_variable(), *selector_variables()]),
         time=g.Time("now-6h", "now"),
         refresh="1m",
         timezone="browser",

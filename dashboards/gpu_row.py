@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from exporter.promql import agg, div, increase_range, m, rate
 
+from . import thresholds
 from .layout import Row
 from .panels import gauge, stat, table, timeseries
 from .styling import steps
@@ -113,7 +114,7 @@ def _load() -> list:
             "GPU core temperature per host and device. " + ALL_TIERS,
             "celsius",
             Q(per_gpu(GPU_TEMP), ON_GPU),
-            thresholds=steps(("orange", 80), ("red", 90)),
+            thresholds=thresholds.gpu_temperature(),
             w=4,
         ),
         timeseries(
@@ -128,7 +129,7 @@ def _load() -> list:
             "Highest GPU memory used / installed ratio across devices. " + ALL_TIERS,
             "percentunit",
             Q(agg(div(per_gpu(GPU_MEM_USED), per_gpu(GPU_MEM_TOTAL)), op="max")),
-            thresholds=steps(("orange", 0.8), ("red", 0.95)),
+            thresholds=thresholds.gpu_memory(),
             w=4,
             h=8,
         ),

@@ -24,11 +24,11 @@ from exporter.promql import (
     sum_total,
 )
 
-from . import tier_rows
+from . import thresholds, tier_rows
 from .common import Built, per_replica, tier_dashboard
 from .layout import Row
 from .panels import bargauge, gauge, histogram, stat, table, timeseries
-from .styling import steps, steps_low_bad
+from .styling import steps
 from .targets import Q, instant, table_q
 
 KIND = "license"
@@ -39,8 +39,6 @@ QUOTA = m("clary_quota_exceeded_total")
 ACTIVE = m("clary_licenses_active")
 
 FAILED = {"result": not_equal("valid")}
-EXPIRY_STEPS = steps_low_bad(("orange", 7), ("green", 30))
-COMPLIANCE_STEPS = steps(("orange", 0.8), ("red", 1))
 EXPIRY_NOTE = (" 0 means expired. Licenses reported with expires_at 0 (unknown) are left out, as in the "
                "ClaryLicenseExpir* alerts.")
 COMPLIANCE_NOTE = " Limits of 0 are left out (no ratio), as in the ClaryLicenseUsage* alerts."
@@ -58,7 +56,7 @@ def validations_row(tier: str) -> Row:
                 "revoked, error).",
                 "percentunit",
                 Q(rate_ratio(VALIDATIONS, FAILED, **t)),
-                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                thresholds=thresholds.license_rejections(),
                 decimals=2,
             ),
             stat(
@@ -72,7 +70,7 @@ def validations_row(tier: str) -> Row:
                 "Days until the first of this tier's licenses expires." + EXPIRY_NOTE,
                 "d",
                 Q(agg(days_to_expiry(**t), op="min")),
-                thresholds=EXPIRY_STEPS,
+                thresholds=thresholds.expiry_days(),
                 decimals=1,
             ),
             stat(
@@ -97,7 +95,7 @@ def validations_row(tier: str) -> Row:
                 "percentunit",
                 Q(rate_ratio(VALIDATIONS, FAILED, **t), "failure ratio"),
                 min_=0,
-                thresholds=steps(("red", 0.05)),
+                thresholds=thresholds.license_rejections(),
                 w=8,
             ),
             timeseries(
@@ -125,7 +123,7 @@ def expiry_row(tier: str) -> Row:
                 table_q(f"sort({days_to_expiry(**t)})"),
                 value_column="Days to expiry",
                 sort_by="Days to expiry",
-                thresholds=EXPIRY_STEPS,
+                thresholds=thresholds.expiry_days(),
                 w=8,
             ),
             bargauge(
@@ -133,7 +131,7 @@ def expiry_row(tier: str) -> Row:
                 "The ten licenses of this tier closest to expiry." + EXPIRY_NOTE,
                 "d",
                 instant(f"bottomk(10, {days_to_expiry(**t)})", "{{license}}"),
-                thresholds=EXPIRY_STEPS,
+                thresholds=thresholds.expiry_days(),
                 w=8,
             ),
             histogram(
@@ -159,7 +157,7 @@ def compliance_row(tier: str) -> Row:
                 "percentunit",
                 Q(agg(compliance(**t), op="max")),
                 max_=1.2,
-                thresholds=COMPLIANCE_STEPS,
+                thresholds=thresholds.compliance(),
                 w=6,
             ),
             bargauge(
@@ -168,7 +166,7 @@ def compliance_row(tier: str) -> Row:
                 "percentunit",
                 instant(agg(compliance(**t), ("limit",), op="max"), "{{limit}}"),
                 max_=1.2,
-                thresholds=COMPLIANCE_STEPS,
+                thresholds=thresholds.compliance(),
                 w=6,
             ),
             table(
@@ -179,7 +177,7 @@ def compliance_row(tier: str) -> Row:
                 value_column="Compliance",
                 sort_by="Compliance",
                 descending=True,
-                thresholds=COMPLIANCE_STEPS,
+                thresholds=thresholds.compliance(),
                 w=12,
             ),
             timeseries(

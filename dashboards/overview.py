@@ -20,6 +20,7 @@ from exporter.promql import (
     total_ratio,
 )
 
+from . import thresholds
 from .common import (
     KINDS,
     OVERVIEW_FOLDER,
@@ -36,7 +37,8 @@ from .license import COMPLIANCE_NOTE, EXPIRY_NOTE
 from .links import rows_to_tiers
 from .panels import bargauge, stat, text, timeseries
 from .performance import collectors_tile
-from .styling import steps, steps_low_bad
+from .slo_rows import overview_slo_row
+from .styling import steps
 from .targets import Q, instant
 
 KIND = "overview"
@@ -99,7 +101,7 @@ def traffic_row() -> Row:
                 "percentunit",
                 Q(rate_ratio(HTTP, {"code": regex("5..")}, BY_TIER), "{{tier}}"),
                 min_=0,
-                thresholds=steps(("red", 0.05)),
+                thresholds=thresholds.error_spike(),
                 w=6,
             ),
             timeseries(
@@ -132,7 +134,7 @@ def traffic_row() -> Row:
                 "percentunit",
                 instant(total_ratio(DOCS, {"outcome": "failure"}, BY_TIER), "{{tier}}"),
                 max_=1,
-                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                thresholds=thresholds.document_failures(),
                 w=8,
                 h=6,
             ),
@@ -199,7 +201,7 @@ def license_row() -> Row:
                 "percentunit",
                 Q(rate_ratio(VALIDATIONS, {"result": not_equal("valid")}, BY_TIER), "{{tier}}"),
                 min_=0,
-                thresholds=steps(("red", 0.05)),
+                thresholds=thresholds.license_rejections(),
                 w=8,
             ),
             bargauge(
@@ -207,7 +209,7 @@ def license_row() -> Row:
                 "Days until the first license of each tier expires." + EXPIRY_NOTE,
                 "d",
                 instant(agg(days_to_expiry(("license", "tier")), BY_TIER, op="min"), "{{tier}}"),
-                thresholds=steps_low_bad(("orange", 7), ("green", 30)),
+                thresholds=thresholds.expiry_days(),
                 w=8,
             ),
             bargauge(
@@ -216,7 +218,7 @@ def license_row() -> Row:
                 "percentunit",
                 instant(agg(compliance(("license", "tier", "limit")), BY_TIER, op="max"), "{{tier}}"),
                 max_=1.2,
-                thresholds=steps(("orange", 0.8), ("red", 1)),
+                thresholds=thresholds.compliance(),
                 w=4,
             ),
             stat(
@@ -305,7 +307,8 @@ def dashboard() -> Built:
         "upgrade potential, licenses and feedback, with links to every tier dashboard.",
         tags=["clary", "overview"],
         rows=rows_to_tiers(
-            [directory_row(), traffic_row(), users_row(), license_row(), feedback_row(), platform_row()],
+            [directory_row(), overview_slo_row(), traffic_row(), users_row(), license_row(), feedback_row(),
+             platform_row()],
             LINK_KINDS, "performance"),
         links=overview_links(),
     )

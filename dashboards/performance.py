@@ -26,12 +26,12 @@ from exporter.promql import (
     sum_rate,
 )
 
-from . import tier_rows
+from . import slo_rows, thresholds, tier_rows
 from .common import Built, tier_dashboard
 from .gpu_row import gpu_row
 from .layout import Row
 from .panels import bargauge, heatmap, stat, table, timeseries
-from .styling import steps, up_down_mappings
+from .styling import up_down_mappings
 from .targets import Q, instant, table_q
 
 KIND = "performance"
@@ -92,15 +92,16 @@ def requests_row(tier: str) -> Row:
                 "Share of this tier's HTTP requests answered with a 5xx status.",
                 "percentunit",
                 Q(rate_ratio(HTTP, {"code": ERROR_CODES}, **t)),
-                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                thresholds=thresholds.error_ratio(tier),
                 decimals=2,
             ),
             stat(
                 "Latency p95",
-                "95th percentile of HTTP request latency for this tier.",
+                "95th percentile of HTTP request latency for this tier; red above the tier's threshold "
+                "(ClaryHttpLatencyHigh, and the latency SLO's).",
                 "s",
                 Q(quantile(0.95, LATENCY, **t)),
-                thresholds=steps(("orange", 1), ("red", 2.5)),
+                thresholds=thresholds.latency(tier),
             ),
             stat(
                 "In-flight requests",
@@ -122,6 +123,7 @@ def requests_row(tier: str) -> Row:
                 "(histogram_quantile over sum by (le)).",
                 "s",
                 *latency_quantiles(LATENCY, **t),
+                thresholds=thresholds.latency(tier),
                 w=8,
             ),
             timeseries(
@@ -130,7 +132,7 @@ def requests_row(tier: str) -> Row:
                 "percentunit",
                 Q(rate_ratio(HTTP, {"code": ERROR_CODES}, **t), "5xx ratio"),
                 min_=0,
-                thresholds=steps(("red", 0.05)),
+                thresholds=thresholds.error_ratio_line(tier),
                 w=8,
             ),
             table(
@@ -141,7 +143,7 @@ def requests_row(tier: str) -> Row:
                 value_column="p95 latency",
                 sort_by="p95 latency",
                 descending=True,
-                thresholds=steps(("orange", 1), ("red", 2.5)),
+                thresholds=thresholds.latency(tier),
                 w=8,
             ),
             heatmap(
@@ -362,6 +364,7 @@ def collector_row() -> Row:
 def rows(tier: str) -> list[Row]:
     """The tier's own rows open; host, GPU and collector rows (the same on every tier) collapsed."""
     return [
+        slo_rows.tier_slo_row(tier),
         requests_row(tier),
         inference_row(tier),
         *tier_rows.extra_rows(tier, KIND),

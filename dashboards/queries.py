@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any, Iterator
 
+from mixin.config import Config
+
 from .targets import DATASOURCE_UID
 
 # Longest names first so that $__range_s is not read as $__range + "_s".
@@ -27,11 +29,14 @@ def substitute(
     interval: str = "15s",
     range_: str = "1h",
     datasource: str = DATASOURCE_UID,
+    job: str | None = None,
 ) -> str:
     """Replace Grafana's variables with concrete values.
 
     Handles ``$__rate_interval``, ``$__interval`` (and ``_ms``), ``$__range``
-    (and ``_s``, ``_ms``), ``$__from``/``$__to`` and ``$datasource``, bare or
+    (and ``_s``, ``_ms``), ``$__from``/``$__to``, ``$datasource`` and the
+    selector's variables as "All" leaves them (``$cluster`` and ``$instance``:
+    ``.*``; ``$job``: ``job``, by default the shipped selector's job), bare or
     braced (``${...}``). An unknown variable raises ValueError instead of
     reaching Prometheus as a confusing parse error.
     """
@@ -46,6 +51,9 @@ def substitute(
         "__from": "0",
         "__to": str(int(range_seconds * 1000)),
         "datasource": datasource,
+        "cluster": ".*",
+        "job": job if job is not None else Config().job,
+        "instance": ".*",
     }
 
     def replace(match: re.Match[str]) -> str:

@@ -16,7 +16,7 @@ from exporter.promql import (
     total_ratio,
 )
 
-from . import tier_rows
+from . import thresholds, tier_rows
 from .common import Built, per_replica, tier_dashboard
 from .layout import Row
 from .panels import bargauge, heatmap, piechart, stat, timeseries
@@ -204,7 +204,7 @@ def api_row(tier: str) -> Row:
                 "percentunit",
                 Q(rate_ratio(HTTP, {"code": ERROR_CODES}, **t), "5xx ratio"),
                 min_=0,
-                thresholds=steps(("red", 0.05)),
+                thresholds=thresholds.error_ratio_line(tier),
                 w=8,
             ),
             timeseries(

@@ -13,9 +13,9 @@ from exporter.promql import (
     sum_total,
 )
 
+from .. import thresholds
 from ..layout import Row
 from ..panels import bargauge, gauge, table, timeseries
-from ..styling import steps
 from ..targets import Q, instant, table_q
 from .common import BASIC_FEATURES, DOCS, FEATURES, QUOTA, tier_title
 
@@ -73,7 +73,7 @@ def lite_api_limits_row() -> Row:
                 "percentunit",
                 Q(agg(compliance(**t, **api), op="max")),
                 max_=1.2,
-                thresholds=steps(("orange", 0.8), ("red", 1)),
+                thresholds=thresholds.compliance(),
             ),
             bargauge(
                 "API-call allowance by license",
@@ -81,7 +81,7 @@ def lite_api_limits_row() -> Row:
                 "percentunit",
                 instant(f"topk(10, {compliance(**t, **api)})", "{{license}}"),
                 max_=1.2,
-                thresholds=steps(("orange", 0.8), ("red", 1)),
+                thresholds=thresholds.compliance(),
                 w=6,
             ),
             table(

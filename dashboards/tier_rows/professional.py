@@ -13,9 +13,9 @@ from exporter.promql import (
     total_ratio,
 )
 
+from .. import thresholds
 from ..layout import Row
 from ..panels import heatmap, stat, table, timeseries
-from ..styling import steps
 from ..targets import Q, instant, table_q
 from .common import tier_title
 
@@ -64,7 +64,7 @@ def professional_llm_usage_row() -> Row:
                 "Failed cloud LLM requests divided by all requests in the selected time range.",
                 "percentunit",
                 instant(total_ratio(LLM, {"outcome": "failure"}, **t)),
-                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                thresholds=thresholds.llm_failures(),
                 graph=False,
                 decimals=2,
             ),

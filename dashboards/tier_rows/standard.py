@@ -13,9 +13,9 @@ from exporter.promql import (
     sum_rate,
 )
 
+from .. import thresholds
 from ..layout import Row
 from ..panels import stat, timeseries
-from ..styling import steps
 from ..targets import Q
 from .common import DOCS, LOCAL_MODELS, tier_title
 
@@ -44,7 +44,7 @@ def standard_local_models_row() -> Row:
                 "Failed local model inferences divided by all local inferences.",
                 "percentunit",
                 Q(rate_ratio(INFERENCE, {"outcome": "failure"}, **t, **local)),
-                thresholds=steps(("orange", 0.01), ("red", 0.05)),
+                thresholds=thresholds.inference_failures(),
                 decimals=2,
             ),
             stat(

@@ -57,6 +57,15 @@ def names_read(expr: str) -> set[str]:
     return found
 
 
+# What the builder's scope puts on every query (dashboards.settings): the selector's variables.
+SCOPE_MATCHERS = re.compile(r'(cluster=~"\$cluster"|job=~"\$job"|instance=~"\$instance"),?')
+
+
+def unscoped(expr: str) -> str:
+    """``expr`` without the variables' matchers, to compare with the queries as the kind modules write them."""
+    return SCOPE_MATCHERS.sub("", expr).replace("{}", "")
+
+
 def panels_of(dashboard: dict) -> list[dict]:
     return list(queries.iter_panels(dashboard["panels"]))
 

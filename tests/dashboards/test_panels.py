@@ -80,7 +80,8 @@ def test_every_line_of_panels_fills_the_width(dashboards):
 
 def test_datasource_variable_and_panel_datasources(dashboards):
     for uid, d in dashboards.items():
-        (var,) = d["templating"]["list"]
+        var, *selector_vars = d["templating"]["list"]
+        assert [v["name"] for v in selector_vars] == ["cluster", "job", "instance"]  # tests/dashboards/test_config.py
         assert var["name"] == "datasource" and var["type"] == "datasource" and var["query"] == "prometheus"
         assert var["current"]["value"] == DATASOURCE_UID == "clary-prometheus"
         for panel in data_panels(d):

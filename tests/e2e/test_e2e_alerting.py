@@ -96,11 +96,11 @@ def _post(url: str, body: dict, headers: dict) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def _license_failures(base: str, count: int) -> None:
-    events = [{"type": "license_validation", "tier": "standard", "result": "invalid"} for _ in range(count)]
-    status, result = _post(f"{base}/api/v1/events", {"events": events},
-                           {"Authorization": f"Bearer {INGEST_TOKEN}"})
-    assert status == 200 and result["accepted"] == count, result
+def _license_validations(base: str, result: str, count: int) -> None:
+    events = [{"type": "license_validation", "tier": "standard", "result": result} for _ in range(count)]
+    status, body = _post(f"{base}/api/v1/events", {"events": events},
+                         {"Authorization": f"Bearer {INGEST_TOKEN}"})
+    assert status == 200 and body["accepted"] == count, body
 
 
 # --- the bundle, 60x faster ------------------------------------------------------
@@ -148,7 +148,7 @@ def test_the_faster_copies_change_only_durations(tmp_path):
                     assert support.duration_ms(r_after.pop("for")) * TIME_SCALE == pytest.approx(
                         support.duration_ms(r_before.pop("for")), abs=TIME_SCALE)
                 assert r_after == r_before
-    assert scaled >= 2  # at least the license spike and the error budget burn wait
+    assert scaled >= 2  # at least the license errors and the error budget burn wait
     bundle = alertmanager_config(Config())
     fast = faster_routes(alertmanager_config(Config()))
     waits = {(r["receiver"], r["group_wait"]) for r in fast["route"]["routes"]}
@@ -220,20 +220,30 @@ def test_first_urgent_bug_reaches_support_and_development_not_the_pager(stack):
     assert not _firing("clary-oncall-pager", "ClaryUrgentBugReport")
 
 
-def test_license_failure_spike_pages_oncall_after_its_for(stack):
-    _license_failures(stack.exporter_url, 30)
-    # A spike pages on-call once its `for:` has passed.
-    deadline = time.monotonic() + 30
-    while not _firing("clary-oncall-pager", "ClaryLicenseValidationFailureSpike"):
-        assert time.monotonic() < deadline, f"no page; received: {[p for p, _ in _Receiver.received]}"
-        _license_failures(stack.exporter_url, 3)  # keep the 5m failure rate up
+def test_license_service_errors_page_and_rejected_keys_go_to_licensing(stack):
+    """By cause: result="error" (the license service is broken) pages on-call; invalid keys are a
+    licensing ticket and never reach the pager."""
+    _license_validations(stack.exporter_url, "invalid", 30)
+    _license_validations(stack.exporter_url, "error", 10)
+    deadline = time.monotonic() + 45
+    while not (_firing("clary-oncall-pager", "ClaryLicenseValidationErrors")
+               and _firing("clary-licensing", "ClaryLicenseValidationFailureRatioHigh")):
+        assert time.monotonic() < deadline, f"received: {[p for p, _ in _Receiver.received]}"
+        _license_validations(stack.exporter_url, "error", 2)  # keep the 5m error ratio up
+        _license_validations(stack.exporter_url, "invalid", 2)
         time.sleep(0.5)
-    page = _firing("clary-oncall-pager", "ClaryLicenseValidationFailureSpike")[0]
+    page = _firing("clary-oncall-pager", "ClaryLicenseValidationErrors")[0]
     assert page["labels"]["severity"] == "critical" and page["labels"]["tier"] == "standard"
-    assert page["annotations"]["runbook_url"].endswith("#clarylicensevalidationfailurespike")
-    # It fired only after waiting out its (scaled) `for:` as pending.
+    assert page["labels"]["team"] == "sre"
+    assert page["annotations"]["runbook_url"].endswith("#clarylicensevalidationerrors")
+    ticket = _firing("clary-licensing", "ClaryLicenseValidationFailureRatioHigh")[0]
+    assert ticket["labels"]["team"] == "licensing" and ticket["labels"]["tier"] == "standard"
+    # the rejected keys reached licensing only: not the pager, not the SRE ticket queue
+    for receiver in ("clary-oncall-pager", "clary-ticket"):
+        assert not _firing(receiver, "ClaryLicenseValidationFailureRatioHigh"), receiver
+    # It paged only after waiting out its (scaled) `for:` as pending.
     pending = stack.prometheus.query(
-        'max_over_time(ALERTS{alertname="ClaryLicenseValidationFailureSpike", alertstate="pending"}[5m])')
+        'max_over_time(ALERTS{alertname="ClaryLicenseValidationErrors", alertstate="pending"}[5m])')
     assert [r["metric"]["tier"] for r in pending] == ["standard"]
 
 

@@ -34,7 +34,7 @@ def probe_url(environ: dict[str, str] | None = None) -> tuple[str, ssl.SSLContex
     if web_config:
         from exporter.server import webconfig
 
-        if webconfig.load(web_config).tls:
+        if webconfig.load(web_config, check_passwords=False).tls:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

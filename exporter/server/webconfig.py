@@ -204,11 +204,13 @@ def _check_passwords(users: dict[str, str]) -> None:
             raise WebConfigError(f"basic_auth_users.{user}: the hash is of the empty password")
 
 
-def load(path: str | Path) -> WebConfig:
+def load(path: str | Path, *, check_passwords: bool = True) -> WebConfig:
     """Read and validate the file; paths inside become absolute (relative to it).
 
-    Checks the files it names and the passwords (one bcrypt check per user),
-    so every mistake is reported at start as one line.
+    Checks the files it names and the passwords (one bcrypt check per user,
+    ~50 ms each at cost 10), so every mistake is reported at start as one
+    line. ``check_passwords=False`` is for readers that only need the TLS
+    setting (the container healthcheck, every few seconds).
     """
     path = Path(path)
     data = read_mapping(path, "web config file", WebConfigError)
@@ -230,7 +232,7 @@ def load(path: str | Path) -> WebConfig:
     try:
         if tls is not None:
             _check_files(tls)
-        if config.basic_auth_users:  # also fails without bcrypt at start-up, not at the first request
+        if check_passwords and config.basic_auth_users:  # also fails without bcrypt at start-up, not at the first request
             _check_passwords(config.basic_auth_users)
     except WebConfigError as exc:
         raise WebConfigError(f"web config file {path}: {exc}") from None

@@ -111,6 +111,21 @@ def test_hash_of_the_empty_password_is_refused(tmp_path):
     assert message.endswith(": basic_auth_users.open: the hash is of the empty password")
 
 
+def test_healthcheck_reads_the_tls_setting_without_a_bcrypt_check_per_user(tmp_path, monkeypatch):
+    """The container healthcheck runs every few seconds; ~50 ms of bcrypt per user each time is waste."""
+    path = _write(tmp_path, {"basic_auth_users": {"open": _hash("")}})
+    checked = []
+    monkeypatch.setattr(webconfig, "_check_passwords", checked.append)
+    assert webconfig.load(path, check_passwords=False).basic_auth_users.keys() == {"open"}
+    assert checked == []
+    from exporter.server import healthcheck
+
+    assert healthcheck.probe_url({"CLARY_WEB_CONFIG_FILE": str(path)})[0] == "http://127.0.0.1:25279/readyz"
+    assert checked == []
+    webconfig.load(path)  # the exporter's own start-up still checks them
+    assert [list(users) for users in checked] == [["open"]]
+
+
 def test_hash_that_is_not_bcrypt_is_refused(tmp_path):
     good = _hash("a-good-password")
     for bad in (good[:-1] + "!", good[:-1], "$2x$10$" + good[7:], "a-plain-password"):

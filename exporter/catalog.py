@@ -369,7 +369,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     _g("clary_gpu_mig_memory_used_bytes", "Memory in use on a MIG device.", MIG, group="gpu", collected=True),
     _g("clary_gpu_mig_memory_total_bytes", "Memory of a MIG device.", MIG, group="gpu", collected=True),
     # The exporter itself
-    _g("clary_exporter_collector_up", "1 if the collector's last scrape succeeded, 0 if it failed or its hardware is absent.",
+    _g("clary_exporter_collector_up", "1 if the collector's last scrape succeeded (also when it found no hardware to read), 0 if it failed.",
        (COLLECTOR,), group="exporter", collected=True),
     _c("clary_exporter_collector_errors_total", "Scrape-time collector failures.",
        (COLLECTOR,), group="exporter", collected=True),

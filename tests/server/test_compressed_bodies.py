@@ -131,7 +131,8 @@ async def test_the_body_limit_applies_to_the_decompressed_size(tmp_path):
     ("deflate", zlib.compress(json.dumps(BATCH).encode()) + b"trailing", 400, "malformed_body"),
     ("br", b"\x0b\x02\x80{}\x03", 415, "unsupported_content_encoding"),
     ("gzip, gzip", gzip.compress(gzip.compress(json.dumps(BATCH).encode())), 415, "unsupported_content_encoding"),
-])
+], ids=["not-gzip", "truncated-gzip", "deflate-trailing-bytes", "br", "gzip-twice"])  # ids, not the bytes: gzip
+# headers carry the time, and pytest-xdist workers must collect the same test names
 async def test_bad_or_unknown_encodings_are_4xx_naming_the_problem(tmp_path, encoding, payload, status, error):
     async with serving(tmp_path) as served:
         conn = await served.connect()

@@ -227,6 +227,8 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 LICENSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 RATING_BUCKETS = (1, 2, 3, 4, 5)
 SESSION_BUCKETS = (30, 60, 300, 600, 1800, 3600, 7200, 14400, 28800)
+# VADER compound scores, -1..1; -0.05 and 0.05 are its negative/positive cut-offs (share negative = le="-0.05").
+SENTIMENT_BUCKETS = (-0.75, -0.5, -0.25, -0.05, 0.05, 0.25, 0.5, 0.75, 1)
 
 
 def _c(name, help_, labels=(), **kw) -> MetricSpec:
@@ -315,6 +317,15 @@ CATALOG: tuple[MetricSpec, ...] = (
        (TIER, SUPPRESS_REASON), group="feedback", prefill=True),
     _c("clary_feedback_rate_limited_total", "Feedback submissions refused with 429: the API key was over its rate.",
        (TIER,), group="feedback", prefill=True),
+    _h("clary_feedback_sentiment",
+       "Sentiment of feedback texts: VADER compound score, -1 (negative) to 1; <= -0.05 negative, >= 0.05 positive.",
+       (TIER, FEEDBACK_TYPE), SENTIMENT_BUCKETS, group="feedback", prefill=True),
+    _c("clary_feedback_feature_submissions_total", "Feedback submissions that name a feature, by feature and type.",
+       (TIER, FEATURE, FEEDBACK_TYPE), group="feedback", prefill=True),
+    _c("clary_feedback_feature_low_ratings_total", "Feedback naming a feature rated 2 or lower.",
+       (TIER, FEATURE), group="feedback", prefill=True),
+    _c("clary_feedback_feature_negative_total", "Feedback naming a feature whose text is negative (sentiment <= -0.05).",
+       (TIER, FEATURE), group="feedback", prefill=True),
     # User activity
     _g("clary_active_users", "Distinct users seen in the window (HyperLogLog estimate over hashed ids).",
        (TIER, WINDOW), group="users", collected=True),

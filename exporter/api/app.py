@@ -11,6 +11,8 @@ lifetime. Endpoints (docs/api.md and ``/api/v1/openapi.json``):
   notify the configured webhooks in the background.
 - ``GET /api/v1/feedback`` (admin token, in demo mode too): paginated,
   filtered, JSON or CSV.
+- ``GET /api/v1/feedback/insights`` (admin token): pain points and
+  improvement suggestions per feature over a window, JSON or CSV.
 - ``DELETE /api/v1/users/{user_id}``, ``POST .../opt-out`` and ``.../opt-in``
   (admin token): privacy operations.
 - ``GET /api/v1/openapi.json``: generated from the same schemas (msgspec events, pydantic models).
@@ -39,6 +41,7 @@ from exporter.api import feedback, privacy
 from exporter.api.auth import Credentials
 from exporter.api.body import read_body
 from exporter.api.errors import ApiError
+from exporter.api.insights import get_insights
 from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
@@ -217,6 +220,7 @@ def setup_api(app: web.Application, config: Config, recorder: Recorder, **kwargs
     routes.add_post(PREFIX + "/events", api.post_events)
     routes.add_post(PREFIX + "/feedback", partial(feedback.post_feedback, api))
     routes.add_get(PREFIX + "/feedback", partial(feedback.get_feedback, api))
+    routes.add_get(PREFIX + "/feedback/insights", partial(get_insights, api))
     routes.add_delete(PREFIX + "/users/{user_id:[^/]+}", partial(privacy.delete_user, api))
     routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-out", partial(privacy.opt_out, api))
     routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-in", partial(privacy.opt_in, api))

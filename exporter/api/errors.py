@@ -45,6 +45,11 @@ def invalid(exc: ValidationError) -> ApiError:
     return ApiError(400, "invalid_field", field, first["msg"])
 
 
+def epoch(moment: datetime) -> float:
+    """Unix seconds of a query's datetime; one without an offset is UTC."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -11,16 +11,17 @@ import math
 import re
 import sqlite3
 import unicodedata
-from datetime import timezone
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from exporter.api.body import read_body
-from exporter.api.errors import ApiError, invalid, iso, storage_unavailable
+from exporter.api.errors import ApiError, epoch, invalid, iso, storage_unavailable
 from exporter.api.models import FeedbackCreated, FeedbackIn, FeedbackQuery
 from exporter.api.notify import summary
+from exporter.catalog import FEATURE
+from exporter.instrument import sentiment
 from exporter.instrument.recorder import URGENT_RATING
 from exporter.store.database import FeedbackRecord, new_feedback_id
 
@@ -45,10 +46,12 @@ async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
     if user_hash is not None and api.activity.is_opted_out(user_hash):
         user_hash = None
     urgent = feedback.type == "bug" and feedback.rating <= URGENT_RATING
+    # The feature allow-list of the metric labels (config allow_lists.feature); any other name is "other".
+    feature = api.recorder.metrics.guard.value(FEATURE, feedback.feature) if feedback.feature else None
     record = FeedbackRecord(
         id=new_feedback_id(), created_at=api.clock(), tier=caller.tier, type=feedback.type,
         rating=feedback.rating, text=feedback.text, metadata=feedback.metadata, user_hash=user_hash,
-        urgent=urgent,
+        urgent=urgent, feature=feature, sentiment=await sentiment.score_async(feedback.text),
     )
     deliveries, ticket = [], None
     if urgent and api.notifier.urls:
@@ -65,7 +68,7 @@ async def post_feedback(api: IngestApi, request: web.Request) -> web.Response:
             api.limits.urgent.release(ticket)
         log.error("feedback not stored", extra={"fields": {"error": str(exc)[:200]}})
         raise storage_unavailable("feedback could not be stored") from None
-    api.recorder.feedback(caller.tier, feedback.type, feedback.rating)
+    api.recorder.feedback(caller.tier, feedback.type, feedback.rating, feature=feature, sentiment=record.sentiment)
     api.recorder.event("feedback", "accepted")
     if user_hash is not None:
         api.activity.add(user_hash, caller.tier, "feedback")
@@ -93,11 +96,8 @@ async def get_feedback(api: IngestApi, request: web.Request) -> web.StreamRespon
         query = FeedbackQuery.model_validate(dict(request.query))
     except ValidationError as exc:
         raise invalid(exc) from None
-    since = None
-    if query.since is not None:
-        since_dt = query.since if query.since.tzinfo else query.since.replace(tzinfo=timezone.utc)
-        since = since_dt.timestamp()
-    filters = {"tier": query.tier, "type": query.type, "since": since}
+    since = epoch(query.since) if query.since is not None else None
+    filters = {"tier": query.tier, "type": query.type, "since": since, "feature": query.feature}
     if query.format == "csv":
         return await _csv(api, request, filters, query.cursor)
     rows, cursor = await api.store.list_feedback(**filters, limit=query.limit, before_seq=query.cursor)
@@ -110,7 +110,8 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": 'attachment; filename="clary-feedback.csv"',
     })
-    columns = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash")
+    columns = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash", "feature",
+               "sentiment", "sentiment_label")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
@@ -121,7 +122,8 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
                 row["id"], iso(row["created_at"]), row["tier"], row["type"], row["rating"],
                 "true" if row["urgent"] else "false", row["text"],
                 json.dumps(row["metadata"]) if row["metadata"] is not None else "", row["user_hash"] or "",
-            )])
+                row["feature"] or "",
+            )] + sentiment_cells(row["sentiment"]))
         if not response.prepared:  # after the first page: a store that is down is a 503, not a broken stream
             await response.prepare(request)
         await response.write(buffer.getvalue().encode())
@@ -131,6 +133,12 @@ async def _csv(api: IngestApi, request: web.Request, filters: dict, cursor: int 
             break
     await response.write_eof()
     return response
+
+
+def sentiment_cells(compound: float | None) -> list[str]:
+    """The score and its label as CSV cells: computed numbers, so not passed through csv_safe (a
+    negative score would get a quote)."""
+    return ["", ""] if compound is None else [repr(compound), sentiment.label(compound)]
 
 
 # A spreadsheet may run a cell as a formula when one of these comes first, also after leading

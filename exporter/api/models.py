@@ -13,6 +13,8 @@ from exporter.catalog import TIERS
 MAX_TEXT = 4000
 MAX_METADATA_BYTES = 4096
 MAX_PAGE = 500
+MAX_INSIGHTS = 100
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 FEEDBACK_TYPES = ("bug", "feature_request", "general", "survey")
 
 
@@ -28,6 +30,9 @@ class FeedbackIn(BaseModel):
         None, max_length=32,
         description=f"optional context (app version, page...), at most 32 keys and {MAX_METADATA_BYTES} bytes "
                     "as JSON; no personal data")
+    feature: FeatureName | None = Field(
+        None, description="the feature the feedback is about, from the feature allow-list (`ocr`, "
+                          "`table_extraction`...); any other name is stored as `other`")
 
     @field_validator("metadata")
     @classmethod
@@ -59,6 +64,10 @@ class FeedbackItem(BaseModel):
     text: str
     metadata: dict[str, JsonValue] | None
     user_hash: str | None = Field(description="HMAC of the user id; null for opted-out users")
+    feature: str | None = Field(description="the feature named (allow-list or `other`); null if none")
+    sentiment: float | None = Field(description="VADER compound score of the text, -1..1; null for an empty text")
+    sentiment_label: Literal["negative", "neutral", "positive"] | None = Field(
+        description="negative at <= -0.05, positive at >= 0.05, else neutral; null for an empty text")
 
 
 class FeedbackPage(BaseModel):
@@ -72,10 +81,52 @@ class FeedbackQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tier: Literal[TIERS] | None = None  # type: ignore[valid-type]
     type: Literal[FEEDBACK_TYPES] | None = None  # type: ignore[valid-type]
+    feature: FeatureName | None = Field(None, description="only feedback naming this feature (`other` included)")
     since: datetime | None = Field(None, description="ISO 8601 (UTC if no offset) or unix seconds")
     limit: int = Field(50, ge=1, le=MAX_PAGE, description="page size (JSON only)")
     cursor: int | None = Field(None, ge=1, le=2**62, description="from next_cursor of the previous page")
     format: Literal["json", "csv"] = Field("json", description="csv exports every matching row")
+
+
+class InsightsQuery(BaseModel):
+    """Query parameters of ``GET /api/v1/feedback/insights``."""
+
+    model_config = ConfigDict(extra="forbid")
+    since: datetime | None = Field(None, description="window start, ISO 8601 or unix seconds; default: 30 days "
+                                                     "before `until`")
+    until: datetime | None = Field(None, description="window end (exclusive); default: now")
+    tier: Literal[TIERS] | None = None  # type: ignore[valid-type]
+    limit: int = Field(10, ge=1, le=MAX_INSIGHTS, description="entries per ranking")
+    format: Literal["json", "csv"] = Field("json", description="csv: one row per ranked entry, with a `kind` column")
+
+
+class PainPoint(BaseModel):
+    feature: str
+    score: int = Field(description="bugs + low_ratings + negative")
+    bugs: int = Field(description="bug reports naming the feature")
+    low_ratings: int = Field(description="feedback rated 2 or lower")
+    negative: int = Field(description="feedback whose text is negative (sentiment <= -0.05)")
+    feedback: int = Field(description="all feedback naming the feature")
+    average_sentiment: float | None
+    samples: list[str] = Field(description="the latest texts of its bugs, low ratings and negative texts")
+
+
+class Suggestion(BaseModel):
+    feature: str
+    count: int = Field(description="feature requests naming the feature")
+    feedback: int = Field(description="all feedback naming the feature")
+    average_sentiment: float | None
+    samples: list[str] = Field(description="the latest texts of those feature requests")
+
+
+class FeedbackInsights(BaseModel):
+    since: str = Field(description="ISO 8601, UTC")
+    until: str = Field(description="ISO 8601, UTC")
+    tier: str | None
+    feedback: int = Field(description="feedback in the window")
+    unattributed: int = Field(description="of which naming no feature (in neither ranking)")
+    pain_points: list[PainPoint]
+    suggestions: list[Suggestion]
 
 
 class ErrorBody(BaseModel):

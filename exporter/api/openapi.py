@@ -6,8 +6,8 @@ import msgspec
 from pydantic.json_schema import models_json_schema
 
 from exporter import __version__
-from exporter.api.models import (ErrorBody, FeedbackCreated, FeedbackIn, FeedbackPage, FeedbackQuery, OptOutState,
-                                 UserPath, UserRemoved)
+from exporter.api.models import (ErrorBody, FeedbackCreated, FeedbackIn, FeedbackInsights, FeedbackPage, FeedbackQuery,
+                                 InsightsQuery, OptOutState, UserPath, UserRemoved)
 from exporter.config import Config
 from exporter.ingest.decode import EventBatch, EventBatchResult
 
@@ -32,17 +32,18 @@ def _json(ref: str, description: str) -> dict:
 def openapi_document(config: Config) -> dict:
     """OpenAPI 3.1 for every endpoint, from the models the handlers validate with."""
     models = [(FeedbackIn, "validation"), (FeedbackCreated, "serialization"), (FeedbackPage, "serialization"),
-              (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization")]
+              (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization"),
+              (FeedbackInsights, "serialization")]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top["$defs"]
     # The event schemas are msgspec structs (exporter.ingest.schemas).
     schemas.update(msgspec.json.schema_components((EventBatch, EventBatchResult),
                                                   ref_template="#/components/schemas/{name}")[1])
     schemas["EventBatch"]["properties"]["events"]["maxItems"] = config.max_batch_items
-    query = FeedbackQuery.model_json_schema()
-    parameters = [{"name": name, "in": "query", "required": False, "schema": prop,
-                   "description": prop.get("description", "")}
-                  for name, prop in query["properties"].items()]
+    parameters, insights_parameters = ([{"name": name, "in": "query", "required": False, "schema": prop,
+                                         "description": prop.get("description", "")}
+                                        for name, prop in model.model_json_schema()["properties"].items()]
+                                       for model in (FeedbackQuery, InsightsQuery))
     user_param = {"name": "user_id", "in": "path", "required": True,
                   "schema": UserPath.model_json_schema()["properties"]["user_id"],
                   "description": "the raw user id (as in the API-key table); hashed on arrival"}
@@ -78,6 +79,16 @@ def openapi_document(config: Config) -> dict:
                     "text/csv": {"schema": {"type": "string"}}}}, **_error_responses(400, 401, 503)},
             },
         },
+        f"{PREFIX}/feedback/insights": {"get": {
+            "summary": "Pain points and improvement suggestions per feature over a window",
+            "description": "Pain points: features ranked by bugs + low ratings (<= 2) + negative texts (sentiment "
+                           "<= -0.05). Suggestions: features ranked by feature requests. Feedback naming no feature "
+                           "is counted as `unattributed`. Each entry has up to 3 of its latest texts.",
+            "operationId": "feedbackInsights", "security": admin, "parameters": insights_parameters,
+            "responses": {"200": {"description": "the rankings, or CSV with ?format=csv", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackInsights"}},
+                "text/csv": {"schema": {"type": "string"}}}}, **_error_responses(400, 401, 503)},
+        }},
         f"{PREFIX}/users/{{user_id}}": {"delete": {
             "summary": "Delete every stored record of a user",
             "operationId": "deleteUser", "security": admin, "parameters": [user_param],

@@ -24,9 +24,11 @@ from typing import overload
 
 from exporter.instrument import _compat
 from exporter.instrument.recorder_core import DIGEST_CACHE_LIMIT, RecorderCore
+from exporter.instrument.sentiment import NEGATIVE_AT
 from exporter.instrument.timing import Timed
 
 URGENT_RATING = 2
+LOW_RATING = 2  # a rating at or below this is low (pain points, clary_feedback_feature_low_ratings_total)
 # Bounds on the hot-path caches (raw values -> prepared objects); past them lookups still work.
 HTTP_SERIES_CACHE_LIMIT = 10_000
 
@@ -246,13 +248,31 @@ class Recorder(RecorderCore):
 
     # --- feedback ----------------------------------------------------------
 
-    def feedback(self, tier: str, feedback_type: str, rating: int | None = None) -> bool:
-        """Count a submission; returns True when it is urgent (a bug rated <= 2)."""
+    def feedback(self, tier: str, feedback_type: str, rating: int | None = None, *,
+                 feature: str | None = None, sentiment: float | None = None) -> bool:
+        """Count a submission; returns True when it is urgent (a bug rated <= 2).
+
+        Args:
+            feature: the feature the feedback is about (allow-list; else ``other``);
+                counted per feature, with its low ratings and negative texts.
+            sentiment: the text's compound score, -1..1
+                (:func:`exporter.instrument.sentiment.score`); None: no text.
+        """
         if rating is not None and not 1 <= rating <= 5:
             raise ValueError(f"rating must be 1..5, got {rating!r}")
+        if sentiment is not None and not -1 <= sentiment <= 1:
+            raise ValueError(f"sentiment must be -1..1, got {sentiment!r}")
         self._inc("clary_feedback_submissions_total", (tier, feedback_type))
         if rating is not None:
             self._observe("clary_feedback_rating", (tier, feedback_type), rating)
+        if sentiment is not None:
+            self._observe("clary_feedback_sentiment", (tier, feedback_type), sentiment)
+        if feature is not None:
+            self._inc("clary_feedback_feature_submissions_total", (tier, feature, feedback_type))
+            if rating is not None and rating <= LOW_RATING:
+                self._inc("clary_feedback_feature_low_ratings_total", (tier, feature))
+            if sentiment is not None and sentiment <= NEGATIVE_AT:
+                self._inc("clary_feedback_feature_negative_total", (tier, feature))
         urgent = feedback_type == "bug" and rating is not None and rating <= URGENT_RATING
         if urgent:
             self._inc("clary_feedback_urgent_total", (tier,))

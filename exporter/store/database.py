@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exporter.instrument.sentiment import label as sentiment_label
 from exporter.store.health import StorageHealth
+from exporter.store.insights import FeatureStats, feature_stats
 from exporter.store.schema import connect, file_id
 
 DB_FILENAME = "clary.db"
@@ -48,7 +50,8 @@ BUSY_TIMEOUT_SECONDS = 5.0
 T = TypeVar("T")
 
 
-FEEDBACK_COLUMNS = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash")
+FEEDBACK_COLUMNS = ("id", "created_at", "tier", "type", "rating", "urgent", "text", "metadata", "user_hash",
+                    "feature", "sentiment")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class FeedbackRecord:
     urgent: bool
     created_at: float
     id: str = ""
+    feature: str | None = None  # from the feature allow-list (``other`` for an unknown one); None: not named
+    sentiment: float | None = None  # VADER compound score of the text, -1..1; None: no text
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FEEDBACK_COLUMNS}
@@ -125,11 +130,11 @@ class Database:
             record = FeedbackRecord(**{**record.__dict__, "id": new_feedback_id()})
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO feedback (id, created_at, tier, type, rating, urgent, text, metadata, user_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO feedback (id, created_at, tier, type, rating, urgent, text, metadata, user_hash,"
+                " feature, sentiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, record.created_at, record.tier, record.type, record.rating, int(record.urgent),
                  record.text, json.dumps(record.metadata, separators=(",", ":")) if record.metadata is not None
-                 else None, record.user_hash),
+                 else None, record.user_hash, record.feature, record.sentiment),
             )
             conn.executemany(
                 "INSERT INTO outbox (feedback_id, url, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
@@ -144,13 +149,14 @@ class Database:
         since: float | None = None,
         limit: int = 50,
         before_seq: int | None = None,
+        feature: str | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first; returns (rows, cursor for the next page or None)."""
         conn = self.connection(create=False)
         if conn is None:
             return [], None
         where, args = [], []
-        for column, value in (("tier", tier), ("type", type)):
+        for column, value in (("tier", tier), ("type", type), ("feature", feature)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -175,7 +181,13 @@ class Database:
         item = dict(zip(FEEDBACK_COLUMNS, row))
         item["urgent"] = bool(item["urgent"])
         item["metadata"] = json.loads(item["metadata"]) if item["metadata"] is not None else None
+        item["sentiment_label"] = sentiment_label(item["sentiment"])
         return item
+
+    def feedback_insights(self, since: float, until: float, tier: str | None = None) -> list[FeatureStats]:
+        """Per-feature counts of the feedback in [since, until) (``exporter.store.insights``)."""
+        conn = self.connection(create=False)
+        return [] if conn is None else feature_stats(conn, since, until, tier)
 
     def count(self, table: str, where: str = "1", args: tuple = ()) -> int:
         if table not in ("feedback", "activity", "opt_outs", "outbox"):

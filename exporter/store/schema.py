@@ -6,6 +6,8 @@
   half-understood. Tables are created with ``IF NOT EXISTS``, so opening an
   older file migrates it. 2 added ``meta`` (the HMAC secret's fingerprint,
   ``exporter.store.secrets``); an exporter of version 1 refuses such a file.
+  4 added the feedback row's ``feature`` and ``sentiment`` (VADER compound
+  score), back-filled for stored rows (``exporter.store.migrations``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sqlite3
 from pathlib import Path
 
 from exporter.store.health import StorageError
+from exporter.store.migrations import migrate
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -29,7 +32,9 @@ CREATE TABLE IF NOT EXISTS feedback (
     urgent     INTEGER NOT NULL,
     text       TEXT NOT NULL,
     metadata   TEXT,
-    user_hash  TEXT
+    user_hash  TEXT,
+    feature    TEXT,
+    sentiment  REAL
 );
 CREATE INDEX IF NOT EXISTS feedback_created ON feedback (created_at);
 CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user_hash) WHERE user_hash IS NOT NULL;
@@ -83,6 +88,7 @@ def connect(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection, tuple[
             raise StorageError(f"{path}: schema version {version} is newer than this exporter's ({SCHEMA_VERSION}); "
                                "run the newer exporter, or restore a backup")
         conn.executescript(SCHEMA)
+        migrate(conn, version)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return conn, file_id(path)
     except BaseException:

@@ -56,6 +56,7 @@ def test_document_describes_every_endpoint(document):
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
     assert operations == {
         ("/api/v1/events", "post"), ("/api/v1/feedback", "post"), ("/api/v1/feedback", "get"),
+        ("/api/v1/feedback/insights", "get"),
         ("/api/v1/users/{user_id}", "delete"), ("/api/v1/users/{user_id}/opt-out", "post"),
         ("/api/v1/users/{user_id}/opt-in", "post"), ("/api/v1/openapi.json", "get"),
     }
@@ -79,7 +80,9 @@ def test_document_is_generated_from_the_handlers_models(document):
         msgspec.json.schema(EventBatch, ref_template="#/components/schemas/{name}")["$defs"]["EventBatch"][
             "properties"]["events"]["items"]
     params = {p["name"] for p in document["paths"]["/api/v1/feedback"]["get"]["parameters"]}
-    assert params == {"tier", "type", "since", "limit", "cursor", "format"}
+    assert params == {"tier", "type", "feature", "since", "limit", "cursor", "format"}
+    params = {p["name"] for p in document["paths"]["/api/v1/feedback/insights"]["get"]["parameters"]}
+    assert params == {"since", "until", "tier", "limit", "format"}
 
 
 def test_every_reference_resolves(document):
@@ -174,10 +177,11 @@ def test_fuzz_post_feedback(server, document, data):
         assert set(result) == {"id", "created_at", "urgent"}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/feedback", "/api/v1/feedback/insights"])
 @FUZZ
 @given(data=st.data())
-def test_fuzz_list_feedback(server, document, data):
-    op = document["paths"]["/api/v1/feedback"]["get"]
+def test_fuzz_list_feedback(server, document, data, path):
+    op = document["paths"][path]["get"]
     defs = document["components"]["schemas"]
     params = {}
     for param in op["parameters"]:
@@ -190,7 +194,7 @@ def test_fuzz_list_feedback(server, document, data):
     if data.draw(st.integers(0, 9), label="unknown parameter") == 0:
         params[data.draw(st.text(min_size=1, max_size=6), label="name")] = "1"
     headers = data.draw(st.sampled_from(HEADER_CHOICES["admin"]), label="headers")
-    status, ctype, raw = request(server, "GET", "/api/v1/feedback?" + urlencode(params), None, headers)
+    status, ctype, raw = request(server, "GET", f"{path}?" + urlencode(params), None, headers)
     check(status, ctype, raw)
     assert status in (200, 400, 401)
 

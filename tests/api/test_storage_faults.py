@@ -52,6 +52,7 @@ async def assert_down(client, cause: str, reads_fail: bool = True) -> None:
     requests = [("POST", "/api/v1/feedback", ALICE, FEEDBACK), ("GET", "/api/v1/feedback", ADMIN, None),
                 ("GET", "/api/v1/feedback?format=csv", ADMIN, None), ("DELETE", "/api/v1/users/alice", ADMIN, None),
                 ("POST", "/api/v1/users/carol/opt-out", ADMIN, None), ("POST", "/api/v1/users/bob/opt-in", ADMIN, None)]
+    requests.append(("GET", "/api/v1/feedback/insights", ADMIN, None))
     for method, path, headers, body in requests:
         resp = await client.request(method, path, headers=headers, json=body)
         if method == "GET" and not reads_fail:

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from exporter.instrument.aiohttp_middleware import IDENTITY, Identity, Resolver, instrument
+from exporter.instrument import sentiment
 from exporter.instrument.errors import expected
 from exporter.instrument.recorder import Recorder
 
@@ -80,6 +81,7 @@ class FeedbackIn(BaseModel):
     type: Literal["bug", "feature_request", "general", "survey"]
     rating: int = Field(ge=1, le=5)
     text: str = Field("", max_length=2000)
+    feature: str | None = Field(None, min_length=1, max_length=64)
 
 
 class SessionIn(BaseModel):
@@ -257,7 +259,9 @@ class DemoApi:
     async def feedback(self, request: web.Request) -> web.Response:
         caller = _caller(request)
         body = await _parse(request, FeedbackIn)
-        urgent = self.rec.feedback(caller.tier, body.type, body.rating)
+        # Like a Clary service would: the text's sentiment computed here, the feature named by the client.
+        urgent = self.rec.feedback(caller.tier, body.type, body.rating, feature=body.feature,
+                                   sentiment=await sentiment.score_async(body.text))
         return web.json_response({"urgent": urgent}, status=201)
 
     async def sessions(self, request: web.Request) -> web.Response:

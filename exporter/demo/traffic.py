@@ -19,12 +19,12 @@ import aiohttp
 
 from exporter.catalog import DOC_TYPE, TIERS
 from exporter.demo.api import LICENSES, LLM_MODELS, PLANS, REVOKED_LICENSE
+from exporter.demo.feedback import demo_feedback, urgent_bug
 
 log = logging.getLogger(__name__)
 
 USERS_PER_TIER = {"lite": 40, "standard": 120, "professional": 60}
 ACTIONS = ("upload", "download", "view", "search", "export", "share", "annotate", "logout")
-FEEDBACK_TYPES = ("bug", "feature_request", "general", "survey")
 ALL_FEATURES = sorted({f for plan in PLANS.values() for f in plan.features})
 
 
@@ -82,9 +82,7 @@ class DemoTraffic:
         return "POST", "/licenses/validate", {"license": key}
 
     def _feedback(self, tier):
-        kind = self.rng.choice(FEEDBACK_TYPES)
-        return "POST", "/feedback", {"type": kind, "rating": self.rng.choices((1, 2, 3, 4, 5), (1, 2, 3, 5, 6))[0],
-                                     "text": "demo feedback"}
+        return "POST", "/feedback", demo_feedback(self.rng, PLANS[tier].features)
 
     def _user(self, tier):
         return f"{tier}-user-{self.rng.randrange(USERS_PER_TIER[tier])}"
@@ -99,7 +97,7 @@ class DemoTraffic:
         return "GET", "/boom", None
 
     def _urgent_bug(self, tier):
-        return "POST", "/feedback", {"type": "bug", "rating": 1, "text": "demo feedback"}
+        return "POST", "/feedback", urgent_bug(PLANS[tier].features)
 
     def _too_many_features(self, tier):
         plan = PLANS[tier]
@@ -137,8 +135,8 @@ class DemoTraffic:
         try:
             if self.stats.sent % self.FEEDBACK_EVERY == 0:
                 _, _, body = self._feedback(tier)
-                await client.feedback(f"demo-{tier}-key", body["type"], body["rating"], "demo feedback (stored)",
-                                      {"source": "demo"})
+                await client.feedback(f"demo-{tier}-key", body["type"], body["rating"], body["text"],
+                                      {"source": "demo"}, feature=body.get("feature"))
                 self.stats.feedback_stored += 1
             else:
                 await client.send(self._worker_event(tier))

@@ -165,7 +165,7 @@ class EventClient:
     # --- feedback ------------------------------------------------------------------------
 
     async def feedback(self, api_key: str, type: str, rating: int, text: str = "",
-                       metadata: dict | None = None) -> dict:
+                       metadata: dict | None = None, feature: str | None = None) -> dict:
         """Submit feedback for the user behind ``api_key``; returns ``{"id", "created_at", "urgent"}``.
 
         Feedback has no idempotency key, so only failures that certainly did
@@ -174,6 +174,8 @@ class EventClient:
         body: dict[str, Any] = {"type": type, "rating": rating, "text": text}
         if metadata is not None:
             body["metadata"] = metadata
+        if feature is not None:  # from the feature allow-list; any other name is stored as "other"
+            body["feature"] = feature
         return await self._post("/api/v1/feedback", body, {"X-API-Key": api_key}, safe_only=True)
 
     # --- transport -------------------------------------------------------------------------

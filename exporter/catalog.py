@@ -153,6 +153,7 @@ ERROR_TYPE = LabelSpec(
     "other",
     configurable=True,
 )
+ERROR_GROUP = LabelSpec("group", None, None, doc="error group fingerprint; the 10 with the most users per tier")
 LIMIT = LabelSpec("limit", ("documents", "features", "api_calls"), "other", configurable=True)
 QUEUE = LabelSpec("queue", ("ingest", "ocr", "inference", "llm", "export"), "other", configurable=True)
 LICENSE_RESULT = LabelSpec("result", ("valid", "invalid", "expired", "revoked", "error"), "error")
@@ -202,6 +203,7 @@ EVENT_TYPE = LabelSpec(
         "user_action",
         "session",
         "feedback",
+        "error",
     ),
     "other",
 )
@@ -257,6 +259,12 @@ CATALOG: tuple[MetricSpec, ...] = (
     _g("clary_http_requests_in_flight", "HTTP requests currently being served.", group="api"),
     _c("clary_errors_total", "Unhandled exceptions raised by request handlers.",
        (TIER, ERROR_TYPE, ROUTE), group="api"),
+    _g("clary_error_groups_open", "Error groups open or regressed, by tier.", (TIER,), group="api", collected=True),
+    _c("clary_error_groups_new_total", "Error groups seen a first time, by tier.", (TIER,), group="api", collected=True),
+    _c("clary_error_group_regressions_total", "Resolved error groups seen again, by tier.", (TIER,), group="api",
+       collected=True),
+    _g("clary_error_group_users", "Distinct users affected by the 10 error groups with the most users, per tier.",
+       (TIER, ERROR_GROUP), group="api", collected=True),
     # Documents and features
     _c("clary_documents_processed_total", "Documents processed, by type and outcome.",
        (TIER, DOC_TYPE, OUTCOME), group="documents", prefill=True),

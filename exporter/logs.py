@@ -65,6 +65,20 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     return _CREDENTIAL.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
 
 
+# Identifiers an exception message may carry (error records, exporter.instrument.error_report): they
+# would split one bug into many groups and put personal data on disk.
+_IDENTIFIERS = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"  # e-mail addresses
+    r"|\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"  # UUIDs
+    r"|\b(?:0x)?(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{12,}\b"  # hex ids, digests, addresses
+    r"|\d{5,}")  # long digit runs: account, phone and card numbers
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """:func:`scrub`, then e-mail addresses, UUIDs, hex ids and runs of 5+ digits replaced too."""
+    return _IDENTIFIERS.sub(REDACTED, scrub(text, secrets))
+
+
 def reason(exc: BaseException) -> str:
     """A parser error's reason without the input it quotes: ``Invalid header value char``."""
     text = str(getattr(exc, "message", "") or "").strip()

@@ -85,6 +85,11 @@ EXAMPLES: dict[str, tuple[dict, tuple[str, dict, float]]] = {
     "session": (
         {"type": "session", "tier": "standard", "duration_seconds": 600, "user_id": "erin"},
         ("clary_session_duration_seconds_count", {"tier": "standard"}, 1)),
+    "error": (  # stored and grouped (tests/api/test_error_groups.py); no metric of its own on arrival
+        {"type": "error", "tier": "professional", "error_id": "0b7e4f9a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+         "error_type": "ValueError", "route": "/api/v1/documents/{id}", "message": "bad page",
+         "trace": "Traceback (most recent call last):\nValueError: bad page\n", "user_id": "frank"},
+        ("clary_exporter_events_total", {"type": "error", "outcome": "accepted"}, 1)),
 }
 
 

@@ -15,6 +15,9 @@ lifetime. Endpoints (docs/api.md and ``/api/v1/openapi.json``):
   improvement suggestions per feature over a window, JSON or CSV.
 - ``DELETE /api/v1/users/{user_id}``, ``POST .../opt-out`` and ``.../opt-in``
   (admin token): privacy operations.
+- ``GET /api/v1/errors``, ``GET /api/v1/errors/{error_id}`` and
+  ``POST /api/v1/errors/groups/{fingerprint}/resolve`` (admin token): error
+  records and groups (``exporter.api.errors_api``).
 - ``GET /api/v1/openapi.json``: generated from the same schemas (msgspec events, pydantic models).
 
 Every 4xx is JSON ``{"error", "field", "message"}`` naming the offending
@@ -37,9 +40,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from exporter.api import feedback, privacy
+from exporter.api import errors_api, feedback, privacy
 from exporter.api.auth import Credentials
 from exporter.api.body import read_body
+from exporter.api.error_sink import REFRESH_SECONDS, ErrorStore
 from exporter.api.errors import ApiError
 from exporter.api.insights import get_insights
 from exporter.api.limits import FeedbackLimits
@@ -51,6 +55,7 @@ from exporter.config import Config
 from exporter.ingest.backlog import EventBacklog
 from exporter.ingest.decode import EventBatchResult, InvalidBatch, TooManyEvents, decode_batch
 from exporter.ingest.dedupe import DedupeWindow
+from exporter.ingest.schemas import ErrorOccurred
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
 from exporter.store.database import Store
@@ -89,9 +94,15 @@ class IngestApi:
         self.activity.opted_out |= self.config_opted_out
         secrets = Secrets.of(config.hmac_secret, config.hmac_previous_secrets) if config.hmac_secret else None
         self.storage = StorageWatch(self.store, self.activity, secrets, clock)
+        self.errors = ErrorStore(self.store, self._tracked_hash, clock)  # error records (exporter.api.error_sink)
         self.auth = Credentials(config)
         self._openapi: dict | None = None
         self._tasks: list[asyncio.Task] = []
+
+    def _tracked_hash(self, user: str) -> str | None:
+        """The user's hash, or None for an opted-out user (as feedback stores them)."""
+        hashed = self.activity.digest(user)
+        return None if self.activity.is_opted_out(hashed) else hashed
 
     def _too_many(self, count: int) -> ApiError:
         limit = self.config.max_batch_items
@@ -120,6 +131,8 @@ class IngestApi:
         self.dedupe.tick()
         fresh, duplicates = self.dedupe.admit(valid)
         if fresh:
+            if b'"error"' in body:  # a cheap test first: most batches carry no error record
+                self.errors.accept([event for event in fresh if event.__class__ is ErrorOccurred])
             self.backlog.add(fresh)
         if errors:
             batch = self.recorder.batch()
@@ -184,6 +197,7 @@ class IngestApi:
             asyncio.create_task(self._every(ACTIVITY_FLUSH_SECONDS, self.flush_activity),
                                 name="clary-activity-flush"),
             asyncio.create_task(self._every(BACKLOG_FOLD_SECONDS, self.fold_backlog), name="clary-backlog-fold"),
+            asyncio.create_task(self._every(REFRESH_SECONDS, self.errors.refresh), name="clary-error-groups"),
         ]
         try:
             yield
@@ -195,7 +209,7 @@ class IngestApi:
                     await task
             self._tasks.clear()
             # Whatever the disk does now, shutdown completes (one line each) and exits 0.
-            for step in (self.flush_activity, self.notifier.stop, self.store.close):
+            for step in (self.flush_activity, self.errors.close, self.notifier.stop, self.store.close):
                 await quietly(step)
             if self.activity.pending:  # the last flush met a failing store
                 log.warning("per-user activity not stored at shutdown: storage unavailable",
@@ -224,6 +238,9 @@ def setup_api(app: web.Application, config: Config, recorder: Recorder, **kwargs
     routes.add_delete(PREFIX + "/users/{user_id:[^/]+}", partial(privacy.delete_user, api))
     routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-out", partial(privacy.opt_out, api))
     routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-in", partial(privacy.opt_in, api))
+    routes.add_get(PREFIX + "/errors", partial(errors_api.list_errors, api))
+    routes.add_get(PREFIX + "/errors/{error_id:[^/]+}", partial(errors_api.get_error, api))
+    routes.add_post(PREFIX + "/errors/groups/{fingerprint:[^/]+}/resolve", partial(errors_api.resolve, api))
     routes.add_get(PREFIX + "/openapi.json", api.openapi)
     app.cleanup_ctx.append(api.lifecycle)
     app[INGEST] = api

@@ -139,6 +139,7 @@ class RemovedCounts(BaseModel):
     feedback: int
     notifications: int = Field(description="pending webhook deliveries of that feedback")
     activity: int = Field(description="daily per-user activity rows")
+    errors: int = Field(0, description="error records (GET /api/v1/errors/{error_id}) of the user's requests")
 
 
 class UserRemoved(BaseModel):

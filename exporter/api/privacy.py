@@ -34,6 +34,7 @@ async def delete_user(api: IngestApi, request: web.Request) -> web.Response:
     api.auth.admin(request)
     hashes = _user_hashes(api, request)
     await api.flush_activity()  # buffered rows reach the table, then go with it
+    await api.errors.write()  # so do error records still queued
     api.activity.forget(*hashes)
     removed = await api.store.delete_user(*hashes)
     log.info("user data deleted", extra={"fields": {"removed": sum(removed.values())}})

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from exporter.api.app import INGEST
 from exporter.config import Config
 from exporter.demo.api import create_demo_app
 from exporter.demo.credentials import (DEMO_ADMIN_TOKEN, DEMO_API_KEYS, DEMO_INGEST_TOKEN, DEMO_SECRET,
@@ -42,7 +43,8 @@ def create_app(config: Config, registry: CollectorRegistry | None = None, web_co
     config = with_demo_credentials(config.model_copy(update={"demo": True}))
     app = server.create_app(config, registry, web_config)
     resolver = key_table_resolver(config.api_keys)
-    app.add_subapp("/demo/", create_demo_app(app[server.RECORDER], resolver))
+    # Its unhandled errors (the deliberate /boom) become error records of this exporter directly.
+    app.add_subapp("/demo/", create_demo_app(app[server.RECORDER], resolver, report_errors=app[INGEST].errors))
     if traffic_base is not None:
         _send_traffic(app, traffic_base, config, admin_auth)
     return app

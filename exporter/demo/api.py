@@ -283,10 +283,12 @@ class DemoApi:
         raise expected(RuntimeError("demo failure: this route always raises"), "exporter.demo")
 
 
-def create_demo_app(recorder: Recorder, resolver: Resolver, rng: random.Random | None = None) -> web.Application:
+def create_demo_app(recorder: Recorder, resolver: Resolver, rng: random.Random | None = None,
+                    report_errors=None) -> web.Application:
     api = DemoApi(recorder, rng)
     app = web.Application()
-    instrument(app, recorder, resolver)  # before it is mounted: wraps the routes below at startup
+    # Before it is mounted: wraps the routes below at startup; error records go to ``report_errors``.
+    instrument(app, recorder, resolver, report_errors=report_errors)
     app.router.add_post("/api/v1/documents", api.documents)
     app.router.add_get("/api/v1/documents/{id}", api.get_document)
     app.router.add_post("/api/v1/inference", api.inference)

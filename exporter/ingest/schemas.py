@@ -385,6 +385,26 @@ class Session(EventBase, tag="session", kw_only=True):
                          [e.duration_seconds for e in events])
 
 
+class ErrorOccurred(EventBase, tag="error", kw_only=True):
+    """An unhandled exception's record (exporter.instrument.error_report), stored by exporter.api.error_sink."""
+
+    tier: Tier
+    error_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    error_type: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[\w.]+$")]
+    route: Route
+    message: Annotated[str, Meta(max_length=1024)] = ""
+    trace: Annotated[str, Meta(max_length=4096)] = ""
+    user_id: UserId | None = None
+    time: Annotated[float, Meta(ge=0, le=1e11, description="unix time; arrival if absent")] | None = None
+
+    def apply(self, rec, users):
+        pass  # no metric of its own: the service counted clary_errors_total; the store keeps the record
+
+    @classmethod
+    def record_all(cls, events, rec, users):
+        pass
+
+
 def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[str, str, str]]) -> None:
     """Per-user state for (tier, user id, kind) triples: each distinct one tracked once, with its count."""
     counts: dict[tuple[str, str, str], int] = {}
@@ -395,6 +415,7 @@ def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[st
 EVENT_MODELS: tuple[type[EventBase], ...] = (
     DocumentProcessed, FeatureUsed, FeatureBlocked, QuotaExceeded, TemplateUsed, ApiCall, Inference,
     ModelLoad, QueueLength, LlmCall, LicenseValidation, LicenseStatus, UserAction, Session,
+    ErrorOccurred,
 )
 for _model in EVENT_MODELS:
     _model.type = _model.__struct_config__.tag  # event.type, as recorded in clary_exporter_events_total

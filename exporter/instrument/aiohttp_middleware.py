@@ -33,6 +33,7 @@ from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute, PrefixedS
 from multidict import istr
 
 from exporter.instrument import _compat
+from exporter.instrument.error_report import ErrorSink, sink_of
 from exporter.instrument.errors import error_body, record_unhandled
 from exporter.instrument.identity import ANONYMOUS, API_KEY_HEADER, Identity, Resolver, key_table_resolver, lookup
 from exporter.instrument.requests import CLIENT_CLOSED, DEFAULT_EXCLUDED, UNMATCHED, RequestMetrics
@@ -95,7 +96,8 @@ class _HotPath:
     in between, so a ``partial`` of them can stand in for a handler.
     """
 
-    def __init__(self, recorder: Recorder, resolver: Resolver, excluded: Iterable[str]):
+    def __init__(self, recorder: Recorder, resolver: Resolver, excluded: Iterable[str],
+                 reporter: ErrorSink | None = None):
         self.excluded = excluded = frozenset(excluded)
         resolve = lookup(resolver)
         request_metrics = RequestMetrics.of(recorder)
@@ -104,7 +106,8 @@ class _HotPath:
 
         def unhandled(request: web.Request, exc: Exception, template: str, identity: Identity) -> web.Response:
             error_id = record_unhandled(recorder, log, exc, template, request.method, identity.tier,
-                                        (request.headers.get(_API_KEY), identity.user, *_raw_paths(request, template)))
+                                        (request.headers.get(_API_KEY), identity.user, *_raw_paths(request, template)),
+                                        reporter, identity.user)
             if request.writer.output_size > 0:
                 # The handler had started a (streamed) response: a second one would be
                 # written into its body. Drop the connection instead, as aiohttp does.
@@ -232,6 +235,7 @@ def metrics_middleware(
     recorder: Recorder,
     resolver: Resolver,
     excluded: Iterable[str] = DEFAULT_EXCLUDED,
+    report_errors=None,
 ):
     """Build the middleware; one instance per application.
 
@@ -246,8 +250,11 @@ def metrics_middleware(
             ``request[IDENTITY]``.
         excluded: paths served but not measured (default ``/metrics``,
             ``/healthz``, ``/readyz``).
+        report_errors: off by default; an ``EventClient`` (or an ``ErrorReporter``) sends an
+            error record of every unhandled exception to the exporter, looked up there by
+            the error id of the 500 body (``exporter.instrument.error_report``).
     """
-    hot = _HotPath(recorder, resolver, excluded)
+    hot = _HotPath(recorder, resolver, excluded, sink_of(report_errors))
     measure, identified, checked = hot.measure, hot.identified, hot.checked
     templates: dict[AbstractRoute, object] = {}
     get_template = templates.get
@@ -329,6 +336,7 @@ def instrument(
     recorder: Recorder,
     resolver: Resolver,
     excluded: Iterable[str] = DEFAULT_EXCLUDED,
+    report_errors=None,
 ) -> None:
     """Measure every request ``app`` (and its sub-applications) routes to a handler; the
     recommended way. Arguments as for :func:`metrics_middleware`.
@@ -346,8 +354,9 @@ def instrument(
     :func:`metrics_middleware` first in ``middlewares`` instead.
     """
     excluded = tuple(excluded)
+    reporter = sink_of(report_errors)
 
     async def wrap_handlers(app: web.Application) -> None:
-        _wrap_routes(app.router, _HotPath(recorder, resolver, excluded))
+        _wrap_routes(app.router, _HotPath(recorder, resolver, excluded, reporter))
 
     app.on_startup.append(wrap_handlers)

@@ -31,6 +31,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from exporter.instrument.error_report import sink_of
 from exporter.instrument.errors import error_body_bytes, record_unhandled
 from exporter.instrument.identity import ANONYMOUS, Identity, Resolver, lookup
 from exporter.instrument.requests import CLIENT_CLOSED, DEFAULT_EXCLUDED, UNMATCHED, RequestMetrics
@@ -181,6 +182,8 @@ class MetricsMiddleware:
             (see :func:`exporter.instrument.identity.key_table_resolver`).
         excluded: paths served but not measured (default ``/metrics``,
             ``/healthz``, ``/readyz``).
+        report_errors: off by default; an ``EventClient`` sends an error record of every
+            unhandled exception to the exporter (``exporter.instrument.error_report``).
     """
 
     def __init__(
@@ -189,8 +192,10 @@ class MetricsMiddleware:
         recorder: Recorder,
         resolver: Resolver,
         excluded: Iterable[str] = DEFAULT_EXCLUDED,
+        report_errors=None,
     ):
         self.app = app
+        self.reporter = sink_of(report_errors)
         self.recorder = recorder
         self.resolver = resolver
         self._resolve = lookup(resolver)
@@ -274,7 +279,8 @@ class MetricsMiddleware:
             path = scope.get("path")
             query = scope.get("query_string", b"").decode("latin-1")
             secrets = (api_key, identity.user, path if path != template else None, query)
-            error_id = record_unhandled(self.recorder, log, exc, template, method, identity.tier, secrets)
+            error_id = record_unhandled(self.recorder, log, exc, template, method, identity.tier, secrets,
+                                        self.reporter, identity.user)
             if state == _ENDED:
                 return  # the response was complete (a background task failed): nothing more to send
             leave(table, identity, method, template, 500, start, traceparent)

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from exporter.catalog import METHODS as _METHODS
 from exporter.catalog import TIER as _TIER_LABEL
+from exporter.instrument.error_report import ErrorSink, error_record
 from exporter.instrument.recorder import Recorder
 
 INTERNAL_ERROR = "internal_error"
@@ -90,6 +91,8 @@ def record_unhandled(
     method: str,
     tier: str,
     secrets: tuple[str | None, ...] = (),
+    reporter: ErrorSink | None = None,
+    user: str | None = None,
 ) -> str:
     """Count an unhandled exception and log it once; returns its new error id.
 
@@ -97,7 +100,8 @@ def record_unhandled(
     route template, method and tier: never an API key, user id or raw path.
     ``secrets`` (the request's API key, user id and raw path) are replaced by
     ``[redacted]`` wherever the exception's messages repeat them, as
-    ``KeyError(api_key)`` would.
+    ``KeyError(api_key)`` would. With a ``reporter`` (``exporter.instrument.error_report``)
+    an error record of ``user``'s request goes to it too, redacted the same way.
     """
     error_id = str(uuid.uuid4())
     error_type = type(exc).__name__
@@ -118,6 +122,11 @@ def record_unhandled(
         "method": method.upper() if method.upper() in _METHODS else "other",
         "tier": recorder.metrics.guard.value(_TIER_LABEL, tier),
     }
+    if reporter is not None:
+        try:
+            reporter.report(error_record(exc, error_id, route, fields["tier"], user, secrets))
+        except Exception:  # reporting never turns one failure into two
+            logger.warning("error record not reported", exc_info=True)
     expected_by = getattr(exc, _EXPECTED, None)
     if isinstance(expected_by, str):
         logging.getLogger(expected_by).info("deliberate error (expected)",

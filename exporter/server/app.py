@@ -156,6 +156,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
 
     api = setup_api(app, config, recorder)
     registry.register(api.store.health)  # clary_exporter_storage_up and _errors_total
+    registry.register(api.errors)  # the error-group families (exporter.api.error_sink)
     app[READY]["storage"] = api.store.health
 
     async def ready(app: web.Application) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.instrument.sentiment import label as sentiment_label
+from exporter.store import errors
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
 from exporter.store.schema import connect, file_id
@@ -190,7 +191,7 @@ class Database:
         return [] if conn is None else feature_stats(conn, since, until, tier)
 
     def count(self, table: str, where: str = "1", args: tuple = ()) -> int:
-        if table not in ("feedback", "activity", "opt_outs", "outbox"):
+        if table not in ("feedback", "activity", "opt_outs", "outbox", "error_records", "error_groups"):
             raise ValueError(table)
         conn = self.connection(create=False)
         if conn is None:
@@ -224,14 +225,14 @@ class Database:
     # --- privacy operations ---------------------------------------------------------
 
     def delete_user(self, *user_hashes: str) -> dict[str, int]:
-        """Remove every stored record of one user: feedback, its pending notifications, activity.
+        """Remove every stored record of one user: feedback, its pending notifications, activity, error records.
 
         One hash per configured HMAC secret (the current and previous ones).
         The opt-out row stays: deleting a user's data must not start tracking them again.
         """
         conn = self.connection(create=False)
         if conn is None:
-            return {"feedback": 0, "notifications": 0, "activity": 0}
+            return {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
         user = f"user_hash IN ({','.join('?' * len(user_hashes))})"
         with _Transaction(conn):
             notifications = conn.execute(
@@ -239,13 +240,14 @@ class Database:
             ).rowcount
             feedback = conn.execute(f"DELETE FROM feedback WHERE {user}", user_hashes).rowcount
             activity = conn.execute(f"DELETE FROM activity WHERE {user}", user_hashes).rowcount
-        return {"feedback": feedback, "notifications": notifications, "activity": activity}
+            error_records = errors.delete_user(conn, user_hashes)
+        return {"feedback": feedback, "notifications": notifications, "activity": activity, "errors": error_records}
 
     def purge(self, retention_days: int, now: float | None = None) -> dict[str, int]:
-        """Delete feedback, its pending notifications and activity older than the retention."""
+        """Delete feedback, its pending notifications, activity and error records older than the retention."""
         conn = self.connection(create=False)
         if conn is None:
-            return {"feedback": 0, "notifications": 0, "activity": 0}
+            return {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
         cutoff = (time.time() if now is None else now) - retention_days * DAY
         with _Transaction(conn):
             notifications = conn.execute(
@@ -255,7 +257,8 @@ class Database:
             feedback = conn.execute("DELETE FROM feedback WHERE created_at < ?", (cutoff,)).rowcount
             # A day's row is older than the cutoff once the whole day is.
             activity = conn.execute("DELETE FROM activity WHERE (day + 1) * ? <= ?", (DAY, cutoff)).rowcount
-        return {"feedback": feedback, "notifications": notifications, "activity": activity}
+            error_records = errors.purge(conn, cutoff)
+        return {"feedback": feedback, "notifications": notifications, "activity": activity, "errors": error_records}
 
     def set_opt_out(self, user_hash: str, opted_out: bool, now: float | None = None) -> bool:
         """Persist the choice; returns whether anything changed."""

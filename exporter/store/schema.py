@@ -6,6 +6,7 @@
   half-understood. Tables are created with ``IF NOT EXISTS``, so opening an
   older file migrates it. 2 added ``meta`` (the HMAC secret's fingerprint,
   ``exporter.store.secrets``); an exporter of version 1 refuses such a file.
+  3 added ``error_records`` and ``error_groups`` (``exporter.store.errors``).
   4 added the feedback row's ``feature`` and ``sentiment`` (VADER compound
   score), back-filled for stored rows (``exporter.store.migrations``).
 """
@@ -16,6 +17,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from exporter.store import errors
 from exporter.store.health import StorageError
 from exporter.store.migrations import migrate
 
@@ -87,7 +89,7 @@ def connect(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection, tuple[
         if version > SCHEMA_VERSION:
             raise StorageError(f"{path}: schema version {version} is newer than this exporter's ({SCHEMA_VERSION}); "
                                "run the newer exporter, or restore a backup")
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + errors.SCHEMA)
         migrate(conn, version)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return conn, file_id(path)

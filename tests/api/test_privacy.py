@@ -46,7 +46,7 @@ async def test_delete_user_removes_every_record_of_that_user_only(aiohttp_client
 
     assert resp.status == 200
     # alice: 2 feedback, 1 pending notification, activity rows feedback + upload + view + search.
-    assert await resp.json() == {"removed": {"feedback": 2, "notifications": 1, "activity": 4}, "total": 7}
+    assert await resp.json() == {"removed": {"feedback": 2, "notifications": 1, "activity": 4, "errors": 0}, "total": 7}
     rows = db.list_feedback()[0]
     assert [(r["text"], r["user_hash"]) for r in rows] == [("b1", HASH("bob"))]
     assert {r[0] for r in db.activity()} == {HASH("bob")}
@@ -174,7 +174,7 @@ def test_cli_purge_removes_exactly_the_expired_rows(tmp_path):
     _seed(tmp_path, time.time())
     result = _cli("purge", "--data-dir", str(tmp_path), "--retention-days", "10")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "purged records older than 10 days: feedback=2 notifications=0 activity=1"
+    assert result.stdout.strip() == "purged records older than 10 days: feedback=2 notifications=0 activity=1 errors=0"
     db = database(tmp_path)
     assert sorted(r["text"] for r in db.list_feedback()[0]) == ["fresh", "nine-days"]
     assert [r[1] for r in db.activity()] == [int(time.time() // DAY)]

@@ -137,3 +137,39 @@ async def resolve(api: IngestApi, request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "fingerprint", "no error group with this fingerprint")
     await api.errors.refresh()
     return web.json_response(_group_out(group))
+
+
+# --- OpenAPI (exporter.api.openapi) -------------------------------------------------------------
+
+OPENAPI_MODELS = [(ErrorLookup, "serialization"), (ErrorGroups, "serialization")]
+
+
+def openapi_paths(prefix: str, errors: Any, json: Any) -> dict[str, Any]:
+    """The three operations; ``errors(*codes)`` and ``json(ref, description)`` build responses."""
+    admin = [{"adminToken": []}]
+
+    def path_param(name: str, adapter: TypeAdapter, description: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": adapter.json_schema(),
+                "description": description}
+
+    query = [{"name": name, "in": "query", "required": False, "schema": prop, "description": prop.get("description", "")}
+             for name, prop in ErrorGroupsQuery.model_json_schema()["properties"].items()]
+    return {
+        f"{prefix}/errors": {"get": {
+            "summary": "Error groups, most users affected first, then most occurrences",
+            "operationId": "listErrorGroups", "security": admin, "parameters": query,
+            "responses": {"200": json("ErrorGroups", "matching groups"), **errors(400, 401, 503)},
+        }},
+        f"{prefix}/errors/{{error_id}}": {"get": {
+            "summary": "One error by the id of its 500 body: the redacted record and its group",
+            "operationId": "getError", "security": admin,
+            "parameters": [path_param("error_id", _ERROR_ID, "the error_id a customer quotes")],
+            "responses": {"200": json("ErrorLookup", "the record and its group"), **errors(400, 401, 404, 503)},
+        }},
+        f"{prefix}/errors/groups/{{fingerprint}}/resolve": {"post": {
+            "summary": "Mark an error group resolved (its next occurrence makes it regressed)",
+            "operationId": "resolveErrorGroup", "security": admin,
+            "parameters": [path_param("fingerprint", _FINGERPRINT, "the group's fingerprint")],
+            "responses": {"200": json("ErrorGroup", "the group, resolved"), **errors(400, 401, 404, 503)},
+        }},
+    }

@@ -6,6 +6,7 @@ import msgspec
 from pydantic.json_schema import models_json_schema
 
 from exporter import __version__
+from exporter.api import errors_api
 from exporter.api.models import (ErrorBody, FeedbackCreated, FeedbackIn, FeedbackInsights, FeedbackPage, FeedbackQuery,
                                  InsightsQuery, OptOutState, UserPath, UserRemoved)
 from exporter.config import Config
@@ -16,7 +17,7 @@ PREFIX = "/api/v1"
 
 def _error_responses(*codes: int) -> dict:
     reasons = {400: "invalid input; `field` names it", 401: "missing or wrong credentials; nothing recorded",
-               409: "conflict with the configuration", 413: "body or batch over the limit; nothing recorded",
+               404: "no such record or group", 409: "conflict with the configuration", 413: "body or batch over the limit; nothing recorded",
                429: "the API key is over its feedback rate; nothing recorded, retry after `Retry-After` seconds",
                503: "storage unavailable; retry"}
     return {str(code): {"description": reasons[code],
@@ -33,7 +34,7 @@ def openapi_document(config: Config) -> dict:
     """OpenAPI 3.1 for every endpoint, from the models the handlers validate with."""
     models = [(FeedbackIn, "validation"), (FeedbackCreated, "serialization"), (FeedbackPage, "serialization"),
               (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization"),
-              (FeedbackInsights, "serialization")]
+              (FeedbackInsights, "serialization"), *errors_api.OPENAPI_MODELS]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top["$defs"]
     # The event schemas are msgspec structs (exporter.ingest.schemas).
@@ -104,6 +105,7 @@ def openapi_document(config: Config) -> dict:
             "operationId": "optIn", "security": admin, "parameters": [user_param],
             "responses": {"200": _json("OptOutState", "opted in"), **_error_responses(400, 401, 409, 503)},
         }},
+        **errors_api.openapi_paths(PREFIX, _error_responses, _json),
         f"{PREFIX}/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi", "security": [],
             "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},

@@ -59,6 +59,8 @@ def test_document_describes_every_endpoint(document):
         ("/api/v1/feedback/insights", "get"),
         ("/api/v1/users/{user_id}", "delete"), ("/api/v1/users/{user_id}/opt-out", "post"),
         ("/api/v1/users/{user_id}/opt-in", "post"), ("/api/v1/openapi.json", "get"),
+        ("/api/v1/errors", "get"), ("/api/v1/errors/{error_id}", "get"),
+        ("/api/v1/errors/groups/{fingerprint}/resolve", "post"),
     }
     assert document["openapi"].startswith("3.1")
     assert document["components"]["schemas"]["EventBatch"]["properties"]["events"]["maxItems"] == 50
@@ -177,7 +179,7 @@ def test_fuzz_post_feedback(server, document, data):
         assert set(result) == {"id", "created_at", "urgent"}
 
 
-@pytest.mark.parametrize("path", ["/api/v1/feedback", "/api/v1/feedback/insights"])
+@pytest.mark.parametrize("path", ["/api/v1/feedback", "/api/v1/feedback/insights", "/api/v1/errors"])
 @FUZZ
 @given(data=st.data())
 def test_fuzz_list_feedback(server, document, data, path):

@@ -22,6 +22,7 @@ from .layout import Row
 from .panels import bargauge, heatmap, piechart, stat, timeseries
 from .styling import steps
 from .targets import Q, instant
+from .workflows import workflows_row
 
 KIND = "usage"
 
@@ -291,6 +292,7 @@ def rows(tier: str) -> list[Row]:
         features_row(tier),
         api_row(tier),
         users_row(tier),
+        workflows_row(tier),
         *tier_rows.extra_rows(tier, KIND),
     ]
 
@@ -312,7 +314,7 @@ def dashboard(tier: str) -> Built:
         tier,
         KIND,
         f"How {tier} customers use Clary: documents processed by type and outcome, processing "
-        "time, features, API calls and errors, active users, sessions and actions.",
+        "time, features, API calls and errors, active users, sessions and actions, workflow transitions and funnels.",
         rows(tier),
         DETAILS,
     )

@@ -135,6 +135,9 @@ ACTION = LabelSpec(
     "other",
     configurable=True,
 )
+FROM_ACTION, TO_ACTION = (LabelSpec(n, None, "other", doc="allowed action, or start/end") for n in ("from_action", "to_action"))
+FUNNEL = LabelSpec("funnel", None, "other", doc="funnel name from the config's funnels (20 at most)")
+FUNNEL_STEP = LabelSpec("step", tuple(map(str, range(1, 11))), None, doc="1-based step of the funnel")
 ERROR_TYPE = LabelSpec(
     "error_type",
     (
@@ -340,6 +343,11 @@ CATALOG: tuple[MetricSpec, ...] = (
     _h("clary_session_duration_seconds", "Length of finished user sessions.",
        (TIER,), SESSION_BUCKETS, group="users", prefill=True),
     _c("clary_user_actions_total", "User actions, by action.", (TIER, ACTION), group="users"),
+    _c("clary_workflow_transitions_total", "Action-to-action moves within user sessions (start: first action, "
+       "end: session ended or idle past its timeout).", (TIER, FROM_ACTION, TO_ACTION), group="users"),
+    _c("clary_funnel_sessions_total", "Sessions reaching a funnel's step, its steps in order (each session once per "
+       "step).", (TIER, FUNNEL, FUNNEL_STEP, ACTION), group="users", budget=1000),
+    _c("clary_workflow_sessions_evicted_total", "Live sessions evicted past workflow_max_sessions (counted as ended).", (TIER,), group="users", prefill=True),
     # System and GPU (scrape-time collectors)
     _g("clary_system_cpu_usage_ratio", "CPU busy ratio (0..1) across all cores since the previous scrape.",
        group="system", collected=True),

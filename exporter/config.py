@@ -6,6 +6,7 @@ Validated with pydantic so a bad value is reported by name in one line.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -15,18 +16,22 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
 
-from exporter.catalog import configurable_labels
+from exporter.catalog import ACTION, FUNNEL_STEP, configurable_labels
 from exporter.collectors.registry import registered
 from exporter.yamlfile import read_mapping
 
 DEFAULT_PORT = 25279  # "CLARY" on a phone keypad; outside the crowded 9100-9999 exporter range
 DEFAULT_LISTEN_ADDRESS = f"0.0.0.0:{DEFAULT_PORT}"
 ENV_PREFIX = "CLARY_"
+MAX_FUNNELS = 20
+MAX_FUNNEL_STEPS = len(FUNNEL_STEP.values)  # step is a label with values 1..10
+FUNNEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class ConfigError(Exception):
@@ -138,6 +143,11 @@ class Config(BaseModel):
     license_stale_after: int = Field(86400, ge=0, le=366 * 86400,
                                      description="seconds without a license_status event after which a license's "
                                      "expiry/usage/limit series are dropped; 0 = keep them until restart")
+    # User workflows (exporter.instrument.workflows); see docs/configuration.md#funnels.
+    funnels: dict[str, list[str]] = Field(default_factory=dict, description="funnel name -> its actions in order")
+    workflow_session_timeout: int = Field(1800, ge=60, le=86_400,
+                                          description="seconds without an action after which a session ends")
+    workflow_max_sessions: int = Field(100_000, ge=1, le=10_000_000, description="live sessions tracked at once")
 
     @field_validator("listen_address")
     @classmethod
@@ -159,6 +169,23 @@ class Config(BaseModel):
                 raise ValueError(f"unknown label {label!r}; configurable: {', '.join(sorted(known))}")
             if not values or len(values) > 200:
                 raise ValueError(f"allow_lists.{label} must have 1..200 values")
+        return value
+
+    @field_validator("funnels")
+    @classmethod
+    def _funnels(cls, value: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        if len(value) > MAX_FUNNELS:
+            raise ValueError(f"at most {MAX_FUNNELS} funnels, got {len(value)}")
+        allowed = (info.data.get("allow_lists") or {}).get(ACTION.name) or ACTION.values
+        for name, steps in value.items():
+            if not FUNNEL_NAME.fullmatch(name):
+                raise ValueError(f"funnel name {name[:40]!r}: lowercase letters, digits and _, 1..64 characters")
+            if not 2 <= len(steps) <= MAX_FUNNEL_STEPS:
+                raise ValueError(f"funnel {name!r} must have 2..{MAX_FUNNEL_STEPS} steps, got {len(steps)}")
+            unknown = [step for step in steps if step not in allowed]
+            if unknown:
+                raise ValueError(f"funnel {name!r}: {unknown[0][:40]!r} is not an allowed action "
+                                 f"(allowed: {', '.join(allowed)})")
         return value
 
     @field_validator("ingest_tokens")

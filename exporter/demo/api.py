@@ -87,11 +87,13 @@ class FeedbackIn(BaseModel):
 class SessionIn(BaseModel):
     user: str = Field(max_length=128)
     duration: float = Field(ge=0, le=7 * DAY)
+    session: str | None = Field(None, max_length=128, description="ends this workflow session")
 
 
 class ActionIn(BaseModel):
     user: str = Field(max_length=128)
     action: str = Field(max_length=64)
+    session: str | None = Field(None, max_length=128, description="the workflow session the action belongs to")
 
 
 class _Error(web.HTTPException):
@@ -267,14 +269,17 @@ class DemoApi:
     async def sessions(self, request: web.Request) -> web.Response:
         caller = _caller(request)
         body = await _parse(request, SessionIn)
-        self.rec.user_action(caller.tier, "login", body.user)
+        if body.session:  # the end of a session whose actions came with its id
+            self.rec.workflow_ended((body.session,))
+        else:
+            self.rec.user_action(caller.tier, "login", body.user)
         self.rec.session_ended(caller.tier, body.duration)
         return web.json_response({"ok": True}, status=201)
 
     async def actions(self, request: web.Request) -> web.Response:
         caller = _caller(request)
         body = await _parse(request, ActionIn)
-        self.rec.user_action(caller.tier, body.action, body.user)
+        self.rec.user_action(caller.tier, body.action, body.user, session_id=body.session)
         return web.json_response({"ok": True}, status=201)
 
     async def boom(self, request: web.Request) -> web.Response:

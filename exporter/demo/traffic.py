@@ -20,6 +20,7 @@ import aiohttp
 from exporter.catalog import DOC_TYPE, TIERS
 from exporter.demo.api import LICENSES, LLM_MODELS, PLANS, REVOKED_LICENSE
 from exporter.demo.feedback import demo_feedback, urgent_bug
+from exporter.demo.workflows import DemoSessions
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class DemoTraffic:
         # Also report like an external component: batched events and stored feedback through
         # /api/v1/ with the real client, one item per INGEST_EVERY demo requests (bounded with them).
         self.ingest_token = ingest_token
+        self.sessions = DemoSessions(self.rng)  # ordered actions of interleaved sessions
 
     # --- scenarios: each returns (method, path, json body) -------------------
 
@@ -93,6 +95,10 @@ class DemoTraffic:
     def _action(self, tier):
         return "POST", "/actions", {"user": self._user(tier), "action": self.rng.choice(ACTIONS)}
 
+    def _workflow(self, tier):
+        path, body = self.sessions.advance(tier, self._user(tier))
+        return "POST", path, body
+
     def _boom(self, tier):
         return "GET", "/boom", None
 
@@ -106,7 +112,8 @@ class DemoTraffic:
     def scenarios(self) -> list[tuple[Callable, float]]:
         return [
             (self._document, 30), (self._get_document, 10), (self._inference, 15), (self._llm, 8),
-            (self._license, 10), (self._feedback, 4), (self._session, 5), (self._action, 15), (self._boom, 0.5),
+            (self._license, 10), (self._feedback, 4), (self._session, 5), (self._action, 5), (self._workflow, 15),
+            (self._boom, 0.5),
         ]
 
     # --- the real ingestion API ---------------------------------------------------
@@ -182,6 +189,9 @@ class DemoTraffic:
                 # Rare, alert-worthy paths once up front, so their series move from the start too.
                 await self._send(session, "standard", self._urgent_bug)
                 await self._send(session, "standard", self._too_many_features)  # features quota
+                for tier in TIERS:  # one whole session per tier: every funnel step has data from the start
+                    for path, body in self.sessions.happy_path(self._user(tier)):
+                        await self._send(session, tier, lambda _tier, path=path, body=body: ("POST", path, body))
                 interval = 1.0 / self.rate
                 while not self._done(started):
                     tier = self.rng.choices(TIERS, (5, 3, 2))[0]

@@ -33,7 +33,8 @@ def by_type(events: Iterable[EventBase]) -> dict[type[EventBase], list[EventBase
 def record_events(events: Iterable[EventBase], rec: Recorder, users: UserTracking) -> None:
     """Record accepted events in bulk per type, and count them accepted, through one recorder batch."""
     batch = rec.batch()
-    for event_type, group in by_type(events).items():
+    # Types marked record_last (a session's end) after the others: every action of a session precedes its end.
+    for event_type, group in sorted(by_type(events).items(), key=lambda item: item[0].record_last):
         try:
             event_type.record_all(group, batch, users)
         except LabelRejected as exc:  # pragma: no cover - the schemas admit no value the guard rejects

@@ -56,6 +56,9 @@ Gauge = Annotated[float, Meta(ge=0, le=1e15)]
 Hashed = Meta(description="hashed (HMAC) on arrival; never stored or exposed")
 UserId = Annotated[str, Meta(min_length=1, max_length=256,
                              description="hashed (HMAC) on arrival; ignored for opted-out users")]
+SessionId = Annotated[str, Meta(min_length=1, max_length=128,
+                                description="opaque id of the user's session (e.g. a UUID): orders its actions "
+                                "into workflows; hashed (HMAC) on arrival, kept in memory only")]
 
 
 
@@ -96,6 +99,8 @@ class EventBase(Struct, tag_field="type", forbid_unknown_fields=True, frozen=Tru
     )] | None = None
 
     type: ClassVar[str]
+    # Recorded after the other types of a backlog fold (exporter.ingest.backlog): a session's end after its actions.
+    record_last: ClassVar[bool] = False
 
     def apply(self, rec: Recorder, users: UserTracking) -> None:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
@@ -355,15 +360,23 @@ class UserAction(EventBase, tag="user_action", kw_only=True):
     tier: Tier
     action: Name
     user_id: UserId | None = None
+    session_id: SessionId | None = None
 
     def apply(self, rec, users):
         user = self.user_id if self.user_id and users.track(self.tier, self.user_id, self.action) else None
         rec.user_action(self.tier, self.action, user)
+        if self.session_id and (user or not self.user_id):
+            rec.workflow_actions(((self.tier, self.action, self.session_id, user),))
 
     @classmethod
     def record_all(cls, events, rec, users):
-        _track_users(rec, users, [(e.tier, e.user_id, e.action) for e in events if e.user_id])
+        kept = _track_users(rec, users, [(e.tier, e.user_id, e.action) for e in events if e.user_id])
         rec.count_each("clary_user_actions_total", [(e.tier, e.action) for e in events])
+        in_sessions = [e for e in events if e.session_id]
+        if in_sessions:  # an opted-out user's actions (not kept) leave no session state
+            kept_users = set(kept)
+            rec.workflow_actions([(e.tier, e.action, e.session_id, e.user_id) for e in in_sessions
+                                  if not e.user_id or (e.tier, e.user_id) in kept_users])
 
 
 class Session(EventBase, tag="session", kw_only=True):
@@ -372,17 +385,24 @@ class Session(EventBase, tag="session", kw_only=True):
     tier: Tier
     duration_seconds: Seconds
     user_id: UserId | None = None
+    session_id: SessionId | None = None
+    record_last: ClassVar[bool] = True  # ends the sessions whose actions arrived before it
 
     def apply(self, rec, users):
         rec.session_ended(self.tier, self.duration_seconds)
         if self.user_id and users.track(self.tier, self.user_id, "session"):
             rec.user_seen(self.tier, self.user_id)
+        if self.session_id:
+            rec.workflow_ended((self.session_id,))
 
     @classmethod
     def record_all(cls, events, rec, users):
         _track_users(rec, users, [(e.tier, e.user_id, "session") for e in events if e.user_id])
         rec.observe_each("clary_session_duration_seconds", [(e.tier,) for e in events],
                          [e.duration_seconds for e in events])
+        ended = [e.session_id for e in events if e.session_id]
+        if ended:
+            rec.workflow_ended(ended)
 
 
 class ErrorOccurred(EventBase, tag="error", kw_only=True):
@@ -405,11 +425,14 @@ class ErrorOccurred(EventBase, tag="error", kw_only=True):
         pass
 
 
-def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[str, str, str]]) -> None:
-    """Per-user state for (tier, user id, kind) triples: each distinct one tracked once, with its count."""
+def _track_users(rec: Recorder, users: UserTracking, activity: Iterable[tuple[str, str, str]]) -> list:
+    """Per-user state for (tier, user id, kind) triples: each distinct one tracked once, with its count;
+    returns the (tier, user id) pairs kept (the users not opted out)."""
     counts: dict[tuple[str, str, str], int] = {}
     count_elements(counts, activity)
-    rec.users_seen(users.track_all(counts))
+    kept = users.track_all(counts)
+    rec.users_seen(kept)
+    return kept
 
 
 EVENT_MODELS: tuple[type[EventBase], ...] = (

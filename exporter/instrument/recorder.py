@@ -22,6 +22,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import overload
 
+from exporter.catalog import ACTION
 from exporter.instrument import _compat
 from exporter.instrument.recorder_core import DIGEST_CACHE_LIMIT, RecorderCore
 from exporter.instrument.sentiment import NEGATIVE_AT
@@ -31,6 +32,8 @@ URGENT_RATING = 2
 LOW_RATING = 2  # a rating at or below this is low (pain points, clary_feedback_feature_low_ratings_total)
 # Bounds on the hot-path caches (raw values -> prepared objects); past them lookups still work.
 HTTP_SERIES_CACHE_LIMIT = 10_000
+# Hex digits of a session id's HMAC kept as its key (128 bits): collisions are negligible, memory halves.
+SESSION_KEY_LENGTH = 32
 
 
 class Recorder(RecorderCore):
@@ -311,11 +314,41 @@ class Recorder(RecorderCore):
         self.active_users.seen_all([(tier_label(tier), hashed) for tier, user_id in users
                                     if (hashed := hashed_user(user_id)) is not None])
 
-    def user_action(self, tier: str, action: str, user_id: str | None = None) -> None:
-        """A user did something (``login``, ``upload``...); with a user id it also counts as active."""
+    def user_action(self, tier: str, action: str, user_id: str | None = None, session_id: str | None = None) -> None:
+        """A user did something (``login``, ``upload``...); with a user id it also counts as active.
+
+        With ``session_id`` (opaque, e.g. a UUID per session; only its HMAC
+        is kept, in memory) the action also extends that session's workflow:
+        see :meth:`workflow_actions`.
+        """
         self._inc("clary_user_actions_total", (tier, action))
         if user_id:
             self.user_seen(tier, user_id)
+        if session_id:
+            self.workflow_actions(((tier, action, session_id, user_id),))
+
+    def workflow_actions(self, actions: Iterable[tuple[str, str, str, str | None]]) -> None:
+        """``(tier, action, session id, user id or None)``, in the order they happened.
+
+        Counts ``clary_workflow_transitions_total`` (previous action, or
+        ``start``, to this one) and ``clary_funnel_sessions_total`` (steps of
+        the configured funnels reached in order). Actions outside the action
+        allow-list count as ``other``. An opted-out user's actions leave no
+        session state. A session ends (``end``) with :meth:`workflow_ended`
+        or once idle past the timeout; :mod:`exporter.instrument.workflows`.
+        """
+        tier_label, hashed_user, digest = self._tier, self._hashed_user, self.hasher.digest
+        guard_value = self.metrics.guard.value
+        kept = [(tier_label(tier), guard_value(ACTION, action), digest(session_id)[:SESSION_KEY_LENGTH])
+                for tier, action, session_id, user_id in actions
+                if not user_id or hashed_user(user_id) is not None]
+        if kept:
+            self._count_moves(self.workflows.actions(kept))
+
+    def workflow_ended(self, session_ids: Iterable[str]) -> None:
+        """Sessions ended: each counts its last action -> ``end`` (unknown or expired ids count nothing)."""
+        digest = self.hasher.digest
+        self._count_moves(self.workflows.end([digest(session_id)[:SESSION_KEY_LENGTH] for session_id in session_ids]))
 
     def session_started(self, tier: str, user_id: str | None = None) -> str:
         """Start a session; returns an opaque token to pass to ``session_ended``.

@@ -25,6 +25,11 @@ from exporter.instrument.stale import (
     LICENSE_FAMILIES,
     StaleSeries,
 )
+from exporter.instrument.workflows import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SESSIONS,
+    Workflows,
+)
 
 DIGEST_CACHE_LIMIT = 10_000
 
@@ -48,6 +53,8 @@ class RecorderCore:
         license_stale_after: seconds without a ``license_status`` report
             after which a license's expiry, usage and limit series are
             dropped (None: kept until restart); see :mod:`exporter.instrument.stale`.
+        funnels, workflow_idle_timeout, workflow_max_sessions: user workflows
+            (session transitions and funnels); see :mod:`exporter.instrument.workflows`.
     """
 
     def __init__(
@@ -60,6 +67,9 @@ class RecorderCore:
         clock: Callable[[], float] = time.monotonic,
         max_sessions: int = MAX_SESSIONS,
         license_stale_after: float | None = DEFAULT_LICENSE_STALE_AFTER,
+        funnels: Mapping[str, Iterable[str]] | None = None,
+        workflow_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        workflow_max_sessions: int = DEFAULT_MAX_SESSIONS,
     ):
         self.metrics = CatalogMetrics(registry, allow_lists)
         # Where batches sum counters and histograms; None where they must record directly (multiprocess).
@@ -72,6 +82,11 @@ class RecorderCore:
         self._child = self.metrics.child
         self.is_opted_out = is_opted_out
         self._sessions = OpenSessions(clock, max_sessions)
+        self.workflows = Workflows({name: tuple(steps) for name, steps in (funnels or {}).items()}, clock,
+                                   workflow_idle_timeout, workflow_max_sessions)
+        # Bound to this recorder, also in its batches (shallow copies): sessions idle past the
+        # timeout end before a scrape, counted here. Registered on first use (exporter.instrument.recorder).
+        self._expire_workflows = self._workflow_expiry
         self._license_gauges = StaleSeries(self.metrics, LICENSE_FAMILIES, license_stale_after, clock)
         self._http: dict[tuple, tuple] = {}
         self._digests: dict[str, str] = {}
@@ -163,6 +178,21 @@ class RecorderCore:
         from exporter.instrument.recorder_batch import RecorderBatch  # a subclass: imported when first used
 
         return RecorderBatch(self)
+
+    def _workflow_expiry(self) -> None:
+        moves = self.workflows.expire()
+        if moves:
+            self._count_moves(moves)
+
+    def _count_moves(self, moves) -> None:
+        """Count what :class:`Workflows` found; the first time, also schedule expiry before every scrape."""
+        if not self.workflows.scheduled:
+            self.workflows.scheduled = True
+            if self._deferred is not None:
+                self._deferred.add_source(self._expire_workflows)
+        self.count_each("clary_workflow_transitions_total", moves.transitions)
+        self.count_each("clary_funnel_sessions_total", moves.steps)
+        self.count_each("clary_workflow_sessions_evicted_total", moves.evicted)
 
     def _license_id(self, license_key: str) -> str:
         found = self._license_ids.get(license_key)

@@ -126,7 +126,9 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     prometheus_client.disable_created_metrics()
     registry = registry if registry is not None else CollectorRegistry()
     recorder = Recorder(registry, Hasher(hmac_secret(config)), config.allow_lists,
-                        license_stale_after=config.license_stale_after or None)
+                        license_stale_after=config.license_stale_after or None, funnels=config.funnels,
+                        workflow_idle_timeout=config.workflow_session_timeout,
+                        workflow_max_sessions=config.workflow_max_sessions)
     collectors = build_collectors(config)
     registry.register(collectors)
 

@@ -13,8 +13,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import demo
 from exporter.catalog import CATALOG, TIERS, Kind
 from exporter.config import Config
+from exporter.demo.credentials import DEMO_FUNNELS
 from exporter.demo.api import DAY, LICENSES, PLANS, REVOKED_LICENSE, DemoApi
 from exporter.demo.traffic import DemoTraffic
+from exporter.demo.workflows import HAPPY_PATH
 from exporter.demo import DEMO_SECRET
 from exporter.instrument.hashing import Hasher
 
@@ -300,8 +302,11 @@ async def test_malformed_json_and_unknown_key(client, registry):
 # an overflow needs more series than a family's budget.
 NOT_FROM_DEMO = {"clary_exporter_events_total", "clary_exporter_label_overflow_total",
                  # Abuse limits of the feedback API: the demo stays under them.
-                 "clary_feedback_notifications_suppressed_total", "clary_feedback_rate_limited_total"}
-FIRST_ROUND = len(TIERS) * 9 + 1 + 2
+                 "clary_feedback_notifications_suppressed_total", "clary_feedback_rate_limited_total",
+                 # Sessions past workflow_max_sessions (100,000): the demo keeps a few per tier.
+                 "clary_workflow_sessions_evicted_total"}
+# Every scenario per tier, the unknown key, two rare paths, one whole session per tier.
+FIRST_ROUND = len(TIERS) * 10 + 1 + 2 + len(TIERS) * (len(HAPPY_PATH) + 1)
 
 
 async def test_demo_traffic_fills_every_family(aiohttp_client, app, registry):
@@ -341,6 +346,12 @@ async def test_demo_traffic_fills_every_family(aiohttp_client, app, registry):
     assert value(registry, "clary_feedback_urgent_total", tier="standard") >= 1
     assert value(registry, "clary_quota_exceeded_total", tier="standard", limit="features") >= 1
     assert value(registry, "clary_http_requests_in_flight") == 0
+    for tier in TIERS:  # every step of every demo funnel reached, each step by no more sessions than the one before
+        for funnel, steps in DEMO_FUNNELS.items():
+            reached = [value(registry, "clary_funnel_sessions_total", tier=tier, funnel=funnel, step=str(n), action=a)
+                       for n, a in enumerate(steps, 1)]
+            assert reached[-1] >= 1 and reached == sorted(reached, reverse=True), (tier, funnel, reached)
+        assert value(registry, "clary_workflow_transitions_total", tier=tier, from_action="logout", to_action="end") >= 1
 
 
 def test_demo_traffic_only_goes_to_loopback():

@@ -16,6 +16,8 @@ from .common import RuleGroup, rate_or_zero, ratio, sum_increase_over, sum_rate_
 
 DOCUMENTS = m("clary_documents_processed_total")
 ERRORS = m("clary_errors_total")
+NEW_GROUPS = m("clary_error_groups_new_total")
+REGRESSIONS = m("clary_error_group_regressions_total")
 QUEUE = m("clary_queue_length")
 
 BY_DOCUMENT = ("tier", "doc_type")
@@ -57,6 +59,24 @@ def app_group(cfg: Config) -> dict[str, Any]:
             "Request handlers of tier {{ $labels.tier }} raised {{ $value | printf \"%.0f\" }} unhandled "
             f"{{{{ $labels.error_type }}}} exceptions in the last 15m (threshold {cfg.unhandled_exceptions_max}): "
             "a bug or a failing dependency; each one answered a 5xx."
+        ),
+    )
+    # A bug customers of the top tier hit: one occurrence is enough (error groups, exporter.store.errors).
+    g.alert(
+        "ClaryErrorGroupNewOrRegressed",
+        f"""
+        {sum_increase_over(NEW_GROUPS, '15m', ('tier',), tier='professional')}
+        + {sum_increase_over(REGRESSIONS, '15m', ('tier',), tier='professional')}
+        > 0
+        """,
+        severity="warning",
+        team="sre",
+        for_="2m",
+        summary="A new or regressed error group on a {{ $labels.tier }} tier route.",
+        description=(
+            "{{ $value | printf \"%.0f\" }} error groups appeared for the first time or came back after being "
+            "resolved on {{ $labels.tier }} tier routes in the last 15m. GET /api/v1/errors?status=open and "
+            "?status=regressed on the exporter list them, most users affected first."
         ),
     )
     # One shared queue reported by several replicas: the largest report, never the sum.

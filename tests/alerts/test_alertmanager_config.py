@@ -41,6 +41,7 @@ EXPECTED_RECEIVERS: dict[tuple[str, str], list[str]] = {
     ("ClaryHttpLatencyHigh", "warning"): TICKET,
     ("ClaryDocumentFailureRatioHigh", "warning"): TICKET,
     ("ClaryUnhandledExceptions", "warning"): TICKET,
+    ("ClaryErrorGroupNewOrRegressed", "warning"): TICKET,
     ("ClaryQueueBacklog", "warning"): TICKET,
     # license: the service failing pages; keys, expiry and compliance are the licensing team's tickets
     ("ClaryLicenseValidationErrors", "critical"): PAGER,

@@ -49,6 +49,9 @@ OPEN_LABEL_VALUES = {
     "metric": ("clary_documents_processed_total",),
     "label": ("doc_type",),
     "version": ("0.1.0",),
+    "from_action": ("start", "login"),
+    "to_action": ("login", "end"),
+    "funnel": ("onboarding",),
 }
 RATE_INTERVAL = "1m"
 # Recorded series panels read (exporter.promql): the fixture waits until the rules have produced them.

@@ -1,4 +1,5 @@
-"""Feedback dashboard (one per tier): submissions, ratings, urgent bug reports."""
+"""Feedback dashboard (one per tier): submissions, ratings, urgent bug reports, sentiment and features
+(``dashboards.feedback_analysis``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from exporter.promql import (
     sum_total,
 )
 
-from . import tier_rows
+from . import feedback_analysis, tier_rows
 from .common import Built, tier_dashboard
 from .layout import Row
 from .panels import bargauge, piechart, stat, timeseries
@@ -160,6 +161,7 @@ def rows(tier: str) -> list[Row]:
         submissions_row(tier),
         ratings_row(tier),
         urgent_row(tier),
+        *feedback_analysis.rows(tier),
         *tier_rows.extra_rows(tier, KIND),
     ]
 
@@ -177,7 +179,7 @@ def dashboard(tier: str) -> Built:
         tier,
         KIND,
         f"Feedback from {tier} customers: submissions by type, rating distribution and "
-        "average, urgent bug reports.",
+        "average, urgent bug reports, sentiment, feedback by feature and pain points.",
         rows(tier),
         DETAILS,
     )

@@ -14,6 +14,7 @@ from exporter.promql import (
     RANGE,
     agg,
     hist_buckets,
+    increase,
     m,
     max_gauge,
     on,
@@ -61,6 +62,10 @@ COLLECTOR_DURATION = m("clary_exporter_collector_duration_seconds")
 EVENTS = m("clary_exporter_events_total")
 OVERFLOW = m("clary_exporter_label_overflow_total")
 BUILD_INFO = m("clary_exporter_build_info")
+GROUPS_OPEN = m("clary_error_groups_open")
+GROUPS_NEW = m("clary_error_groups_new_total")
+GROUPS_REGRESSED = m("clary_error_group_regressions_total")
+GROUP_USERS = m("clary_error_group_users")
 
 ERROR_CODES = regex("5..")
 ALL_TIERS = "All tiers: this metric carries no tier label."
@@ -162,6 +167,39 @@ def requests_row(tier: str) -> Row:
                 Q(sum_gauge(IN_FLIGHT), "in flight"),
                 Q(max_gauge(QUEUE, ("queue",)), "queue {{queue}}"),
                 w=8,
+            ),
+        ],
+    )
+
+
+def errors_row(tier: str) -> Row:
+    """Error groups (exporter.store.errors): which bugs hit the most users of this tier."""
+    t = {"tier": tier}
+    return Row(
+        "Error groups",
+        [
+            table(
+                "Top error groups by users affected",
+                "The error groups (same exception type and innermost frames) that hit the most distinct users "
+                "of this tier, from the exporter's error records (top 10 per tier). Look a group up with "
+                "GET /api/v1/errors on the exporter; a customer's error id with GET /api/v1/errors/{error_id}.",
+                "short",
+                table_q(f"topk(10, {max_gauge(GROUP_USERS, ('group',), **t)})"),
+                value_column="users affected",
+                sort_by="users affected",
+                descending=True,
+                w=12,
+            ),
+            timeseries(
+                "Error groups: open, new, regressed",
+                "Groups of this tier not resolved (open or regressed), and groups that appeared for the first "
+                "time or came back after being resolved (ClaryErrorGroupNewOrRegressed on the Professional tier).",
+                "short",
+                Q(max_gauge(GROUPS_OPEN, **t), "open"),
+                Q(agg(increase(GROUPS_NEW.sel(**t)), GROUPS_NEW.grouping(())), "new"),
+                Q(agg(increase(GROUPS_REGRESSED.sel(**t)), GROUPS_REGRESSED.grouping(())), "regressed"),
+                min_=0,
+                w=12,
             ),
         ],
     )
@@ -366,6 +404,7 @@ def rows(tier: str) -> list[Row]:
     return [
         slo_rows.tier_slo_row(tier),
         requests_row(tier),
+        errors_row(tier),
         inference_row(tier),
         *tier_rows.extra_rows(tier, KIND),
         *(replace(row, collapsed=True) for row in (system_row(), gpu_row(), collector_row())),

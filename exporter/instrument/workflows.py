@@ -94,8 +94,9 @@ class Workflows:
                 if session is None:
                     session = sessions[key] = _Session(tier, len(funnels), now)
                     if len(sessions) > self.max_sessions:
-                        self._end(sessions.popitem(last=False)[1], moves)
-                        moves.evicted.append((tier,))
+                        evicted = sessions.popitem(last=False)[1]
+                        self._end(evicted, moves)
+                        moves.evicted.append((evicted.tier,))
                 else:
                     sessions.move_to_end(key)
                     session.seen = now

@@ -86,9 +86,10 @@ def test_past_the_cap_the_least_recently_seen_session_is_evicted_ended_and_count
     assert len(wf_rec.workflows) == 3
     assert moved(registry, EVICTED, tier="professional") == 1
     assert transitions(registry, "professional")[("login", "end")] == 1
-    wf_rec.user_action("professional", "upload", session_id="cap-1")  # forgotten: starts again
-    assert transitions(registry, "professional")[("start", "upload")] == 1
-    assert moved(registry, EVICTED, tier="professional") == 2
+    wf_rec.user_action("lite", "upload", session_id="cap-1")  # forgotten: starts again, evicting cap-2
+    assert transitions(registry, "lite")[("start", "upload")] == 1
+    assert moved(registry, EVICTED, tier="professional") == 2  # counted in the evicted session's tier
+    assert moved(registry, EVICTED, tier="lite") == 0
 
 
 def test_an_opted_out_user_leaves_no_session_state(registry, clock):

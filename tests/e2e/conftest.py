@@ -1,7 +1,7 @@
 """Fixtures of the end-to-end tests. ``demo_stack`` is the real thing: the demo
 exporter as a subprocess on a free loopback port, scraped every second by a
-real Prometheus binary that loads the bundle's rules (panels read recorded
-series). Session-scoped, so every end-to-end test (catalog, dashboards,
+real Prometheus binary that loads the bundle's recording rules the panels
+read. Session-scoped, so every end-to-end test (catalog, dashboards,
 scale profile) shares one stack.
 
 Every test here is marked ``e2e`` (``-m "not e2e"`` leaves them out).
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests import support
+from tests.e2e.dashboard_probe import dashboard_rules
 
 # Demo traffic stops by itself: long enough for the whole session, bounded anyway.
 DEMO_DURATION_SECONDS = 600
 
 _HERE = Path(__file__).parent
-RULES = sorted((support.ROOT / "alerts" / "rules").glob("*.yml"))
 
 
 def pytest_collection_modifyitems(items):
@@ -45,7 +45,8 @@ def demo_started(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("demo") / "exporter.log"
     target = f"{support.LOOPBACK}:{port}"
     # Prometheus first: its ~5 s until the first scrape overlaps the exporter's start-up.
-    with support.prometheus([target], rule_files=RULES) as prom, \
+    rules = dashboard_rules(tmp_path_factory.mktemp("rules"))
+    with support.prometheus([target], rule_files=rules) as prom, \
             support.exporter(port, "--demo", "--demo-duration", str(DEMO_DURATION_SECONDS), log_path=log_path):
         yield DemoStack(f"http://{target}", target, prom)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +32,28 @@ class PanelQuery:
     unit: str
     legend: str
     expr: str  # Grafana variables left in place
+
+
+_RECORDED = re.compile(r"(?<![\w:])[a-z_]+:clary_[a-z0-9_]+:[a-z0-9_]+")
+
+
+def dashboard_rules(dest: Path) -> list[Path]:
+    """The bundle's recording rules that the panels read (and those they are computed from), in one file
+    under ``dest``: what a Prometheus behind the dashboards needs, without the evaluation cost of the alerts."""
+    wanted = {name for q in panel_queries() for name in _RECORDED.findall(q.expr)}
+    groups = [group for path in RULES for group in yaml.safe_load(path.read_text())["groups"]]
+    exprs = {rule["record"]: rule["expr"] for group in groups for rule in group["rules"] if "record" in rule}
+    todo = list(wanted)
+    while todo:
+        for inner in _RECORDED.findall(exprs[todo.pop()]):
+            if inner not in wanted:
+                wanted.add(inner)
+                todo.append(inner)
+    kept = [{**group, "rules": [r for r in group["rules"] if r.get("record") in wanted]} for group in groups]
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [group for group in kept if group["rules"]]}, sort_keys=False))
+    return [path]
 
 
 def panel_queries() -> list[PanelQuery]:

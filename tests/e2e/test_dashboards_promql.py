@@ -22,12 +22,19 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from dashboards import queries
 from exporter.catalog import CATALOG, Kind
 from exporter.promql import LICENSE_COMPLIANCE, LICENSE_EXPIRY
 from tests import support
+from tests.e2e.dashboard_probe import dashboard_rules
 
 pytestmark = pytest.mark.e2e
 
@@ -111,12 +118,12 @@ def synthetic_registry() -> tuple[CollectorRegistry, callable]:
 
 
 @pytest.fixture(scope="module")
-def prom():
+def prom(tmp_path_factory):
     registry, tick = synthetic_registry()
     port = support.free_port()
     server, thread = start_http_server(port, addr=support.LOOPBACK, registry=registry)
     try:
-        rules = sorted((support.ROOT / "alerts" / "rules").glob("*.yml"))  # panels read recorded series
+        rules = dashboard_rules(tmp_path_factory.mktemp("rules"))  # panels read recorded series
         with support.prometheus([f"{support.LOOPBACK}:{port}"], rule_files=rules, scrape_interval="1s") as p:
             # Enough scrapes, with moving counters, for rate() over 1m to have points.
             def scraped_enough():

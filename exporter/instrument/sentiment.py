@@ -7,10 +7,11 @@ is loaded. The package declares ``requests`` but imports it only in its
 cut-offs: ``compound <= -0.05`` is negative, ``>= 0.05`` positive, neutral
 in between. A text that is empty (or only blanks) has no sentiment: None.
 
-Cost: VADER is pure Python and superlinear in the number of words (about
-0.1-0.5 ms for a sentence, 40-250 ms for a 4,000-character text), so the
-exporter scores on one dedicated thread (:func:`score_async`), never on the
-event loop, one text at a time.
+Cost: VADER is pure Python and superlinear in the number of words (0.06 ms
+for a sentence, about 20 ms for a 4,000-character text; more on a busy
+machine: ``benchmarks/feedback_sentiment.py``), so the exporter scores on
+one dedicated thread (:func:`score_async`), never on the event loop, one
+text at a time.
 """
 
 from __future__ import annotations

@@ -124,3 +124,19 @@ async def test_insights_need_the_admin_token(aiohttp_client, tmp_path, registry)
     _, client = await app_client(aiohttp_client, tmp_path, registry)
     assert (await client.get(INSIGHTS)).status == 401
     assert (await client.get(INSIGHTS, headers={"Authorization": "Bearer wrong-token-0123456789"})).status == 401
+
+
+def test_the_recorder_checks_the_score_and_counts_features_only_when_named():
+    from exporter.instrument import Hasher, Recorder
+
+    reg = CollectorRegistry()
+    recorder = Recorder(reg, Hasher("test-hmac-secret-0123456789abcdef"))
+    with pytest.raises(ValueError, match="sentiment must be -1..1"):
+        recorder.feedback("lite", "general", 4, sentiment=1.5)
+    recorder.feedback("lite", "general", 1, sentiment=-0.8)  # no feature: only the histogram
+    recorder.feedback("lite", "general", 5, feature="unheard_of", sentiment=0.9)
+    assert value(reg, "clary_feedback_sentiment_count", tier="lite", type="general") == 2
+    assert value(reg, "clary_feedback_sentiment_bucket", tier="lite", type="general", le="-0.75") == 1
+    assert sum(value(reg, "clary_feedback_feature_low_ratings_total", tier="lite", feature=f)
+               for f in ("ocr", "other")) == 0
+    assert value(reg, "clary_feedback_feature_submissions_total", tier="lite", feature="other", type="general") == 1

@@ -12,7 +12,7 @@ pass through untouched and are counted when their last chunk has been sent.
 - a request is counted when its response ends; a client that goes away
   first (cancelled, ``send`` failing, a stream abandoned) counts as 499.
 - an unhandled exception before the response started becomes a 500 JSON
-  body ``{"error": "internal_error", "error_id": ...}`` and one log record;
+  body ``{"error": "internal_error", "error_id": ..., "message": ...}`` and one log record;
   after it started, the connection is dropped (the exception propagates).
 - a W3C ``traceparent`` header (or an active OpenTelemetry span) gives the
   duration observation a ``trace_id`` exemplar.

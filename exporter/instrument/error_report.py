@@ -78,7 +78,12 @@ def _cap(message: str, trace: str) -> tuple[str, str]:
 def error_record(exc: BaseException, error_id: str, route: str, tier: str, user: str | None = None,
                  secrets: Iterable[str | None] = (), now: float | None = None) -> dict[str, Any]:
     """The ``error`` event for ``exc`` (see the module docstring); ``secrets`` are redacted wherever they appear."""
-    found = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    given = {s for s in secrets if s and len(s) >= 4}
+    # A raw path's own segments too (its ids), where the template has a parameter.
+    template = set(route.split("/"))
+    given |= {part for s in given if s.startswith("/") for part in s.split("?")[0].split("/")
+              if len(part) >= 4 and part not in template}
+    found = sorted(given, key=len, reverse=True)
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001  # pragma: no cover - a broken __str__

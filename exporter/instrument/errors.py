@@ -25,6 +25,7 @@ from exporter.instrument.error_report import ErrorSink, error_record
 from exporter.instrument.recorder import Recorder
 
 INTERNAL_ERROR = "internal_error"
+CONTACT_SUPPORT = "contact support with this error ID"
 _EXPECTED = "_clary_expected_logger"
 _E = TypeVar("_E", bound=BaseException)
 
@@ -137,8 +138,8 @@ def record_unhandled(
 
 
 def error_body(error_id: str) -> dict[str, str]:
-    """The JSON body of a 500 caused by an unhandled exception."""
-    return {"error": INTERNAL_ERROR, "error_id": error_id}
+    """The JSON body of a 500 caused by an unhandled exception: the id a customer quotes to support."""
+    return {"error": INTERNAL_ERROR, "error_id": error_id, "message": CONTACT_SUPPORT}
 
 
 def error_body_bytes(error_id: str) -> bytes:

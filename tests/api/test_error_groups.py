@@ -73,8 +73,9 @@ async def service(aiohttp_server, exporter, tmp_path):
 async def fail(server: TestServer, path: str) -> str:
     """Call the service; its 500's error id."""
     async with aiohttp.ClientSession() as session, session.get(server.make_url(path), headers=SERVICE_KEY) as resp:
-        assert resp.status == 500
-        return (await resp.json())["error_id"]
+        body = await resp.json()
+        assert resp.status == 500 and body["message"] == "contact support with this error ID"
+        return body["error_id"]
 
 
 async def lookup(client, error_id: str, headers: dict = ADMIN, timeout: float = 10.0) -> dict:

@@ -21,7 +21,7 @@ async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(cl
     assert resp.status == 500
     assert resp.content_type == "application/json"
     body = await resp.json()
-    assert set(body) == {"error", "error_id"} and body["error"] == "internal_error"
+    assert set(body) == {"error", "error_id", "message"} and body["error"] == "internal_error"
     assert uuid.UUID(body["error_id"]).version == 4 and str(uuid.UUID(body["error_id"])) == body["error_id"]
 
     assert registry.get_sample_value(

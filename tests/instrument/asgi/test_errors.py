@@ -22,7 +22,7 @@ async def test_handler_exception_becomes_500_with_error_id_and_one_log_record(ap
     assert reply.status == 500
     assert reply.headers["content-type"] == "application/json"
     body = reply.json()
-    assert set(body) == {"error", "error_id"} and body["error"] == "internal_error"
+    assert set(body) == {"error", "error_id", "message"} and body["error"] == "internal_error"
     assert uuid.UUID(body["error_id"]).version == 4
     assert registry.get_sample_value(
         "clary_errors_total", {"tier": "lite", "error_type": "RuntimeError", "route": "/items/{id}/fail"}) == 1

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.api.app import INGEST as INGEST_KEY
+from exporter.instrument.error_report import fingerprint
 from exporter.server.app import create_app
 from exporter.store.health import StorageError
 from tests import storage_faults as faults
@@ -38,10 +39,17 @@ async def _storage_up(client) -> float:
     return float(line.split()[1])
 
 
+DOWN_ERROR = {"type": "error", "tier": "lite", "error_id": "while-down", "error_type": "OSError", "route": "/x"}
+
+
 async def _before_the_fault(client) -> None:
     """Rows for the privacy operations to change: alice's feedback, bob's opt-out."""
     assert (await client.post("/api/v1/feedback", headers=ALICE, json=FEEDBACK)).status == 201
     assert (await client.post("/api/v1/users/bob/opt-out", headers=ADMIN)).status == 200
+    # And an error group to resolve.
+    await client.post("/api/v1/events", headers=INGEST, json={"events": [{**DOWN_ERROR, "error_id": "before",
+                                                                             "error_type": "KeyError"}]})
+    assert (await client.get("/api/v1/errors/before", headers=ADMIN)).status == 200
 
 
 async def assert_down(client, cause: str, reads_fail: bool = True) -> None:
@@ -53,6 +61,8 @@ async def assert_down(client, cause: str, reads_fail: bool = True) -> None:
                 ("GET", "/api/v1/feedback?format=csv", ADMIN, None), ("DELETE", "/api/v1/users/alice", ADMIN, None),
                 ("POST", "/api/v1/users/carol/opt-out", ADMIN, None), ("POST", "/api/v1/users/bob/opt-in", ADMIN, None)]
     requests.append(("GET", "/api/v1/feedback/insights", ADMIN, None))
+    requests += [("GET", "/api/v1/errors", ADMIN, None),
+                 ("POST", f"/api/v1/errors/groups/{fingerprint('KeyError', '')}/resolve", ADMIN, None)]
     for method, path, headers, body in requests:
         resp = await client.request(method, path, headers=headers, json=body)
         if method == "GET" and not reads_fail:
@@ -68,8 +78,8 @@ async def assert_down(client, cause: str, reads_fail: bool = True) -> None:
     assert await _storage_up(client) == 0
     # Events need no storage: still accepted.
     resp = await client.post("/api/v1/events", headers=INGEST, json={"events": [
-        {"type": "user_action", "tier": "lite", "action": "upload", "user_id": "dave"}]})
-    assert (resp.status, (await resp.json())["accepted"]) == (200, 1)
+        {"type": "user_action", "tier": "lite", "action": "upload", "user_id": "dave"}, DOWN_ERROR]})
+    assert (resp.status, (await resp.json())["accepted"]) == (200, 2)
 
 
 async def assert_recovers(client, app) -> None:
@@ -81,6 +91,8 @@ async def assert_recovers(client, app) -> None:
     # Activity buffered while storage was down was kept and is stored now.
     await api.flush_activity()
     assert {row[3] for row in database(app[INGEST_KEY].store.db.path.parent).activity(HASH("dave"))} == {"upload"}
+    # So was the error record that arrived meanwhile.
+    assert (await client.get(f"/api/v1/errors/{DOWN_ERROR['error_id']}", headers=ADMIN)).status == 200
 
 
 def _backup(data_dir: Path) -> Path:

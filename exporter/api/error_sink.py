@@ -92,7 +92,8 @@ class ErrorStore:
         tier = event.tier if event.tier in TIER.values else "unknown"
         return stored.ErrorRecord(
             error_id=event.error_id, fingerprint=fingerprint(event.error_type, trace),
-            created_at=event.time if event.time is not None else now, tier=tier, route=event.route,
+            # A sender's clock ahead of ours must not keep a record past retention.
+            created_at=min(event.time, now) if event.time is not None else now, tier=tier, route=event.route,
             error_type=event.error_type, user_hash=self.digest(event.user_id) if event.user_id else None,
             message=redact(event.message), trace=trace)
 

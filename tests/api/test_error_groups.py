@@ -195,6 +195,15 @@ async def test_unknown_ids_are_json_404_and_the_endpoints_need_the_admin_token(e
             assert resp.status == 401, (method, path)
 
 
+async def test_a_time_from_the_future_is_taken_as_arrival(exporter):
+    _, client, _ = exporter
+    event = {"type": "error", "tier": "lite", "error_id": "future", "error_type": "KeyError", "route": "/x",
+             "time": 9e10}
+    await client.post("/api/v1/events", json={"events": [event]}, headers=INGEST)
+    found = await (await client.get(f"{URL}/future", headers=ADMIN)).json()
+    assert found["record"]["created_at"] < "2100"  # arrival time, not the year 4821: retention still applies
+
+
 async def test_deleting_a_user_removes_their_error_records(exporter):
     _, client, _ = exporter
     events = [{"type": "error", "tier": "lite", "error_id": f"e{i}", "error_type": "KeyError", "route": "/x",

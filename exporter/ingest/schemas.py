@@ -58,7 +58,7 @@ UserId = Annotated[str, Meta(min_length=1, max_length=256,
                              description="hashed (HMAC) on arrival; ignored for opted-out users")]
 SessionId = Annotated[str, Meta(min_length=1, max_length=128,
                                 description="opaque id of the user's session (e.g. a UUID): orders its actions "
-                                "into workflows; hashed (HMAC) on arrival, kept in memory only")]
+                                "into workflows; hashed (keyed by the HMAC secret) on arrival, kept in memory only")]
 
 
 

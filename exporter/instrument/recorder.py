@@ -32,8 +32,6 @@ URGENT_RATING = 2
 LOW_RATING = 2  # a rating at or below this is low (pain points, clary_feedback_feature_low_ratings_total)
 # Bounds on the hot-path caches (raw values -> prepared objects); past them lookups still work.
 HTTP_SERIES_CACHE_LIMIT = 10_000
-# Hex digits of a session id's HMAC kept as its key (128 bits): collisions are negligible, memory halves.
-SESSION_KEY_LENGTH = 32
 
 
 class Recorder(RecorderCore):
@@ -317,7 +315,7 @@ class Recorder(RecorderCore):
     def user_action(self, tier: str, action: str, user_id: str | None = None, session_id: str | None = None) -> None:
         """A user did something (``login``, ``upload``...); with a user id it also counts as active.
 
-        With ``session_id`` (opaque, e.g. a UUID per session; only its HMAC
+        With ``session_id`` (opaque, e.g. a UUID per session; only its keyed hash
         is kept, in memory) the action also extends that session's workflow:
         see :meth:`workflow_actions`.
         """
@@ -337,9 +335,9 @@ class Recorder(RecorderCore):
         session state. A session ends (``end``) with :meth:`workflow_ended`
         or once idle past the timeout; :mod:`exporter.instrument.workflows`.
         """
-        tier_label, hashed_user, digest = self._tier, self._hashed_user, self.hasher.digest
+        tier_label, hashed_user, session_key = self._tier, self._hashed_user, self.hasher.session_key
         guard_value = self.metrics.guard.value
-        kept = [(tier_label(tier), guard_value(ACTION, action), digest(session_id)[:SESSION_KEY_LENGTH])
+        kept = [(tier_label(tier), guard_value(ACTION, action), session_key(session_id))
                 for tier, action, session_id, user_id in actions
                 if not user_id or hashed_user(user_id) is not None]
         if kept:
@@ -347,8 +345,8 @@ class Recorder(RecorderCore):
 
     def workflow_ended(self, session_ids: Iterable[str]) -> None:
         """Sessions ended: each counts its last action -> ``end`` (unknown or expired ids count nothing)."""
-        digest = self.hasher.digest
-        self._count_moves(self.workflows.end([digest(session_id)[:SESSION_KEY_LENGTH] for session_id in session_ids]))
+        session_key = self.hasher.session_key
+        self._count_moves(self.workflows.end([session_key(session_id) for session_id in session_ids]))
 
     def session_started(self, tier: str, user_id: str | None = None) -> str:
         """Start a session; returns an opaque token to pass to ``session_ended``.

@@ -1,7 +1,8 @@
 """User workflows: per live session only its last action, turned into transition and funnel counts.
 
 A session is named by an opaque id the caller sends with each action; the
-recorder hashes it (HMAC) before it reaches this module, which keeps per
+recorder hashes it (keyed BLAKE2b under a subkey of the HMAC secret,
+``Hasher.session_key``) before it reaches this module, which keeps per
 session only its tier, last action, how far it got in each funnel and when
 it was last seen. From that it derives:
 
@@ -75,14 +76,14 @@ class Workflows:
         self._clock = clock
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
-        self._open: OrderedDict[str, _Session] = OrderedDict()
+        self._open: OrderedDict[bytes, _Session] = OrderedDict()
         self._lock = threading.Lock()
         self.scheduled = False  # whether the recorder runs expire() before scrapes
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def actions(self, actions: Iterable[tuple[str, str, str]]) -> Moves:
+    def actions(self, actions: Iterable[tuple[str, str, bytes]]) -> Moves:
         """Record ``(tier, action, session key)`` triples in order; tier and action already label values."""
         moves = Moves()
         now = self._clock()
@@ -111,7 +112,7 @@ class Workflows:
                         moves.steps.append((tier, name, str(reached + 1), action))
         return moves
 
-    def end(self, keys: Iterable[str]) -> Moves:
+    def end(self, keys: Iterable[bytes]) -> Moves:
         """End sessions explicitly; an unknown (never seen, ended or expired) key counts nothing."""
         moves = Moves()
         now = self._clock()

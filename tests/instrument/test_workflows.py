@@ -105,7 +105,9 @@ def test_session_ids_are_hashed_and_never_exposed(wf_rec, registry):
     raw = "raw-session-id-4f1e2d"
     wf_rec.user_action("lite", "login", "alice", session_id=raw)
     assert raw not in generate_latest(registry).decode()
-    assert all(raw not in key and len(key) == 32 for key in wf_rec.workflows._open)
+    assert list(wf_rec.workflows._open) == [Hasher(SECRET).session_key(raw)]
+    assert raw.encode() not in wf_rec.workflows._open and len(Hasher(SECRET).session_key(raw)) == 16
+    assert Hasher(SECRET + "x").session_key(raw) != Hasher(SECRET).session_key(raw)  # keyed by the secret
 
 
 def test_bounds_are_checked():

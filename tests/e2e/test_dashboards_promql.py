@@ -59,6 +59,7 @@ OPEN_LABEL_VALUES = {
     "from_action": ("start", "login"),
     "to_action": ("login", "end"),
     "funnel": ("onboarding",),
+    "group": ("0123456789abcdef",),
 }
 RATE_INTERVAL = "1m"
 # Recorded series panels read (exporter.promql): the fixture waits until the rules have produced them.

@@ -36,7 +36,9 @@ def test_a_bad_funnel_is_one_line_naming_the_setting(tmp_path, funnels, message)
     assert "\n" not in text and text.startswith(f"config file {path}: funnels: ") and message in text
 
 
-@pytest.mark.parametrize("setting", [{"workflow_session_timeout": 10}, {"workflow_max_sessions": 0}])
-def test_workflow_bounds_are_checked(setting):
-    with pytest.raises(ValidationError, match=next(iter(setting))):
-        Config(**setting)
+@pytest.mark.parametrize(("name", "good", "bad"), [("workflow_session_timeout", 60, 59),
+                                                 ("workflow_max_sessions", 1, 0)])
+def test_workflow_bounds_are_checked(name, good, bad):
+    assert getattr(Config(**{name: good}), name) == good
+    with pytest.raises(ValidationError, match="greater than or equal to"):
+        Config(**{name: bad})

@@ -2,7 +2,8 @@
 
 ``create_app(config)`` builds everything from the config and a registry
 passed in (or a fresh one), so tests run it with ``aiohttp_client`` and no
-globals. Routes: ``/`` landing page, ``/metrics``, ``/healthz``, ``/readyz``;
+globals. Routes: ``/`` landing page, ``/metrics``, ``/healthz``, ``/readyz``,
+``/privacy`` (the generated privacy notice);
 demo mode (``exporter.demo``) adds its API under ``/demo/``.
 """
 
@@ -23,6 +24,7 @@ from exporter.config import Config
 from exporter.instrument.exposition import Renderer
 from exporter.instrument.hashing import Hasher
 from exporter.instrument.recorder import Recorder
+from exporter.server import privacy
 from exporter.server.connections import GUARD, ConnectionGuard
 from exporter.server.webconfig import WebConfig
 from exporter.store.health import StorageUnavailable
@@ -104,6 +106,7 @@ _LANDING = """<!doctype html>
 <ul>
 <li><a href="metrics">Metrics</a></li>
 <li><a href="healthz">Health</a> &middot; <a href="readyz">Readiness</a></li>
+<li><a href="privacy">Privacy notice</a></li>
 </ul>
 </body></html>
 """
@@ -151,6 +154,7 @@ def create_app(config: Config, registry: CollectorRegistry | None = None,
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    privacy.add_routes(app, config)  # /privacy and /privacy.json (exporter.server.privacy)
 
     # Ingestion, feedback and privacy API under /api/v1/ (exporter.api.app): routes plus
     # its background tasks (store thread, webhook notifier, retention purge).

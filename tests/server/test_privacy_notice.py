@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
 
 import bcrypt
 import yaml
@@ -19,8 +18,7 @@ from exporter.server.privacy_fields import (
     store_columns,
     uncovered,
 )
-from exporter.store import errors
-from exporter.store.schema import SCHEMA, connect
+from exporter.store.schema import connect
 
 
 def _real_columns(tmp_path) -> set[str]:
@@ -40,9 +38,8 @@ def test_every_store_column_and_catalog_label_has_an_entry(tmp_path):
 
 def test_the_check_fails_on_a_column_or_label_without_an_entry(tmp_path):
     """Not vacuous: a temporary schema with one more column, a catalog with one more label, are both caught."""
-    conn = sqlite3.connect(tmp_path / "fake.db")
-    conn.executescript(SCHEMA + errors.SCHEMA + "ALTER TABLE feedback ADD COLUMN email TEXT;"
-                       "CREATE TABLE sessions (session_id TEXT);")
+    conn, _ = connect(tmp_path / "fake.db", busy_timeout=1.0)  # the real schema, then a temporary change
+    conn.executescript("ALTER TABLE feedback ADD COLUMN email TEXT; CREATE TABLE sessions (session_id TEXT);")
     columns = store_columns(conn)
     conn.close()
     extra = catalog.MetricSpec("clary_fake_total", catalog.Kind.COUNTER, "fake",

@@ -30,7 +30,8 @@ RIGHTS = (
     ("GET", "/api/v1/users/{id}/export", "access",
      "everything stored for the user, as JSON (consent state included)"),
     ("DELETE", "/api/v1/users/{id}", "erasure",
-     "deletes the user's feedback, activity, error records and pending notifications"),
+     "deletes what is stored under the user's hashed id (feedback, notifications, activity, error records); "
+     + "an opt-out stays"),
     ("POST", "/api/v1/users/{id}/opt-out", "objection",
      "stops recording the user; counters still count anonymously"),
     ("POST", "/api/v1/users/{id}/opt-in", "objection withdrawn", "records the user again"),
@@ -105,8 +106,8 @@ def render_html(data: dict[str, Any]) -> str:
 <body>
 <h1>Privacy notice</h1>
 <p>Generated from this exporter's code and configuration. User ids are never stored or used as metric labels:
-they are replaced by an HMAC under the operator's secret. Stored data is kept
-{data['settings']['retention_days']} days (retention_days).
+they are replaced by an HMAC under the operator's secret. Feedback, activity and error records are kept
+{data['settings']['retention_days']} days (retention_days); each field's retention is listed below.
 {html.escape(consent)} <a href="privacy.json">This notice as JSON</a>.</p>
 <h2>Your rights</h2>
 <p>Sent by the operator's admin on your behalf (admin token), for a user id:</p>

@@ -36,8 +36,8 @@ RETENTIONS = {
     "retention": "{retention_days} days after it was stored (retention_days), then purged; or until the user is "
                  "deleted",
     "outbox": "until the notification is delivered, at most as long as its feedback ({retention_days} days)",
-    "opt_out": "until the user opts back in or is deleted: it is the record of the objection, so retention does "
-               "not purge it",
+    "opt_out": "until the user opts back in: it is the record of the objection, so neither retention nor "
+               "deleting the user's data removes it (deleting would start tracking again)",
     "store": "for the life of the store; nothing personal",
 }
 

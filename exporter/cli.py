@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(env {WEB_CONFIG_ENV}; see docs/deployment.md)")
     p.add_argument("--retention-days", type=int, metavar="DAYS",
                    help="keep stored feedback and per-user activity this long (default 365)")
+    p.add_argument("--privacy.consent", dest="privacy_consent", choices=["opt_out", "opt_in"],
+                   help="opt_out (default): users are tracked unless they object; opt_in: nothing per user is kept "
+                   "until their consent is recorded (env CLARY_PRIVACY_CONSENT; see docs/configuration.md)")
     p.add_argument("--license-stale-after", type=int, metavar="SECONDS",
                    help="drop a license's expiry/usage/limit series after this long without a license_status "
                    "event, so alerts on a departed customer resolve (default 86400; 0 = never)")
@@ -114,7 +117,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         name: getattr(args, name)
         for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir",
-                     "retention_days", "license_stale_after")
+                     "retention_days", "license_stale_after", "privacy_consent")
     }
     flags.update({name: getattr(args, name)
                   for name in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections")})

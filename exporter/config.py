@@ -99,6 +99,16 @@ def _collectors_model() -> type[BaseModel]:
 Collectors = _collectors_model()
 
 
+class PrivacyConfig(BaseModel):
+    """``privacy:`` of the config (docs/configuration.md#privacy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consent: Literal["opt_out", "opt_in"] = Field(
+        "opt_out", description="opt_out: users are tracked unless they object; opt_in: nothing per user is kept "
+                               "until their consent is recorded (POST /api/v1/users/{id}/consent)")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -132,6 +142,7 @@ class Config(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request body limit")
     max_batch_items: int = Field(1000, ge=1, le=100_000, description="events per batch limit")
     opted_out_users: list[str] = Field(default_factory=list, description="user ids always treated as opted out")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     # The HTTP server's connection limits and compressed bodies (exporter.server.connections,
     # exporter.api.body); see docs/deployment.md#slow-clients-and-connection-limits.
     header_timeout: float = Field(10.0, gt=0, le=3600, description="seconds a client has to send a request's headers")
@@ -222,7 +233,7 @@ ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_for
                 "hmac_previous_secrets",
                 "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
                 "opted_out_users", "feedback_rate_per_minute", "feedback_burst", "urgent_notify_limit",
-                "urgent_notify_window_seconds", "license_stale_after")
+                "urgent_notify_window_seconds", "license_stale_after", "privacy_consent")
 # The listener's limits (exporter.server.connections), from CLARY_HEADER_TIMEOUT and so on.
 ENV_SETTINGS += ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections", "max_compression_ratio")
 # Settings whose environment value is a comma-separated list.
@@ -273,6 +284,9 @@ def load(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = N
     source = f"config file {config_path}" if config_path else "configuration"
     merged.update(env)
     merged.update(flags)
+    if "privacy_consent" in merged:  # CLARY_PRIVACY_CONSENT, --privacy.consent: one key of the privacy: section
+        section = merged.get("privacy")
+        merged["privacy"] = {**(section if isinstance(section, dict) else {}), "consent": merged.pop("privacy_consent")}
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:

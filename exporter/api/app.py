@@ -92,6 +92,7 @@ class IngestApi:
         self.backlog = EventBacklog(recorder, self.activity)
         self.config_opted_out = {hashed for user in config.opted_out_users for hashed in self.activity.hashes(user)}
         self.activity.opted_out |= self.config_opted_out
+        self.activity.consent_required = config.privacy.consent == "opt_in"  # exporter.store.consent
         secrets = Secrets.of(config.hmac_secret, config.hmac_previous_secrets) if config.hmac_secret else None
         self.storage = StorageWatch(self.store, self.activity, secrets, clock)
         self.errors = ErrorStore(self.store, self._tracked_hash, clock)  # error records (exporter.api.error_sink)
@@ -238,6 +239,8 @@ def setup_api(app: web.Application, config: Config, recorder: Recorder, **kwargs
     routes.add_delete(PREFIX + "/users/{user_id:[^/]+}", partial(privacy.delete_user, api))
     routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-out", partial(privacy.opt_out, api))
     routes.add_post(PREFIX + "/users/{user_id:[^/]+}/opt-in", partial(privacy.opt_in, api))
+    routes.add_post(PREFIX + "/users/{user_id:[^/]+}/consent", partial(privacy.consent, api))
+    routes.add_get(PREFIX + "/users/{user_id:[^/]+}/export", partial(privacy.export_user, api))
     routes.add_get(PREFIX + "/errors", partial(errors_api.list_errors, api))
     routes.add_get(PREFIX + "/errors/{error_id:[^/]+}", partial(errors_api.get_error, api))
     routes.add_post(PREFIX + "/errors/groups/{fingerprint:[^/]+}/resolve", partial(errors_api.resolve, api))

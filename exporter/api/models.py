@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
 
@@ -140,6 +140,7 @@ class RemovedCounts(BaseModel):
     notifications: int = Field(description="pending webhook deliveries of that feedback")
     activity: int = Field(description="daily per-user activity rows")
     errors: int = Field(0, description="error records (GET /api/v1/errors/{error_id}) of the user's requests")
+    consents: int = Field(0, description="consent records (the opt-out stays)")
 
 
 class UserRemoved(BaseModel):
@@ -155,3 +156,32 @@ class UserPath(BaseModel):
     model_config = ConfigDict(strict=True)
     user_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
+
+
+class ConsentIn(BaseModel):
+    """A consent decision (``privacy.consent``; exporter.store.consent)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    state: Literal["granted", "withdrawn"]
+    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")] \
+        = Field(description="the version of the privacy policy the user saw, e.g. 2026-01")
+
+
+class ConsentState(BaseModel):
+    state: Literal["granted", "withdrawn"]
+    policy_version: str
+    tracked: bool = Field(description="whether per-user data is kept for the user now (consent mode and opt-outs)")
+
+
+class UserExport(BaseModel):
+    """Everything stored for one user (right of access); rows keyed by the user's HMAC under each secret."""
+
+    consent_mode: Literal["opt_out", "opt_in"]
+    opted_out: bool
+    consent: str | None = Field(description="latest consent state: granted, withdrawn, or null if none recorded")
+    tracked: bool
+    feedback: list[dict[str, Any]]
+    activity: list[dict[str, Any]]
+    error_records: list[dict[str, Any]]
+    opt_outs: list[dict[str, Any]]
+    consents: list[dict[str, Any]] = Field(description="consent history, oldest first")

@@ -7,8 +7,9 @@ from pydantic.json_schema import models_json_schema
 
 from exporter import __version__
 from exporter.api import errors_api
-from exporter.api.models import (ErrorBody, FeedbackCreated, FeedbackIn, FeedbackInsights, FeedbackPage, FeedbackQuery,
-                                 InsightsQuery, OptOutState, UserPath, UserRemoved)
+from exporter.api.models import (ConsentIn, ConsentState, ErrorBody, FeedbackCreated, FeedbackIn, FeedbackInsights,
+                                 FeedbackPage, FeedbackQuery, InsightsQuery, OptOutState, UserExport, UserPath,
+                                 UserRemoved)
 from exporter.config import Config
 from exporter.ingest.decode import EventBatch, EventBatchResult
 
@@ -34,7 +35,8 @@ def openapi_document(config: Config) -> dict:
     """OpenAPI 3.1 for every endpoint, from the models the handlers validate with."""
     models = [(FeedbackIn, "validation"), (FeedbackCreated, "serialization"), (FeedbackPage, "serialization"),
               (ErrorBody, "serialization"), (UserRemoved, "serialization"), (OptOutState, "serialization"),
-              (FeedbackInsights, "serialization"), *errors_api.OPENAPI_MODELS]
+              (FeedbackInsights, "serialization"), (ConsentIn, "validation"), (ConsentState, "serialization"),
+              (UserExport, "serialization"), *errors_api.OPENAPI_MODELS]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top["$defs"]
     # The event schemas are msgspec structs (exporter.ingest.schemas).
@@ -104,6 +106,21 @@ def openapi_document(config: Config) -> dict:
             "summary": "Undo an opt-out made through the API",
             "operationId": "optIn", "security": admin, "parameters": [user_param],
             "responses": {"200": _json("OptOutState", "opted in"), **_error_responses(400, 401, 409, 503)},
+        }},
+        f"{PREFIX}/users/{{user_id}}/consent": {"post": {
+            "summary": "Record a user's consent decision (privacy.consent)",
+            "description": "`granted` records consent and lifts an API opt-out; `withdrawn` records the withdrawal "
+                           "and opts the user out. With privacy.consent opt_in nothing per user is kept until "
+                           "consent is granted.",
+            "operationId": "recordConsent", "security": admin, "parameters": [user_param],
+            "requestBody": json_body("ConsentIn"),
+            "responses": {"200": _json("ConsentState", "recorded"), **_error_responses(400, 401, 409, 503)},
+        }},
+        f"{PREFIX}/users/{{user_id}}/export": {"get": {
+            "summary": "Everything stored for a user, with opt-out and consent state and history (right of access)",
+            "operationId": "exportUser", "security": admin, "parameters": [user_param],
+            "responses": {"200": _json("UserExport", "the user's stored rows, per table"),
+                          **_error_responses(400, 401, 503)},
         }},
         **errors_api.openapi_paths(PREFIX, _error_responses, _json),
         f"{PREFIX}/openapi.json": {"get": {

@@ -53,6 +53,7 @@ class StorageWatch:
         try:
             notes = await self.store.run(checks.open_checked, secrets=self.secrets, now=self.clock())
             self.activity.opted_out |= await self.store.opted_out()
+            self.activity.consented |= await self.store.consented()  # opt_in mode (exporter.store.consent)
             for step in then:
                 await step()
         except (StorageError, StorageUnavailable) as exc:

@@ -41,13 +41,16 @@ class UserActivity:
         self._clock = clock
         self.max_pending = max_pending
         self.opted_out: set[str] = set()
+        self.consent_required = False
+        self.consented: set[str] = set()
         self.pending: dict[tuple[str, int, str, str], int] = {}
         self._lock = threading.Lock()  # pending and changes to _digests
         self._digests: dict[str, str] = {}
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
 
     def is_opted_out(self, hashed_user: str) -> bool:
-        return hashed_user in self.opted_out
+        """Whether nothing per user may be kept: opted out, or (opt_in mode) no consent recorded."""
+        return hashed_user in self.opted_out or (self.consent_required and hashed_user not in self.consented)
 
     def track(self, tier: str, user_id: str, kind: str, count: int = 1) -> bool:
         """Count ``count`` activities of a raw user id; False (nothing kept) when the user opted out."""
@@ -62,7 +65,7 @@ class UserActivity:
         rows, tracked = [], []
         for (tier, user_id, kind), count in counts.items():
             hashed = self._digests.get(user_id) or self.digest(user_id)
-            if hashed not in self.opted_out:
+            if not self.is_opted_out(hashed):
                 rows.append(((hashed, day, *self._row_labels(tier, kind)), count))
                 tracked.append((tier, user_id))
         self._add_rows(rows)
@@ -78,11 +81,12 @@ class UserActivity:
                 pending[key] = pending.get(key, 0) + count
 
     def digest(self, user_id: str) -> str:
-        """The user's hash under the current secret; opted out when they opted out under a previous one."""
+        """The user's hash under the current secret; opted out (or consented) when they did so under a previous one."""
         hashed = self.hasher.digest(user_id)
-        if self.previous and hashed not in self.opted_out and any(
-                old.digest(user_id) in self.opted_out for old in self.previous):
-            self.opted_out.add(hashed)
+        for found in (self.opted_out, self.consented if self.consent_required else None):
+            if found is not None and self.previous and hashed not in found and any(
+                    old.digest(user_id) in found for old in self.previous):
+                found.add(hashed)
         with self._lock:
             if len(self._digests) >= DIGEST_CACHE_LIMIT:
                 self._digests.clear()  # bounded; refills with whoever is active

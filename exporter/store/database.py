@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.instrument.sentiment import label as sentiment_label
-from exporter.store import errors
+from exporter.store import consent, errors
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
 from exporter.store.schema import connect, file_id
@@ -191,7 +191,7 @@ class Database:
         return [] if conn is None else feature_stats(conn, since, until, tier)
 
     def count(self, table: str, where: str = "1", args: tuple = ()) -> int:
-        if table not in ("feedback", "activity", "opt_outs", "outbox", "error_records", "error_groups"):
+        if table not in ("feedback", "activity", "opt_outs", "outbox", "error_records", "error_groups", "consents"):
             raise ValueError(table)
         conn = self.connection(create=False)
         if conn is None:
@@ -225,14 +225,15 @@ class Database:
     # --- privacy operations ---------------------------------------------------------
 
     def delete_user(self, *user_hashes: str) -> dict[str, int]:
-        """Remove every stored record of one user: feedback, its pending notifications, activity, error records.
+        """Remove every stored record of one user: feedback, its pending notifications, activity, error records,
+        consent history (``exporter.store.consent``).
 
         One hash per configured HMAC secret (the current and previous ones).
         The opt-out row stays: deleting a user's data must not start tracking them again.
         """
         conn = self.connection(create=False)
         if conn is None:
-            return {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
+            return {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0, "consents": 0}
         user = f"user_hash IN ({','.join('?' * len(user_hashes))})"
         with _Transaction(conn):
             notifications = conn.execute(
@@ -241,7 +242,9 @@ class Database:
             feedback = conn.execute(f"DELETE FROM feedback WHERE {user}", user_hashes).rowcount
             activity = conn.execute(f"DELETE FROM activity WHERE {user}", user_hashes).rowcount
             error_records = errors.delete_user(conn, user_hashes)
-        return {"feedback": feedback, "notifications": notifications, "activity": activity, "errors": error_records}
+            consents = consent.delete_user(conn, user_hashes)
+        return {"feedback": feedback, "notifications": notifications, "activity": activity, "errors": error_records,
+                "consents": consents}
 
     def purge(self, retention_days: int, now: float | None = None) -> dict[str, int]:
         """Delete feedback, its pending notifications, activity and error records older than the retention."""
@@ -279,6 +282,26 @@ class Database:
         if conn is None:
             return set()
         return {row[0] for row in conn.execute("SELECT user_hash FROM opt_outs")}
+
+    def record_consent(self, user_hash: str, state: str, policy_version: str, now: float | None = None) -> None:
+        """Append a consent decision; a withdrawal also stores the opt-out, in the same transaction."""
+        now = time.time() if now is None else now
+        with self.transaction() as conn:
+            consent.record(conn, user_hash, state, policy_version, now)
+            if state == "withdrawn":
+                conn.execute("INSERT OR IGNORE INTO opt_outs (user_hash, created_at) VALUES (?, ?)", (user_hash, now))
+
+    def consented(self) -> set[str]:
+        """Hashes whose latest consent is ``granted`` (loaded at start, like the opt-outs)."""
+        conn = self.connection(create=False)
+        return set() if conn is None else consent.granted(conn)
+
+    def export_user(self, *user_hashes: str) -> dict[str, list[dict[str, Any]]]:
+        """Every stored row of one user (one hash per configured secret), per table: the right of access."""
+        conn = self.connection(create=False)
+        if conn is None:
+            return {table: [] for table in consent.EXPORT_TABLES}
+        return consent.export_user(conn, user_hashes)
 
     # --- webhook outbox ------------------------------------------------------------
 

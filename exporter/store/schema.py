@@ -9,6 +9,7 @@
   3 added ``error_records`` and ``error_groups`` (``exporter.store.errors``).
   4 added the feedback row's ``feature`` and ``sentiment`` (VADER compound
   score), back-filled for stored rows (``exporter.store.migrations``).
+  5 added ``consents`` (``exporter.store.consent``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import os
 import sqlite3
 from pathlib import Path
 
-from exporter.store import errors
+from exporter.store import consent, errors
 from exporter.store.health import StorageError
 from exporter.store.migrations import migrate
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -89,7 +90,7 @@ def connect(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection, tuple[
         if version > SCHEMA_VERSION:
             raise StorageError(f"{path}: schema version {version} is newer than this exporter's ({SCHEMA_VERSION}); "
                                "run the newer exporter, or restore a backup")
-        conn.executescript(SCHEMA + errors.SCHEMA)
+        conn.executescript(SCHEMA + errors.SCHEMA + consent.SCHEMA)
         migrate(conn, version)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return conn, file_id(path)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporter.api.models import FeedbackIn
+from exporter.api.models import ConsentIn, FeedbackIn
 from exporter.api.openapi import openapi_document
 from exporter.ingest.decode import EventBatch
 from exporter.ingest.schemas import EVENT_MODELS, EVENT_TYPES
@@ -59,6 +59,7 @@ def test_document_describes_every_endpoint(document):
         ("/api/v1/feedback/insights", "get"),
         ("/api/v1/users/{user_id}", "delete"), ("/api/v1/users/{user_id}/opt-out", "post"),
         ("/api/v1/users/{user_id}/opt-in", "post"), ("/api/v1/openapi.json", "get"),
+        ("/api/v1/users/{user_id}/consent", "post"), ("/api/v1/users/{user_id}/export", "get"),
         ("/api/v1/errors", "get"), ("/api/v1/errors/{error_id}", "get"),
         ("/api/v1/errors/groups/{fingerprint}/resolve", "post"),
     }
@@ -207,7 +208,8 @@ USER_IDS = st.text(min_size=0, max_size=300).filter(lambda s: s not in (".", "..
 
 
 @FUZZ
-@given(user=USER_IDS, op=st.sampled_from([("DELETE", ""), ("POST", "/opt-out"), ("POST", "/opt-in")]),
+@given(user=USER_IDS, op=st.sampled_from([("DELETE", ""), ("POST", "/opt-out"), ("POST", "/opt-in"),
+                                          ("GET", "/export")]),
        headers=st.sampled_from(HEADER_CHOICES["admin"]))
 def test_fuzz_user_operations(server, user, op, headers):
     method, suffix = op
@@ -220,3 +222,16 @@ def test_fuzz_user_operations(server, user, op, headers):
     assert status in (200, 400, 401, 409)
     if status == 400:
         assert error["field"] == "user_id"
+
+
+@FUZZ
+@given(data=st.data(), user=st.sampled_from(["alice", "bob", "x" * 257]))
+def test_fuzz_consent(server, document, data, user):
+    body = data.draw(body_strategy(document, "#/components/schemas/ConsentIn"), label="body")
+    headers = data.draw(st.sampled_from(HEADER_CHOICES["admin"]), label="headers")
+    status, ctype, raw = request(server, "POST", f"/api/v1/users/{user}/consent", body, headers)
+    result = check(status, ctype, raw)
+    assert status in (200, 400, 401)
+    if status == 200:
+        sent = ConsentIn.model_validate_json(body)  # only a valid decision is recorded
+        assert result["state"] == sent.state and result["policy_version"] == sent.policy_version

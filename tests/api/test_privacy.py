@@ -46,7 +46,7 @@ async def test_delete_user_removes_every_record_of_that_user_only(aiohttp_client
 
     assert resp.status == 200
     # alice: 2 feedback, 1 pending notification, activity rows feedback + upload + view + search.
-    assert await resp.json() == {"removed": {"feedback": 2, "notifications": 1, "activity": 4, "errors": 0}, "total": 7}
+    assert await resp.json() == {"removed": {"feedback": 2, "notifications": 1, "activity": 4, "errors": 0, "consents": 0}, "total": 7}
     rows = db.list_feedback()[0]
     assert [(r["text"], r["user_hash"]) for r in rows] == [("b1", HASH("bob"))]
     assert {r[0] for r in db.activity()} == {HASH("bob")}

@@ -79,7 +79,7 @@ async def test_with_the_previous_secret_deletion_opt_out_and_opt_in_reach_the_ol
 
     # Deletion finds rows stored under either secret.
     resp = await client.delete("/api/v1/users/alice", headers=ADMIN)
-    assert await resp.json() == {"removed": {"feedback": 1, "notifications": 0, "activity": 1, "errors": 0}, "total": 2}
+    assert await resp.json() == {"removed": {"feedback": 1, "notifications": 0, "activity": 1, "errors": 0, "consents": 0}, "total": 2}
     resp = await client.delete("/api/v1/users/dave", headers=ADMIN)
     assert (await resp.json())["removed"]["activity"] == 1
     assert {r[0] for r in db.activity()} == {NEW("erin")}
@@ -152,7 +152,7 @@ def test_the_cli_refuses_another_secret_in_one_line_and_rotates_with_previous_se
     with support.exporter(port, *args, env=rotated, log_path=tmp_path / "second.log"):
         status, _, body = support.http_request(f"{base}/api/v1/users/alice", "DELETE",
                                                headers={"Authorization": "Bearer admin-token-0123456789abcdef"})
-        assert status == 200 and json.loads(body)["removed"] == {"feedback": 1, "notifications": 0, "activity": 1, "errors": 0}
+        assert status == 200 and json.loads(body)["removed"] == {"feedback": 1, "notifications": 0, "activity": 1, "errors": 0, "consents": 0}
     log = (tmp_path / "second.log").read_text()
     assert f"rotated the HMAC secret from fingerprint {fingerprint(SECRET)}" in log
     assert SECRET not in log and NEW_SECRET not in log

@@ -164,7 +164,7 @@ async def test_delete_removes_activity_still_waiting_in_the_backlog(aiohttp_clie
 
     assert resp.status == 200
     # One daily row per kind: upload, search, session.
-    assert await resp.json() == {"removed": {"feedback": 0, "notifications": 0, "activity": 3, "errors": 0}, "total": 3}
+    assert await resp.json() == {"removed": {"feedback": 0, "notifications": 0, "activity": 3, "errors": 0, "consents": 0}, "total": 3}
     assert len(api.backlog) == 0 and activity(api, "u3", "upload") == 0
     api.backlog.fold()
     await api.flush_activity()

@@ -34,7 +34,7 @@ def test_file_is_created_on_first_write_only(tmp_path):
     db = Database(tmp_path / "sub" / "clary.db")
     assert db.list_feedback() == ([], None)
     assert db.purge(30, NOW) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
-    assert db.delete_user(U1) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
+    assert db.delete_user(U1) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0, "consents": 0}
     assert db.opted_out() == set() and db.due_deliveries(NOW) == [] and db.set_opt_out(U1, False) is False
     assert not (tmp_path / "sub").exists()
     db.add_feedback(feedback(0, U1, "first"))
@@ -80,14 +80,14 @@ def test_delete_user_removes_every_row_of_that_user_and_nothing_else(db):
                      (U2, today, "lite", "upload"): 7})
     db.set_opt_out(U1, True)
 
-    assert db.delete_user(U1) == {"feedback": 3, "notifications": 2, "activity": 2, "errors": 0}
+    assert db.delete_user(U1) == {"feedback": 3, "notifications": 2, "activity": 2, "errors": 0, "consents": 0}
 
     assert texts(db) == ["anonymous", "u2"]
     assert [(r[0], r[4]) for r in db.activity()] == [(U2, 7)]
     assert [row[2] for row in db.outbox()] == ["http://127.0.0.1:9/a"]
     assert all(row[1] != mine[0].id for row in db.outbox())
     assert db.opted_out() == {U1}  # deleting data does not start tracking the user again
-    assert db.delete_user(U1) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
+    assert db.delete_user(U1) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0, "consents": 0}
 
 
 def test_activity_counts_add_up_per_day(db):

@@ -38,6 +38,8 @@ RETENTIONS = {
     "outbox": "until the notification is delivered, at most as long as its feedback ({retention_days} days)",
     "opt_out": "until the user opts back in: it is the record of the objection, so neither retention nor "
                "deleting the user's data removes it (deleting would start tracking again)",
+    "consent": "until the user is deleted: the record of consent outlives the data it governs, so retention does "
+               "not purge it",
     "store": "for the life of the store; nothing personal",
 }
 
@@ -71,6 +73,12 @@ STORE_FIELDS: dict[str, Field] = {
     # opt_outs: the record of an objection.
     "opt_outs.user_hash": Field(True, _HASH, "opt_out"),
     "opt_outs.created_at": Field(False, "time of the opt-out", "opt_out"),
+    # consents: one row per consent decision (exporter.store.consent); the latest is the state.
+    "consents.seq": Field(False, "row number", "consent"),
+    "consents.user_hash": Field(True, _HASH, "consent"),
+    "consents.state": Field(False, "granted or withdrawn", "consent"),
+    "consents.policy_version": Field(False, "version of the policy the user saw", "consent"),
+    "consents.created_at": Field(False, "time of the decision", "consent"),
     # outbox: urgent feedback waiting to be sent to the configured webhooks.
     "outbox.id": Field(False, "row number", "outbox"),
     "outbox.feedback_id": Field(False, "id of the feedback row", "outbox"),

@@ -67,6 +67,7 @@ async def test_json_notice_has_the_configured_durations_and_every_entry(aiohttp_
         assert stored["feedback.user_hash"]["retention"].startswith("30 days")
         assert "HMAC" in stored["activity.user_hash"]["protection"]
         assert stored["error_records.message"]["protection"].startswith("redacted")
+        assert "deleted" in stored["consents.user_hash"]["retention"]
         assert {entry["label"] for entry in data["labels"]} == set(LABELS)
         memory = " ".join(entry["retention"] for entry in data["in_memory"])
         assert "900 seconds" in memory and "7200 seconds" in memory
@@ -81,8 +82,14 @@ async def test_rights_are_the_registered_user_endpoints(aiohttp_client, tmp_path
     assert {("DELETE", "/api/v1/users/{id}"), ("POST", "/api/v1/users/{id}/opt-out")} <= rights
     served = {(route.method, route.resource.canonical.replace("{user_id}", "{id}")) for route in app.router.routes()}
     assert rights <= served  # nothing promised that the router does not serve
-    if ("GET", "/api/v1/users/{id}/export") in served:
-        assert ("GET", "/api/v1/users/{id}/export") in rights
+    assert {("GET", "/api/v1/users/{id}/export"), ("POST", "/api/v1/users/{id}/consent")} <= rights
+
+
+async def test_the_notice_states_the_consent_mode(aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(_config(tmp_path, privacy={"consent": "opt_in"})))
+    assert (await (await client.get("/privacy.json")).json())["consent"] == "opt_in"
+    assert "Nothing per user is kept until the user&#x27;s consent is recorded" in await (
+        await client.get("/privacy")).text()
 
 
 async def test_html_notice_names_every_personal_field_escaped_and_is_linked(aiohttp_client, tmp_path):

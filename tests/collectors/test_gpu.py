@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import pynvml  # the real bindings (nvidia-ml-py, a dependency): importing loads no driver
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -93,7 +94,6 @@ def two_gpus() -> FakeNvml:
 
 def test_real_not_supported_exception_is_recognised():
     """The collector reads the real NVMLError's ``value``, not the fake's class."""
-    pynvml = pytest.importorskip("pynvml")
     nvml = two_gpus()
 
     def unsupported(handle):

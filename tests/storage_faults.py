@@ -17,14 +17,16 @@ Each fault is the real thing, not a mock of SQLite:
 - deleted or replaced: the file unlinked, or another file renamed over it.
 
 ``mount`` needs root with CAP_SYS_ADMIN and ``chattr`` a file system with
-inode flags (ext4, xfs): the tests that need them skip, saying why, where
-the machine cannot.
+inode flags (ext4, xfs). CI runs as root, so there (``CI`` set) a missing
+capability fails the test; elsewhere (``make test`` through sudo as a user)
+the tests that need it skip, saying why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -35,19 +37,26 @@ import pytest
 GARBAGE = b"this is not a database, whatever its name says\n" * 200
 
 
+def _unavailable(reason: str) -> None:
+    """Fail in CI, where every fault must be exercised; skip on a machine that cannot make it."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{reason}; CI must run the storage-fault tests as root")
+    pytest.skip(reason)
+
+
 def _run(*cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
 
 
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (created) for the block; skips where mounting is not allowed."""
+    """A tmpfs of ``size`` mounted at ``path`` (created) for the block; :func:`_unavailable` where not allowed."""
     if shutil.which("mount") is None:
-        pytest.skip("no mount(8) here")
+        _unavailable("no mount(8) here")
     path.mkdir(parents=True, exist_ok=True)
     result = _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
+        _unavailable(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
     try:
         yield path
     finally:
@@ -75,13 +84,13 @@ def fill(directory: Path) -> Path:
 
 @contextlib.contextmanager
 def immutable(*paths: Path) -> Iterator[None]:
-    """``chattr +i`` on ``paths`` for the block (writes through open descriptors fail too); skips where unsupported."""
+    """``chattr +i`` on ``paths`` for the block (writes through open descriptors fail too); see :func:`_unavailable`."""
     if shutil.which("chattr") is None:
-        pytest.skip("no chattr(1) here")
+        _unavailable("no chattr(1) here")
     existing = [str(p) for p in paths if p.exists()]
     result = _run("chattr", "+i", *existing)
     if result.returncode != 0:
-        pytest.skip(f"cannot make files immutable here (needs root and ext4/xfs): {result.stderr.strip()}")
+        _unavailable(f"cannot make files immutable here (needs root and ext4/xfs): {result.stderr.strip()}")
     try:
         yield
     finally:

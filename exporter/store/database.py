@@ -43,6 +43,7 @@ from exporter.store import consent, errors
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
 from exporter.store.schema import connect, file_id
+from exporter.store.sql import where
 
 DB_FILENAME = "clary.db"
 DAY = 86400
@@ -156,21 +157,9 @@ class Database:
         conn = self.connection(create=False)
         if conn is None:
             return [], None
-        where, args = [], []
-        for column, value in (("tier", tier), ("type", type), ("feature", feature)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(since)
-        if before_seq is not None:
-            where.append("seq < ?")
-            args.append(before_seq)
-        sql = "SELECT seq, " + ", ".join(FEEDBACK_COLUMNS) + " FROM feedback"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
+        filters, args = where((("tier = ?", tier), ("type = ?", type), ("feature = ?", feature),
+                               ("created_at >= ?", since), ("seq < ?", before_seq)))
+        sql = "SELECT seq, " + ", ".join(FEEDBACK_COLUMNS) + " FROM feedback" + filters + " ORDER BY seq DESC LIMIT ?"
         rows = conn.execute(sql, (*args, limit + 1)).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.store.sql import where
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS error_groups (
     fingerprint TEXT PRIMARY KEY,
@@ -151,29 +153,17 @@ def list_groups(db, tier: str | None = None, status: str | None = None, route: s
     conn = db.connection(create=False)
     if conn is None:
         return []
-    where, args = [], []
-    if fingerprint is not None:
-        where.append("g.fingerprint = ?")
-        args.append(fingerprint)
-    if status is not None:
-        where.append("g.status = ?")
-        args.append(status)
-    if since is not None:
-        where.append("g.last_seen >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("g.first_seen < ?")
-        args.append(until)
-    for column, value in (("tier", tier), ("route", route)):
-        if value is not None:
-            where.append(f"g.fingerprint IN (SELECT fingerprint FROM error_records WHERE {column} = ?)")
-            args.append(value)
+    filters, args = where((
+        ("g.fingerprint = ?", fingerprint),
+        ("g.status = ?", status),
+        ("g.last_seen >= ?", since),
+        ("g.first_seen < ?", until),
+        ("g.fingerprint IN (SELECT fingerprint FROM error_records WHERE tier = ?)", tier),
+        ("g.fingerprint IN (SELECT fingerprint FROM error_records WHERE route = ?)", route),
+    ))
     sql = ("SELECT g.fingerprint, g.error_type, g.first_seen, g.last_seen, g.count, g.status, g.resolved_at,"
            " g.message, (SELECT COUNT(DISTINCT user_hash) FROM error_records r WHERE r.fingerprint = g.fingerprint)"
-           " AS users FROM error_groups g")
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY users DESC, g.count DESC, g.last_seen DESC LIMIT ?"
+           " AS users FROM error_groups g" + filters + " ORDER BY users DESC, g.count DESC, g.last_seen DESC LIMIT ?")
     groups = []
     for row in conn.execute(sql, (*args, limit)).fetchall():
         item = dict(zip(("fingerprint", "error_type", "first_seen", "last_seen", "count", "status", "resolved_at",

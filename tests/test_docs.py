@@ -165,6 +165,16 @@ def test_console_blocks_hold_no_commands_to_copy():
     assert not problems, "\n".join(problems)
 
 
+def test_no_shell_sample_pipes_into_a_reader_that_stops_early():
+    """``curl ... | grep -q`` fails at random under pipefail: grep exits at the first match, curl's next
+    write gets EPIPE and curl exits 23 (CI failed on docs/privacy.md this way). Samples grep a captured
+    body instead (``grep -q x <<<"$(curl ...)"``)."""
+    early = re.compile(r"\|\s*(grep\s+(-\w*q|--quiet|-m\s*\d|--max-count)|head\b)")
+    problems = [f"{b.where}: {line.strip()}" for b in SHELL_BLOCKS
+                for line in b.code.replace("\\\n", " ").splitlines() if early.search(line)]
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.parametrize("block", [b for b in all_blocks() if b.lang in PARSE], ids=lambda b: b.where)
 def test_json_and_yaml_blocks_parse(block: Block):
     try:

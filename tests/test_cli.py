@@ -112,7 +112,8 @@ def test_clean_shutdown_on_signal(sig, tmp_path):
     import json
 
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
-    assert records[-1]["msg"] == "shutting down"
+    # The demo's in-flight requests may still log (at info) while the server drains.
+    assert [r["msg"] for r in records if r["msg"] != "deliberate error (expected)"][-1] == "shutting down"
     unexpected = [r for r in records if r["level"] == "error"]  # the demo's deliberate errors are info
     assert unexpected == []
     with pytest.raises(OSError):

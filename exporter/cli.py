@@ -7,9 +7,9 @@ import asyncio
 import logging
 import os
 import signal
-import sqlite3
 import sys
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], type=str.lower,
                    help="log line format (default text)")
     p.add_argument("--data-dir", metavar="DIR", help="where stored state lives (default ./data)")
+    p.add_argument("--database-url", metavar="URL",
+                   help="postgresql://USER:PASSWORD@HOST:PORT/DB: one store shared by every replica instead of "
+                   "SQLite under --data-dir (env CLARY_DATABASE_URL, which keeps the password out of ps; "
+                   "see docs/scale-out.md)")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                    help="TLS and basic auth, in the Prometheus exporter-toolkit format "
                    f"(env {WEB_CONFIG_ENV}; see docs/deployment.md)")
@@ -117,7 +121,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         name: getattr(args, name)
         for name in ("listen_address", "demo", "demo_duration", "config", "log_level", "log_format", "data_dir",
-                     "retention_days", "license_stale_after", "privacy_consent")
+                     "retention_days", "license_stale_after", "privacy_consent", "database_url")
     }
     flags.update({name: getattr(args, name)
                   for name in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections")})
@@ -190,6 +194,8 @@ def _secrets(config: Config) -> list[str]:
     """What the log filter removes wherever it shows up (exporter.logs)."""
     values = [*config.ingest_tokens, *config.api_keys, config.admin_token or "", config.hmac_secret or ""]
     values += [getattr(hook, "url", hook) for hook in config.webhooks]
+    if config.database_url:
+        values += [config.database_url, urlsplit(config.database_url).password or ""]
     return values + list(getattr(config, "hmac_previous_secrets", None) or ())
 
 
@@ -200,15 +206,15 @@ def purge(config: Config) -> dict[str, int]:
     is an error (one line, exit 2), not a purge of nothing reported as success.
     """
     from exporter.store.checks import open_checked
-    from exporter.store.database import DB_FILENAME, Database
+    from exporter.store.database import DB_FILENAME, STORAGE_ERRORS, Database
     from exporter.store.health import describe
 
-    db = Database(config.data_dir / DB_FILENAME)
+    db = Database(url=config.database_url) if config.database_url else Database(config.data_dir / DB_FILENAME)
     try:
         open_checked(db, create=False)
         return db.purge(config.retention_days)
-    except (OSError, sqlite3.Error) as exc:
-        raise StorageError(f"{db.path}: {describe(exc)}") from None
+    except STORAGE_ERRORS as exc:
+        raise StorageError(f"{db.location}: {describe(exc)}") from None
     finally:
         db.close()
 

@@ -122,6 +122,10 @@ class Config(BaseModel):
     hmac_previous_secrets: list[str] = Field(default_factory=list, max_length=10,
                                              description="earlier HMAC secrets, still used to find stored users")
     data_dir: Path = Path("data")
+    # Several replicas, one store (exporter.store.postgres, docs/scale-out.md); unset: SQLite under data_dir.
+    database_url: str | None = Field(None, description="postgresql://user:password@host:port/db: the store shared "
+                                     "by every replica; unset: SQLite under data_dir")
+    database_pool_size: int = Field(4, ge=1, le=64, description="PostgreSQL connections per replica (store threads)")
     collectors: Collectors = Field(default_factory=Collectors)  # type: ignore[valid-type]
     allow_lists: dict[str, list[str]] = Field(default_factory=dict)
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
@@ -159,6 +163,17 @@ class Config(BaseModel):
     workflow_session_timeout: int = Field(1800, ge=60, le=86_400,
                                           description="seconds without an action after which a session ends")
     workflow_max_sessions: int = Field(100_000, ge=1, le=10_000_000, description="live sessions tracked at once")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or parts.path.strip("/")):
+            # The value may hold a password: never repeat it.
+            raise ValueError("expected postgresql://user:password@host:port/database")
+        return value
 
     @field_validator("listen_address")
     @classmethod
@@ -233,7 +248,8 @@ ENV_SETTINGS = ("listen_address", "demo", "demo_duration", "log_level", "log_for
                 "hmac_previous_secrets",
                 "ingest_tokens", "admin_token", "retention_days", "webhooks", "max_body_bytes", "max_batch_items",
                 "opted_out_users", "feedback_rate_per_minute", "feedback_burst", "urgent_notify_limit",
-                "urgent_notify_window_seconds", "license_stale_after", "privacy_consent")
+                "urgent_notify_window_seconds", "license_stale_after", "privacy_consent", "database_url",
+                "database_pool_size")
 # The listener's limits (exporter.server.connections), from CLARY_HEADER_TIMEOUT and so on.
 ENV_SETTINGS += ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections", "max_compression_ratio")
 # Settings whose environment value is a comma-separated list.

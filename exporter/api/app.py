@@ -83,7 +83,7 @@ class IngestApi:
         self.config = config
         self.recorder = recorder
         self.clock = clock
-        self.store = store or Store(config.data_dir)
+        self.store = store or Store.for_config(config)
         self.notifier = notifier or Notifier(self.store, config.webhooks)
         self.limits = FeedbackLimits(config)  # per API key, and urgent notifications per tier
         self.dedupe = dedupe or DedupeWindow()

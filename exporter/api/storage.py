@@ -60,9 +60,9 @@ class StorageWatch:
             await quietly(self.store.close)
             if isinstance(exc, StorageError):
                 raise
-            raise StorageError(f"{self.store.path}: {exc.cause}") from None
+            raise StorageError(f"{self.store.location}: {exc.cause}") from None
         for note in notes:
-            log.info(note, extra={"fields": {"path": str(self.store.path)}})
+            log.info(note, extra={"fields": {"path": self.store.location}})
         self._last_probe = time.monotonic()
 
     async def check(self) -> bool:
@@ -80,7 +80,7 @@ class StorageWatch:
             return False
         self.activity.opted_out |= opted_out  # a restored file may hold opt-outs made since
         for note in notes:
-            log.info(note, extra={"fields": {"path": str(self.store.path)}})
+            log.info(note, extra={"fields": {"path": self.store.location}})
         health.recovered()
         return True
 

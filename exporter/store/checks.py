@@ -20,7 +20,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from exporter.store.database import Database
+from exporter.store.database import STORAGE_ERRORS, Database
 from exporter.store.health import StorageError, describe
 from exporter.store.secrets import Secrets, reconcile
 
@@ -58,6 +58,8 @@ def open_checked(db: Database, create: bool = True, integrity: bool = True, secr
     exporter's start), or refuse (``purge``, a re-check). ``integrity``:
     ``PRAGMA quick_check`` (reads the whole file: at start and for purge).
     """
+    if db.url:
+        return _open_postgres(db, secrets, now)
     path = db.path
     try:
         ensure_dir(path.parent, create)
@@ -86,8 +88,31 @@ def open_checked(db: Database, create: bool = True, integrity: bool = True, secr
         raise StorageError(f"{path}: {describe(exc)}" + (f": {_DAMAGED_FIX}" if damaged else "")) from None
 
 
+def _open_postgres(db: Database, secrets: Secrets | None, now: float | None) -> list[str]:
+    """The start-up check of a PostgreSQL store: connect (which migrates), the secret, one committed write.
+
+    Nothing to create or check on disk: the database is the server's.
+    """
+    try:
+        db.close()
+        db.connection()
+        now = time.time() if now is None else now
+        notes: list[str] = []
+        if secrets is not None:
+            with db.transaction() as conn:
+                notes = reconcile(conn, db.location, secrets, now)
+        db.probe(now)
+        return notes
+    except StorageError:
+        db.close()
+        raise
+    except STORAGE_ERRORS as exc:
+        db.close()
+        raise StorageError(f"{db.location}: {describe(exc)}") from None
+
+
 def reopen(db: Database, secrets: Secrets | None = None, now: float | None = None) -> tuple[list[str], set[str]]:
-    """The re-check of a store that failed: open the file again and check it; (lines to log, its opt-outs)."""
+    """The re-check of a store that failed: open the file (or connect) again and check it; (lines to log, its opt-outs)."""
     db.close()
     notes = open_checked(db, create=False, integrity=False, secrets=secrets, now=now)
     return notes, db.opted_out()

@@ -31,8 +31,10 @@ CREATE TABLE IF NOT EXISTS consents (
 CREATE INDEX IF NOT EXISTS consents_user ON consents (user_hash, seq);
 """
 
-# What a user's export holds, per stored table that has a user_hash column.
-EXPORT_TABLES = ("feedback", "activity", "error_records", "opt_outs", "consents")
+# What a user's export holds, per stored table that has a user_hash column, in the order of its rows.
+EXPORT_ORDER = {"feedback": "seq", "activity": "day, tier, kind", "error_records": "created_at, error_id",
+                "opt_outs": "created_at", "consents": "seq"}
+EXPORT_TABLES = tuple(EXPORT_ORDER)
 
 
 def _in(hashes: Sequence[str]) -> str:
@@ -59,8 +61,8 @@ def export_user(conn: sqlite3.Connection, hashes: Sequence[str]) -> dict[str, li
     """Every row of every table that names one of ``hashes``, as column -> value, oldest first."""
     found: dict[str, list[dict[str, Any]]] = {}
     for table in EXPORT_TABLES:
-        order = "1, 2" if table in ("activity", "opt_outs") else "rowid"  # WITHOUT ROWID tables: their key
-        cursor = conn.execute(f"SELECT * FROM {table} WHERE {_in(hashes)} ORDER BY {order}", tuple(hashes))
+        cursor = conn.execute(f"SELECT * FROM {table} WHERE {_in(hashes)} ORDER BY {EXPORT_ORDER[table]}",
+                              tuple(hashes))
         names = [column[0] for column in cursor.description]
         found[table] = [dict(zip(names, row)) for row in cursor.fetchall()]
     return found

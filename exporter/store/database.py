@@ -1,5 +1,7 @@
 """Durable state of the ingestion API: feedback, per-user activity, opt-outs
-and the webhook outbox, in one SQLite file under ``--data-dir``.
+and the webhook outbox, in one SQLite file under ``--data-dir``, or in one
+PostgreSQL database shared by every replica (``--database-url``,
+``exporter.store.postgres``): the same SQL and tests run on both.
 
 - WAL journal, ``synchronous=FULL``: a write has reached the disk when its
   commit returns, and the API answers 201 only after that. The tables and
@@ -12,8 +14,9 @@ and the webhook outbox, in one SQLite file under ``--data-dir``.
 - Retention (``purge``) and user deletion (``delete_user``) remove rows and
   return exact counts per table.
 
-All SQL runs on one dedicated thread (``Store``), so the event loop never
-waits on the disk. ``Database`` is the synchronous core, used by that thread,
+All SQL runs on store threads (``Store``: one for SQLite, ``pool_size`` for
+PostgreSQL, each with its own connection), so the event loop never waits on
+the disk or the network. ``Database`` is the synchronous core, used by that thread,
 by ``clary-exporter purge`` and by tests that inspect rows.
 
 ``Database`` opens the file lazily (reads of a missing file find nothing);
@@ -39,16 +42,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.instrument.sentiment import label as sentiment_label
-from exporter.store import consent, errors
+import psycopg
+
+from exporter.store import consent, errors, postgres
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
-from exporter.store.schema import connect, file_id
+from exporter.store.schema import connect, connect_postgres, file_id
 from exporter.store.sql import where
 
 DB_FILENAME = "clary.db"
 DAY = 86400
 # A lock held by another process (a backup, `clary-exporter purge`) is waited for this long, then 503.
 BUSY_TIMEOUT_SECONDS = 5.0
+POOL_SIZE = 4  # PostgreSQL: store threads, hence connections, per replica
+# What a store operation may raise when the storage fails (StorageUnavailable for the API).
+STORAGE_ERRORS = (sqlite3.Error, psycopg.Error, OSError)
+TABLES = ("feedback", "activity", "opt_outs", "outbox", "error_records", "error_groups", "consents",
+          "privacy_changes", "seen_events", "sketches")
 T = TypeVar("T")
 
 
@@ -88,18 +98,38 @@ def new_feedback_id() -> str:
 
 
 class Database:
-    """Synchronous SQLite access; one instance per thread that uses it."""
+    """Synchronous access to the SQLite file at ``path``, or to PostgreSQL at ``url``; one instance per thread."""
 
-    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
-        self.path = Path(path)
+    def __init__(self, path: Path | None = None, busy_timeout: float = BUSY_TIMEOUT_SECONDS, url: str | None = None):
+        if (path is None) == (url is None):
+            raise ValueError("a SQLite path or a PostgreSQL url")
+        self.path = Path(path) if path is not None else None
+        self.url = url
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None  # sqlite3.Connection or postgres.Connection
         self._file: tuple[int, int] | None = None  # (device, inode) of the open file
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, as logs and errors name it (a URL without its password)."""
+        return postgres.redact(self.url) if self.url else str(self.path)
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.url else "sqlite"
 
     # --- connection ----------------------------------------------------------
 
-    def connection(self, create: bool = True) -> sqlite3.Connection | None:
-        """The open connection; None when the file does not exist and ``create`` is off."""
+    def connection(self, create: bool = True) -> Any:
+        """The open connection; None when the file does not exist and ``create`` is off.
+
+        PostgreSQL: (re)connected on demand, so the store recovers by itself once the database is back.
+        """
+        if self.url:
+            if self._conn is None or self._conn.broken:
+                self.close()
+                self._conn = connect_postgres(self.url)
+            return self._conn
         if self._conn is not None:
             if file_id(self.path) != self._file:  # FileNotFoundError once deleted
                 raise OSError(errno.ESTALE, "the database file was replaced while open", str(self.path))
@@ -117,8 +147,8 @@ class Database:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn, self._file = None, None
+            conn, self._conn, self._file = self._conn, None, None
+            conn.close()
 
     def transaction(self) -> _Transaction:
         """``with db.transaction() as conn:`` BEGIN IMMEDIATE ... COMMIT, the file created if missing."""
@@ -179,8 +209,8 @@ class Database:
         conn = self.connection(create=False)
         return [] if conn is None else feature_stats(conn, since, until, tier)
 
-    def count(self, table: str, where: str = "1", args: tuple = ()) -> int:
-        if table not in ("feedback", "activity", "opt_outs", "outbox", "error_records", "error_groups", "consents"):
+    def count(self, table: str, where: str = "TRUE", args: tuple = ()) -> int:
+        if table not in TABLES:
             raise ValueError(table)
         conn = self.connection(create=False)
         if conn is None:
@@ -196,7 +226,7 @@ class Database:
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO activity (user_hash, day, tier, kind, count) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (user_hash, day, tier, kind) DO UPDATE SET count = count + excluded.count",
+                " ON CONFLICT (user_hash, day, tier, kind) DO UPDATE SET count = activity.count + excluded.count",
                 [(*key, n) for key, n in counts.items()],
             )
 
@@ -257,7 +287,7 @@ class Database:
         if opted_out:
             with self.transaction() as conn:
                 return conn.execute(
-                    "INSERT OR IGNORE INTO opt_outs (user_hash, created_at) VALUES (?, ?)",
+                    "INSERT INTO opt_outs (user_hash, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (user_hash, time.time() if now is None else now),
                 ).rowcount == 1
         conn = self.connection(create=False)
@@ -278,7 +308,8 @@ class Database:
         with self.transaction() as conn:
             consent.record(conn, user_hash, state, policy_version, now)
             if state == "withdrawn":
-                conn.execute("INSERT OR IGNORE INTO opt_outs (user_hash, created_at) VALUES (?, ?)", (user_hash, now))
+                conn.execute("INSERT INTO opt_outs (user_hash, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                             (user_hash, now))
 
     def consented(self) -> set[str]:
         """Hashes whose latest consent is ``granted`` (loaded at start, like the opt-outs)."""
@@ -332,7 +363,7 @@ class Database:
         urls = list(urls)
         marks = ",".join("?" * len(urls))
         with _Transaction(conn):
-            keep = f"url IN ({marks})" if urls else "0"
+            keep = f"url IN ({marks})" if urls else "FALSE"
             dropped = conn.execute(f"DELETE FROM outbox WHERE NOT ({keep})", urls).rowcount
             resumed = conn.execute(
                 f"UPDATE outbox SET next_attempt_at = ? WHERE {keep}", (now, *urls)
@@ -351,10 +382,10 @@ class Database:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: Any):
         self.conn = conn
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Any:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
@@ -366,34 +397,63 @@ class _Transaction:
 
 
 class Store:
-    """Async façade: every ``Database`` call runs on one dedicated thread."""
+    """Async façade: every ``Database`` call runs on a store thread.
 
-    def __init__(self, data_dir: Path, filename: str = DB_FILENAME, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
-        self.path = Path(data_dir) / filename
-        self.db = Database(self.path, busy_timeout)
-        self.health = StorageHealth(self.path)
+    SQLite: one thread and one connection (SQLite has one writer anyway).
+    PostgreSQL: ``pool_size`` threads, each with its own connection, so the
+    connections a replica opens are bounded and a slow query holds one thread,
+    not the API.
+    """
+
+    def __init__(self, data_dir: Path | None = None, filename: str = DB_FILENAME,
+                 busy_timeout: float = BUSY_TIMEOUT_SECONDS, url: str | None = None, pool_size: int = POOL_SIZE):
+        self.url = url
+        self.path = None if url else Path(data_dir) / filename
+        self.db = Database(self.path, busy_timeout, url=url)  # SQLite: the store thread's; PostgreSQL: the caller's
+        self.location = self.db.location
+        self.workers = max(1, pool_size) if url else 1
+        self.health = StorageHealth(self.location)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._thread_dbs: list[Database] = []
+
+    @classmethod
+    def for_config(cls, config) -> Store:
+        """The store a configuration names: PostgreSQL at ``database_url``, else SQLite under ``data_dir``."""
+        if config.database_url:
+            return cls(url=config.database_url, pool_size=config.database_pool_size)
+        return cls(config.data_dir)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clary-store")
+                self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="clary-store")
             return self._executor
 
+    def _database(self) -> Database:
+        """The calling store thread's Database."""
+        if self.workers == 1:
+            return self.db
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = Database(url=self.url)
+            with self._lock:
+                self._thread_dbs.append(db)
+        return db
+
     async def run(self, func: Callable[..., T], *args, **kwargs) -> T:
-        """``func(db, *args, **kwargs)`` on the store thread (a check of ``exporter.store.checks``)."""
-        return await self._on_thread(func.__name__, lambda: func(self.db, *args, **kwargs))
+        """``func(db, *args, **kwargs)`` on a store thread (a check of ``exporter.store.checks``)."""
+        return await self._on_thread(func.__name__, lambda: func(self._database(), *args, **kwargs))
 
     async def call(self, method: str, *args, **kwargs):
-        func = getattr(self.db, method)
-        return await self._on_thread(method, lambda: func(*args, **kwargs))
+        return await self._on_thread(method, lambda: getattr(self._database(), method)(*args, **kwargs))
 
     async def _on_thread(self, name: str, job: Callable[[], T]) -> T:
         """Run ``job`` on the store thread; a storage failure raises StorageUnavailable (and marks health down)."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), job)
-        except (sqlite3.Error, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             raise self.health.failed(name, exc) from exc
 
     def __getattr__(self, name: str):
@@ -410,6 +470,11 @@ class Store:
     async def close(self) -> None:
         if self._executor is None:
             return
-        await self.call("close")
+        if self.workers == 1:
+            await self.call("close")
         self._executor.shutdown(wait=True)
         self._executor = None
+        for db in [self.db, *self._thread_dbs]:  # the threads are gone: nothing else uses them now
+            db.close()
+        self._thread_dbs.clear()
+        self._local = threading.local()

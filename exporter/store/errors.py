@@ -85,8 +85,8 @@ def add_errors(db, records: Sequence[ErrorRecord]) -> list[GroupChange]:
     with db.transaction() as conn:
         for rec in records:
             inserted = conn.execute(
-                "INSERT OR IGNORE INTO error_records (" + ", ".join(RECORD_COLUMNS) + ")"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO error_records (" + ", ".join(RECORD_COLUMNS) + ")"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 tuple(getattr(rec, name) for name in RECORD_COLUMNS)).rowcount
             if not inserted:
                 continue
@@ -102,10 +102,12 @@ def add_errors(db, records: Sequence[ErrorRecord]) -> list[GroupChange]:
             status, resolved_at = row
             regressed = status == "resolved" and rec.created_at >= (resolved_at or 0)
             conn.execute(
-                "UPDATE error_groups SET count = count + 1, first_seen = MIN(first_seen, ?),"
-                " last_seen = MAX(last_seen, ?), message = CASE WHEN ? >= last_seen THEN ? ELSE message END,"
+                "UPDATE error_groups SET count = count + 1,"
+                " first_seen = CASE WHEN ? < first_seen THEN ? ELSE first_seen END,"
+                " last_seen = CASE WHEN ? > last_seen THEN ? ELSE last_seen END,"
+                " message = CASE WHEN ? >= last_seen THEN ? ELSE message END,"
                 " status = ? WHERE fingerprint = ?",
-                (rec.created_at, rec.created_at, rec.created_at, rec.message,
+                (rec.created_at, rec.created_at, rec.created_at, rec.created_at, rec.created_at, rec.message,
                  "regressed" if regressed else status, rec.fingerprint))
             if regressed:
                 changes.append(GroupChange(rec.fingerprint, rec.tier, "regressed"))

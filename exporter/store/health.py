@@ -24,6 +24,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import psycopg
+
 from exporter.catalog import spec
 from exporter.families import new_family
 
@@ -87,6 +89,8 @@ def describe(exc: BaseException) -> str:
         reason = exc.strerror or type(exc).__name__
         return f"{reason}: {exc.filename}" if exc.filename else reason
     text = (str(exc).splitlines() or [""])[0][:200]
+    if isinstance(exc, psycopg.Error):  # PostgreSQL: its message names the server, never the password
+        return text or (exc.sqlstate or type(exc).__name__)
     if isinstance(exc, sqlite3.Error):
         code = "_".join((getattr(exc, "sqlite_errorname", None) or "").split("_")[:2])
         cause = _SQLITE_CAUSES.get(code)
@@ -105,8 +109,8 @@ class StorageHealth:
     full disk under load would otherwise write a line per request.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, location: str | Path):
+        self.location = str(location)  # a file, or a database URL without its password
         self.reason: str | None = None
         operations = spec(ERRORS).labels[0].values or ()
         self.errors: dict[str, int] = dict.fromkeys(operations, 0)
@@ -125,7 +129,7 @@ class StorageHealth:
             was_up, self.reason = self.reason is None, cause
         if was_up:
             log.error("storage unavailable; the API answers 503 and /readyz is not ready until it works again",
-                      extra={"fields": {"path": str(self.path), "operation": operation, "error": cause}})
+                      extra={"fields": {"path": self.location, "operation": operation, "error": cause}})
         return StorageUnavailable(operation, cause)
 
     def still_down(self, cause: str) -> None:
@@ -138,7 +142,7 @@ class StorageHealth:
         with self._lock:
             was_down, self.reason = self.reason is not None, None
         if was_down:
-            log.info("storage available again", extra={"fields": {"path": str(self.path)}})
+            log.info("storage available again", extra={"fields": {"path": self.location}})
 
     def collect(self):
         up = new_family(UP)

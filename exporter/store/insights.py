@@ -20,7 +20,6 @@ and negative texts; for a suggestion, texts of its feature requests.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
 from exporter.instrument.recorder import LOW_RATING
@@ -60,22 +59,24 @@ def _window(since: float, until: float, tier: str | None) -> tuple[str, list]:
     return where, args
 
 
-def feature_stats(conn: sqlite3.Connection, since: float, until: float, tier: str | None = None) -> list[FeatureStats]:
+def feature_stats(conn, since: float, until: float, tier: str | None = None) -> list[FeatureStats]:
     """Counts per feature (and for feedback naming none) in [since, until), with sample texts."""
     where, args = _window(since, until, tier)
     stats: dict[str | None, FeatureStats] = {}
     for feature, total, bugs, low, negative, requests, average in conn.execute(
-        "SELECT feature, COUNT(*), SUM(type = 'bug'), SUM(rating <= ?), SUM(COALESCE(sentiment <= ?, 0)),"
-        f" SUM({_REQUEST}), AVG(sentiment) FROM feedback WHERE {where} GROUP BY feature",
+        "SELECT feature, COUNT(*), SUM(CASE WHEN type = 'bug' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN rating <= ? THEN 1 ELSE 0 END), SUM(CASE WHEN sentiment <= ? THEN 1 ELSE 0 END),"
+        f" SUM(CASE WHEN {_REQUEST} THEN 1 ELSE 0 END), AVG(sentiment) FROM feedback WHERE {where} GROUP BY feature",
         (LOW_RATING, NEGATIVE_AT, *args),
     ):
-        stats[feature] = FeatureStats(feature, total, bugs, low, negative, requests,
-                                      None if average is None else round(average, 4))
+        # int(): PostgreSQL's SUM of integers is a numeric (Decimal in Python).
+        stats[feature] = FeatureStats(feature, int(total), int(bugs), int(low), int(negative), int(requests),
+                                      None if average is None else round(float(average), 4))
     for attribute, condition, extra in (("pain_samples", _PAIN, [NEGATIVE_AT]), ("request_samples", _REQUEST, [])):
         for feature, text in conn.execute(
             "SELECT feature, text FROM (SELECT feature, text, ROW_NUMBER() OVER"
             f" (PARTITION BY feature ORDER BY seq DESC) AS n FROM feedback WHERE {where} AND text != ''"
-            f" AND {condition}) WHERE n <= ? ORDER BY feature, n",
+            f" AND {condition}) AS ranked WHERE n <= ? ORDER BY feature, n",
             (*args, *extra, SAMPLES),
         ):
             sample = text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "…"

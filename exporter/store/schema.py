@@ -10,6 +10,10 @@
   4 added the feedback row's ``feature`` and ``sentiment`` (VADER compound
   score), back-filled for stored rows (``exporter.store.migrations``).
   5 added ``consents`` (``exporter.store.consent``).
+  6 added what several replicas share (``SHARED_SCHEMA``): the privacy change
+  feed, the cross-replica dedupe window and the distinct-count sketches; it is
+  also the first version on PostgreSQL (``exporter.store.postgres``), whose
+  databases are created at the current version.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ import os
 import sqlite3
 from pathlib import Path
 
-from exporter.store import consent, errors
+from exporter.store import consent, errors, postgres
 from exporter.store.health import StorageError
 from exporter.store.migrations import migrate
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -71,6 +75,38 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 """
 
+# Version 6: what replicas of one deployment share through the store (docs/scale-out.md).
+SHARED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS privacy_changes (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_hash  TEXT NOT NULL,
+    change     TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS privacy_changes_created ON privacy_changes (created_at);
+CREATE TABLE IF NOT EXISTS seen_events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id_hash  TEXT NOT NULL UNIQUE,
+    replica  TEXT NOT NULL,
+    seen_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_events_seen ON seen_events (seen_at);
+CREATE TABLE IF NOT EXISTS sketches (
+    kind     TEXT NOT NULL,
+    tier     TEXT NOT NULL,
+    size     INTEGER NOT NULL,
+    slot     INTEGER NOT NULL,
+    replica  TEXT NOT NULL,
+    data     BLOB NOT NULL,
+    PRIMARY KEY (kind, tier, size, slot, replica)
+) WITHOUT ROWID;
+"""
+
+
+def full_schema() -> str:
+    """Every table of the current version, in SQLite's dialect (``postgres.ddl`` translates it)."""
+    return SCHEMA + errors.SCHEMA + consent.SCHEMA + SHARED_SCHEMA
+
 
 def file_id(path: Path) -> tuple[int, int]:
     """(device, inode) of the file at ``path``: a deleted or replaced database no longer matches."""
@@ -90,10 +126,32 @@ def connect(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection, tuple[
         if version > SCHEMA_VERSION:
             raise StorageError(f"{path}: schema version {version} is newer than this exporter's ({SCHEMA_VERSION}); "
                                "run the newer exporter, or restore a backup")
-        conn.executescript(SCHEMA + errors.SCHEMA + consent.SCHEMA)
+        conn.executescript(full_schema())
         migrate(conn, version)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return conn, file_id(path)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def connect_postgres(url: str) -> postgres.Connection:
+    """Connect and bring the database to ``SCHEMA_VERSION``; replicas starting together migrate it once."""
+    conn = postgres.connect(url)
+    try:
+        conn.execute("SELECT pg_advisory_lock(?)", (postgres.SCHEMA_LOCK,))
+        try:
+            version = postgres.schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise StorageError(f"{postgres.redact(url)}: schema version {version} is newer than this exporter's "
+                                   f"({SCHEMA_VERSION}); run the newer exporter on every replica")
+            conn.executescript(postgres.ddl(full_schema()))
+            # A new database is created at the current version: only later steps ever run on it.
+            migrate(conn, version or SCHEMA_VERSION)
+            postgres.set_schema_version(conn, SCHEMA_VERSION)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(?)", (postgres.SCHEMA_LOCK,))
+        return conn
     except BaseException:
         conn.close()
         raise

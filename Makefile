@@ -1,8 +1,8 @@
 # Two entry points that work on a fresh Debian machine (Python 3.11, root):
 #   make run   - the exporter with the demo API and bounded demo traffic
-#   make test  - the whole test suite against real Prometheus/Alertmanager binaries
-# Each installs what it needs: a venv with the project, and the Debian
-# packages prometheus + prometheus-alertmanager when their binaries are missing.
+#   make test  - the whole test suite against real Prometheus/Alertmanager/PostgreSQL binaries
+# Each installs what it needs: a venv with the project, and the Debian packages
+# prometheus + prometheus-alertmanager + postgresql when their binaries are missing.
 # `make` alone (or `make help`) lists every target; a target's line comes from
 # its `## ` comment.
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) ## create .venv and install the project with its test and deploy extras
 
-system-deps: ## install Debian's prometheus and prometheus-alertmanager when their binaries are missing
+system-deps: ## install Debian's prometheus, prometheus-alertmanager and postgresql when their binaries are missing
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
 	    && command -v amtool >/dev/null \
 	    && (command -v alertmanager >/dev/null || command -v prometheus-alertmanager >/dev/null); then \
@@ -41,11 +41,19 @@ system-deps: ## install Debian's prometheus and prometheus-alertmanager when the
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	    prometheus prometheus-alertmanager </dev/null; \
 	fi
+	@# The tests start their own throwaway PostgreSQL server (tests/postgres.py) from Debian's binaries.
+	@if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "postgresql server binaries present"; \
+	else \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    postgresql </dev/null; \
+	fi
 
 run: deps ## the exporter in demo mode on LISTEN (127.0.0.1:25279): demo API and demo traffic, until Ctrl-C
 	$(VENV)/bin/clary-exporter --demo --listen-address $(LISTEN)
 
-test: deps system-deps ## the whole test suite, against real Prometheus, promtool, Alertmanager and amtool
+test: deps system-deps ## the whole test suite, against real Prometheus, promtool, Alertmanager, amtool and PostgreSQL
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 stack: deps system-deps ## exporter + Prometheus + Alertmanager on 127.0.0.1, no docker, until Ctrl-C

@@ -49,6 +49,7 @@ from exporter.api.insights import get_insights
 from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
+from exporter.api.shared_sketches import SHARE_SECONDS, SharedSketches
 from exporter.api.storage import StorageWatch, quietly
 from exporter.api.user_activity import UserActivity
 from exporter.config import Config
@@ -99,6 +100,8 @@ class IngestApi:
         self.auth = Credentials(config)
         self._openapi: dict | None = None
         self._tasks: list[asyncio.Task] = []
+        # Deployment-wide distinct users and licenses when replicas share a PostgreSQL store.
+        self.shared_sketches = SharedSketches.of(self.store, recorder)
 
     def _tracked_hash(self, user: str) -> str | None:
         """The user's hash, or None for an opted-out user (as feedback stores them)."""
@@ -200,6 +203,9 @@ class IngestApi:
             asyncio.create_task(self._every(BACKLOG_FOLD_SECONDS, self.fold_backlog), name="clary-backlog-fold"),
             asyncio.create_task(self._every(REFRESH_SECONDS, self.errors.refresh), name="clary-error-groups"),
         ]
+        if self.shared_sketches is not None:
+            self._tasks.append(asyncio.create_task(self._every(SHARE_SECONDS, self.shared_sketches.tick),
+                                                   name="clary-shared-sketches"))
         try:
             yield
         finally:
@@ -210,7 +216,8 @@ class IngestApi:
                     await task
             self._tasks.clear()
             # Whatever the disk does now, shutdown completes (one line each) and exits 0.
-            for step in (self.flush_activity, self.errors.close, self.notifier.stop, self.store.close):
+            shared = (self.shared_sketches.close,) if self.shared_sketches is not None else ()
+            for step in (self.flush_activity, *shared, self.errors.close, self.notifier.stop, self.store.close):
                 await quietly(step)
             if self.activity.pending:  # the last flush met a failing store
                 log.warning("per-user activity not stored at shutdown: storage unavailable",

@@ -9,14 +9,24 @@ customer's text escaped, links and mentions neutralised), POSTs it, deletes
 the row on a 2xx answer, and otherwise schedules a retry with exponential
 backoff (capped, with jitter). The user's request never waits for any of
 this. Pending rows survive a restart and are retried as soon as the exporter
-is back (delivery is at least once: receivers can de-duplicate on the
-``X-Clary-Delivery`` header).
+is back (on SQLite; on PostgreSQL when their backoff or lease ends).
+
+Several replicas on one PostgreSQL drain one outbox: a replica takes rows
+with a claim (``exporter.store.outbox.claim``: ``FOR UPDATE SKIP LOCKED``,
+then a lease longer than it needs to deliver the batch), so each row is sent
+by one replica at a time and, once a receiver answers 2xx, deleted: each
+urgent report is delivered once per receiver. The one gap: a replica killed
+(or cut off from the store) between a receiver's 2xx and the commit of the
+delete sends the row again when its lease ends. Every attempt at one row
+carries the same ``X-Clary-Delivery: <feedback id>/<delivery id>`` header
+(the delivery id is the outbox row's, one per feedback and receiver) and the
+body names the feedback id, so a receiver can drop that duplicate.
 
 When the store cannot record an outcome (disk full, read-only, locked), the
-outcome is kept in memory (bounded) and written later: a delivered row is
-never sent again because its delete failed, a failed one keeps its backoff,
-and the notifier retries the store with its own backoff instead of every
-second.
+outcome is kept in memory and written later: a delivered row is never sent
+again because its delete failed, a failed one keeps its backoff, nothing new
+is claimed until they are written (at most one batch is ever held), and the
+notifier retries the store with its own backoff instead of every second.
 
 Webhook URLs often embed a secret (Slack, Teams), so logs name only the host.
 """
@@ -39,13 +49,12 @@ import aiohttp
 from exporter import __version__
 from exporter.api.webhook_text import render
 from exporter.config import Webhook
+from exporter.store import outbox
 from exporter.store.database import Delivery, Store
 
 log = logging.getLogger(__name__)
 
 TEXT_PREVIEW = 1000
-# Outcomes the store could not record yet, kept in memory; past this many, nothing new is sent until it can.
-MAX_UNSAVED = 10_000
 STORAGE_BACKOFF_CAP = 60.0
 STORAGE_ERRORS = (sqlite3.Error, OSError)
 
@@ -108,6 +117,7 @@ class Notifier:
         timeout: float = 10.0,
         concurrency: int = 8,
         rng: random.Random | None = None,
+        lease: float | None = None,
     ):
         hooks = [hook if isinstance(hook, Webhook) else Webhook.model_validate(hook) for hook in urls]
         self.formats = {hook.url: hook.format for hook in hooks}
@@ -117,6 +127,11 @@ class Notifier:
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.concurrency = concurrency
+        self.batch = concurrency * 4
+        # A claimed batch is delivered in batch/concurrency rounds of at most ``timeout`` each, then recorded:
+        # the lease outlasts that twice over, so no other replica claims a row this one is still sending.
+        rounds = -(-self.batch // concurrency)
+        self.lease = lease if lease is not None else max(outbox.LEASE_SECONDS, 2 * rounds * timeout)
         self.rng = rng or random.Random()
         self.delivered = 0
         self.failed_attempts = 0
@@ -168,7 +183,7 @@ class Notifier:
             self._wake.clear()
             try:
                 await self.drain()
-                next_at = None if self._unsaved else await self.store.next_delivery_at()
+                next_at = None if self._unsaved else await self.store.run(outbox.next_delivery_at, self.urls)
                 if not self._unsaved:
                     self.storage_failures = 0
             except asyncio.CancelledError:
@@ -216,18 +231,15 @@ class Notifier:
         self.storage_failures = 0
         return True
 
-    def _ready(self, delivery: Delivery, now: float) -> bool:
-        held = self._unsaved.get(delivery.id)
-        return held is None or (not held.delivered and held.next_at <= now)
-
     async def drain(self) -> int:
-        """Attempt every due delivery once; returns how many succeeded."""
-        if not await self._save() and len(self._unsaved) >= MAX_UNSAVED:
+        """Claim a batch of due deliveries and attempt each once; returns how many succeeded.
+
+        Only once every earlier outcome is recorded: a claim is a write too, and a row whose
+        outcome is held in memory must not be claimed (and sent) again.
+        """
+        if not await self._save():
             return 0  # nothing new until the store records what was already sent
-        now = time.time()
-        batch = self.concurrency * 4
-        due = await self.store.due_deliveries(now, limit=batch + len(self._unsaved))
-        due = [d for d in due if self._ready(d, now)][:batch]
+        due = await self.store.run(outbox.claim, time.time(), self.lease, self.batch, self.urls)
         if not due:
             return 0
         limit = asyncio.Semaphore(self.concurrency)
@@ -243,8 +255,7 @@ class Notifier:
 
     async def _deliver(self, delivery: Delivery) -> Outcome:
         assert self._session is not None
-        held = self._unsaved.get(delivery.id)
-        attempts = max(delivery.attempts, held.attempts if held else 0) + 1
+        attempts = delivery.attempts + 1
         headers = {
             "Content-Type": "application/json",
             "X-Clary-Delivery": f"{delivery.feedback_id}/{delivery.id}",

@@ -44,9 +44,10 @@ from typing import Any, TypeVar
 from exporter.instrument.sentiment import label as sentiment_label
 import psycopg
 
-from exporter.store import consent, errors, postgres
+from exporter.store import consent, errors, outbox, postgres
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
+from exporter.store.outbox import Delivery
 from exporter.store.schema import connect, connect_postgres, file_id
 from exporter.store.sql import where
 
@@ -82,15 +83,6 @@ class FeedbackRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FEEDBACK_COLUMNS}
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    feedback_id: str
-    url: str
-    payload: str
-    attempts: int
 
 
 def new_feedback_id() -> str:
@@ -323,60 +315,23 @@ class Database:
             return {table: [] for table in consent.EXPORT_TABLES}
         return consent.export_user(conn, user_hashes)
 
-    # --- webhook outbox ------------------------------------------------------------
+    # --- webhook outbox (``exporter.store.outbox``; the notifier claims rows with ``outbox.claim``) ------------
 
     def due_deliveries(self, now: float, limit: int = 50) -> list[Delivery]:
-        conn = self.connection(create=False)
-        if conn is None:
-            return []
-        rows = conn.execute(
-            "SELECT id, feedback_id, url, payload, attempts FROM outbox WHERE next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (now, limit)
-        ).fetchall()
-        return [Delivery(*row) for row in rows]
+        return outbox.due_deliveries(self, now, limit)
 
     def next_delivery_at(self) -> float | None:
-        conn = self.connection(create=False)
-        if conn is None:
-            return None
-        return conn.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()[0]
+        return outbox.next_delivery_at(self)
 
     def record_deliveries(self, done: Iterable[int] = (),
                           failed: Iterable[tuple[int, int, float, str]] = ()) -> None:
-        """Outcomes of delivery attempts, in one transaction: ``done`` rows (ids) are deleted,
-        ``failed`` ones get (id, attempts so far, next attempt time, error)."""
-        with self.transaction() as conn:
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(delivery_id,) for delivery_id in done])
-            conn.executemany(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                [(attempts, next_at, error[:500], delivery_id) for delivery_id, attempts, next_at, error in failed],
-            )
+        outbox.record_deliveries(self, done, failed)
 
     def resume_deliveries(self, urls: Iterable[str], now: float) -> tuple[int, int]:
-        """At start-up: pending deliveries to configured URLs become due now; others are dropped.
-
-        Returns (resumed, dropped).
-        """
-        conn = self.connection(create=False)
-        if conn is None:
-            return 0, 0
-        urls = list(urls)
-        marks = ",".join("?" * len(urls))
-        with _Transaction(conn):
-            keep = f"url IN ({marks})" if urls else "FALSE"
-            dropped = conn.execute(f"DELETE FROM outbox WHERE NOT ({keep})", urls).rowcount
-            resumed = conn.execute(
-                f"UPDATE outbox SET next_attempt_at = ? WHERE {keep}", (now, *urls)
-            ).rowcount
-        return resumed, dropped
+        return outbox.resume_deliveries(self, urls, now)
 
     def outbox(self) -> list[tuple]:
-        conn = self.connection(create=False)
-        if conn is None:
-            return []
-        return conn.execute(
-            "SELECT id, feedback_id, url, attempts, next_attempt_at, last_error FROM outbox ORDER BY id"
-        ).fetchall()
+        return outbox.rows(self)
 
 
 class _Transaction:

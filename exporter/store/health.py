@@ -45,6 +45,7 @@ OPERATIONS = {
     "purge": "retention",
     "due_deliveries": "outbox", "next_delivery_at": "outbox", "delivery_done": "outbox",
     "delivery_failed": "outbox", "record_deliveries": "outbox", "resume_deliveries": "outbox", "outbox": "outbox",
+    "claim": "outbox",
     "open_checked": "check", "reopen": "check", "probe": "check",
 }
 UP = "clary_exporter_storage_up"

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from exporter.api import notify
+from aiohttp import web
+
 from exporter.api.notify import Notifier, summary
 from exporter.store.database import Database, FeedbackRecord, Store, new_feedback_id
 from tests.api_helpers import WebhookReceiver, database
@@ -48,9 +49,31 @@ async def _until(check, what: str, timeout: float = 15) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class GatedReceiver(WebhookReceiver):
+    """Holds each answer until ``gate`` is set: the test breaks the store after the claim (a write), before
+    the outcome is recorded."""
+
+    def __init__(self, status: int):
+        super().__init__(status=status)
+        self.gate = asyncio.Event()
+
+    async def _hook(self, request):
+        self.received.append(await request.json())
+        self.arrived.set()
+        await self.gate.wait()
+        return web.json_response({"ok": True}, status=self.status)
+
+
+async def break_after_claim(store: Store, receiver: GatedReceiver, count: int = 1) -> None:
+    """Once ``count`` requests are in flight (their rows claimed): the store read-only, then the answers."""
+    await receiver.wait(count)
+    await read_only(store)
+    receiver.gate.set()
+
+
 @pytest.fixture
 async def receiver():
-    hook = await WebhookReceiver(status=503).start()
+    hook = await GatedReceiver(status=503).start()
     yield hook
     await hook.stop()
 
@@ -63,9 +86,9 @@ async def test_a_delivered_notification_is_not_resent_while_its_row_cannot_be_de
     notifier = Notifier(store, [receiver.url], base_backoff=0.01, max_backoff=0.05)
     await notifier.start()  # nothing pending yet
     try:
-        _urgent(db, [receiver.url])  # by another connection, e.g. just before the disk filled
-        await read_only(store)
+        _urgent(db, [receiver.url])
         notifier.wake()
+        await break_after_claim(store, receiver)  # the disk fills while the receiver answers
         # (The exporter before this fix sent it again every base_backoff: a second delivery.)
         await _until(lambda: len(receiver.received) > 1 or getattr(notifier, "storage_failures", 0) >= 5,
                      "five failed tries to record the delivery")
@@ -87,11 +110,10 @@ async def test_failed_attempts_keep_their_backoff_when_they_cannot_be_recorded(t
     notifier = Notifier(store, [receiver.url], base_backoff=10.0, max_backoff=100.0, rng=random.Random(1))
     await notifier.start()  # nothing pending yet
     try:
-        _urgent(db, [receiver.url])  # by another connection, e.g. just before the remount
+        _urgent(db, [receiver.url])
         (delivery_id,) = [row[0] for row in db.outbox()]
-        await read_only(store)
         notifier.wake()
-        await receiver.wait(1)
+        await break_after_claim(store, receiver)  # a remount while the receiver answers
         await _until(lambda: delivery_id in notifier._unsaved, "the outcome held in memory")
         held = notifier._unsaved[delivery_id]
         assert held.attempts == 1 and not held.delivered and held.next_at > time.time() + 7  # ~10 s, not 1 s
@@ -109,9 +131,7 @@ async def test_failed_attempts_keep_their_backoff_when_they_cannot_be_recorded(t
         db.close()
 
 
-async def test_nothing_new_is_sent_once_the_memory_for_unrecorded_outcomes_is_full(
-        tmp_path, receiver, monkeypatch):
-    monkeypatch.setattr(notify, "MAX_UNSAVED", 2)
+async def test_nothing_new_is_claimed_while_outcomes_cannot_be_recorded(tmp_path, receiver):
     receiver.status = 200
     db = database(tmp_path)
     store = Store(tmp_path)
@@ -120,9 +140,8 @@ async def test_nothing_new_is_sent_once_the_memory_for_unrecorded_outcomes_is_fu
     try:
         _urgent(db, [receiver.url], "one")
         _urgent(db, [receiver.url], "two")
-        await read_only(store)
         notifier.wake()
-        await receiver.wait(2)
+        await break_after_claim(store, receiver, 2)
         await _until(lambda: len(notifier._unsaved) == 2, "two outcomes held")
         _urgent(db, [receiver.url], "three")  # written by another connection, e.g. before the disk filled
         assert await notifier.drain() == 0

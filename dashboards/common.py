@@ -44,9 +44,11 @@ SCHEMA_VERSION = 39  # Grafana 10.3+; no legacy migrations run on load
 
 def per_replica(what: str) -> str:
     """What a distinct-count panel says about replicas (active users, active licenses)."""
-    return (f"Each exporter replica counts the distinct {what} it saw itself, and counts are not added across "
-            f"replicas (the same {what} behind two replicas would count twice): this is the highest replica's "
-            f"count, a lower bound for the deployment until replicas share one store (issue 18).")
+    return (f"Replicas sharing one PostgreSQL store (--database-url) each expose the deployment's distinct {what} "
+            f"(the union of every replica's HyperLogLog sketches, refreshed every 15 s), so this max over replicas "
+            f"is the deployment's count. Replicas each on their own SQLite file count only the {what} they saw "
+            f"themselves: then it is the highest replica's count, a lower bound. Never summed (the same {what} "
+            f"behind two replicas would count twice).")
 
 
 def tier_title(tier: str) -> str:

@@ -6,7 +6,8 @@ so their guards apply here too: a license reported with ``expires_at: 0``
 (unknown) has no days to expiry, a limit of 0 gives no ratio (not +Inf), an
 expired license reads 0 days. License state is reported identically by every
 replica that saw the license, so the rules collapse it with ``max``.
-Active licenses are per-replica distinct counts: ``max``, never summed.
+Active licenses are distinct counts: ``max`` over replicas (the deployment's count with a shared
+store, a lower bound with one SQLite file per replica), never summed.
 """
 
 from __future__ import annotations

@@ -331,7 +331,8 @@ def sum_gauge(family: Family, by: Iterable[str] = (), **matchers: str | Match) -
 
 def max_gauge(family: Family, by: Iterable[str] = (), **matchers: str | Match) -> str:
     """``max by (...) (x)``: shared state every replica reports alike (a queue's length), or
-    per-replica distinct counts, which must not be added across replicas."""
+    distinct counts (alike on every replica with a shared store, per replica otherwise), which
+    must not be added across replicas."""
     return agg(family.sel(**matchers), family.grouping(by), op="max")
 
 

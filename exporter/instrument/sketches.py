@@ -217,7 +217,7 @@ class ActiveLicenses(_Shared):
                 self._last_seen.popitem(last=False)
             for tier, _ in self._last_seen:
                 counts[tier] = counts.get(tier, 0) + 1
-            if self._others is not None:  # the deployment's union (exporter.api.shared_sketches)
+            if self._others:  # other replicas' licenses: the deployment's union (exporter.api.shared_sketches)
                 now, others = self._clock(), self._others
                 for tier in counts.keys() | {tier for tier, _ in others}:
                     theirs = others.get((tier, "24h"))

@@ -196,3 +196,13 @@ async def test_an_app_on_sqlite_runs_no_shared_sketches(aiohttp_client, tmp_path
 
     app, _ = await app_client(aiohttp_client, tmp_path, CollectorRegistry())
     assert app[INGEST_KEY].store.db.dialect == "sqlite" and app[INGEST_KEY].shared_sketches is None
+
+
+def test_licenses_stay_exact_until_another_replica_has_published():
+    """A lone replica on PostgreSQL keeps the exact count (and its eviction limit), not an estimate."""
+    licenses = ActiveLicenses(lambda: NOW, limit=2)
+    for name in ("a", "b", "c"):
+        licenses.seen("lite", name)
+    licenses.merged({})
+    [family] = licenses.collect()
+    assert {s.labels["tier"]: s.value for s in family.samples}["lite"] == 2

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from exporter.config import Config
 from exporter.instrument.hashing import Hasher
 from exporter.server.app import create_app
-from exporter.store.database import DB_FILENAME, Database
-from tests import support
+from exporter.store.database import Database
+from tests import store_backend, support
 
 SECRET = "test-hmac-secret-0123456789abcdef"
 INGEST_TOKEN = "ingest-token-0123456789"
@@ -129,7 +129,8 @@ def clary_samples(registry: CollectorRegistry) -> dict[tuple, float]:
 
 
 def database(data_dir: Path) -> Database:
-    return Database(Path(data_dir) / DB_FILENAME)
+    """The store of an exporter on ``data_dir``: its file, or its PostgreSQL database (tests/store_backend.py)."""
+    return store_backend.database(data_dir)
 
 
 class ThreadServer:

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from exporter import stack
+from tests import store_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -133,10 +134,31 @@ def exporter_cmd(*args: str) -> list[str]:
 
     Never the default ``./data`` of the repository: every test (and every
     HMAC secret) would share it, and the store refuses data of another secret.
+    With ``CLARY_TEST_STORE=postgres`` (tests/store_backend.py) it also gets
+    ``--database-url``: the data dir's own PostgreSQL database, unless the
+    args name one; ``purge`` gets one only where an exporter on its data dir had one.
     """
-    if args[:1] != ("purge",) and not any(a == "--data-dir" or a.startswith("--data-dir=") for a in args):
-        args = (*args, "--data-dir", _fresh_data_dir())
+    purge = args[:1] == ("purge",)
+    data_dir = _option(args, "--data-dir")
+    if not purge and data_dir is None:
+        data_dir = _fresh_data_dir()
+        args = (*args, "--data-dir", data_dir)
+    if store_backend.postgres() and _option(args, "--database-url") is None:
+        # purge --data-dir DIR: the database an exporter on DIR used, if any (else DIR's file, as asked)
+        url = store_backend.known_url(data_dir) if purge else store_backend.url_for(data_dir)
+        if url:
+            args = (*args, "--database-url", url)
     return [sys.executable, "-m", "exporter.cli", *args]
+
+
+def _option(args: tuple[str, ...], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``args``; None when absent."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
+    return None
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ import pytest
 from tests import storage_faults as faults
 from tests import support
 
+pytestmark = pytest.mark.sqlite_only  # about SQLite files themselves: on SQLite whatever CLARY_TEST_STORE says
+
 SECRET_ENV = {"CLARY_HMAC_SECRET": "cli-storage-secret-0123456789", "CLARY_ADMIN_TOKEN": "admin-token-0123456789abcdef"}
 
 

@@ -14,6 +14,7 @@ from exporter import demo
 from exporter.api.app import INGEST as INGEST_KEY
 from exporter.config import Config
 from exporter.server.app import create_app
+from tests import store_backend
 from tests.api_helpers import ADMIN, INGEST, clary_samples, database, make_config, value
 
 URL = "/api/v1/feedback"
@@ -66,10 +67,11 @@ async def test_feedback_is_stored_with_hashed_user_and_counted(client, app, regi
     assert value(registry, "clary_feedback_rating_count", tier="lite", type="feature_request") == 1
     assert value(registry, "clary_feedback_urgent_total", tier="lite") == 0
     assert value(registry, "clary_exporter_events_total", type="feedback", outcome="accepted") == 1
-    raw = (tmp_path / "clary.db").read_bytes() + (tmp_path / "clary.db-wal").read_bytes()
+    raw = store_backend.stored_bytes(tmp_path)
     assert b"alice" not in raw and b"key-lite-alice" not in raw
 
 
+@pytest.mark.sqlite_only
 async def test_the_database_is_in_wal_mode_with_full_sync(client, tmp_path):
     await submit(client, ALICE, type="general", rating=5)
     conn = database(tmp_path).connection()

@@ -19,7 +19,7 @@ from exporter.config import ConfigError, load
 from exporter.instrument.hashing import Hasher
 from exporter.store.health import StorageError
 from exporter.store.secrets import fingerprint
-from tests import support
+from tests import store_backend, support
 from tests.api_helpers import ADMIN, INGEST, SECRET, app_client, database, value
 
 NEW_SECRET = "rotated-hmac-secret-abcdef0123456789"
@@ -51,7 +51,7 @@ async def test_another_secret_on_existing_data_is_refused_naming_the_fix(aiohttp
     with pytest.raises(StorageError) as caught:
         await app_client(aiohttp_client, tmp_path, CollectorRegistry(), hmac_secret=NEW_SECRET)
     message = str(caught.value)
-    assert "\n" not in message and message.startswith(f"{tmp_path / 'clary.db'} was written with another HMAC secret")
+    assert "\n" not in message and message.startswith(f"{database(tmp_path).location} was written with another HMAC secret")
     for fragment in (fingerprint(SECRET), fingerprint(NEW_SECRET), "hmac_previous_secrets",
                      "CLARY_HMAC_PREVIOUS_SECRETS", "docs/configuration.md#rotating-the-hmac-secret"):
         assert fragment in message
@@ -118,7 +118,7 @@ async def test_a_new_store_records_the_fingerprint_never_the_secret(aiohttp_clie
     await app_client(aiohttp_client, tmp_path, CollectorRegistry())
     meta = _meta(tmp_path)
     assert meta["hmac_fingerprint"] == fingerprint(SECRET) and len(meta["hmac_fingerprint"]) == 16
-    raw = b"".join((tmp_path / name).read_bytes() for name in ("clary.db", "clary.db-wal") if (tmp_path / name).exists())
+    raw = store_backend.stored_bytes(tmp_path)
     assert SECRET.encode() not in raw
 
 

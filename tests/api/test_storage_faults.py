@@ -23,6 +23,8 @@ from exporter.store.health import StorageError
 from tests import storage_faults as faults
 from tests.api_helpers import ADMIN, HASH, INGEST, app_client, database, make_config
 
+pytestmark = pytest.mark.sqlite_only  # about SQLite files themselves: on SQLite whatever CLARY_TEST_STORE says
+
 ALICE = {"X-API-Key": "key-lite-alice"}
 FEEDBACK = {"type": "general", "rating": 4, "text": "hello"}
 DB_FILES = ("clary.db", "clary.db-wal", "clary.db-shm")

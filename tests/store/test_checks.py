@@ -25,6 +25,8 @@ from exporter.store.health import (
 from exporter.store.schema import SCHEMA_VERSION
 from tests import storage_faults as faults
 
+pytestmark = pytest.mark.sqlite_only  # about SQLite files themselves: on SQLite whatever CLARY_TEST_STORE says
+
 NOW = 1_750_000_000.0
 
 

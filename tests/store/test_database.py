@@ -9,6 +9,7 @@ import pytest
 
 from exporter.store.database import DAY, Database, FeedbackRecord, Store
 from exporter.store.health import StorageError
+from tests import store_backend
 
 NOW = 1_750_000_000.0  # a fixed "now"; purge takes it explicitly
 U1, U2 = "a" * 64, "b" * 64
@@ -21,7 +22,7 @@ def feedback(age_days: float, user: str | None, text: str, urgent: bool = False)
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database(tmp_path / "clary.db")
+    database = store_backend.database(tmp_path)
     yield database
     database.close()
 
@@ -30,6 +31,7 @@ def texts(db: Database) -> list[str]:
     return sorted(row["text"] for row in db.list_feedback(limit=500)[0])
 
 
+@pytest.mark.sqlite_only
 def test_file_is_created_on_first_write_only(tmp_path):
     db = Database(tmp_path / "sub" / "clary.db")
     assert db.list_feedback() == ([], None)
@@ -101,7 +103,7 @@ def test_opt_out_is_persisted_and_reversible(tmp_path, db):
     assert db.set_opt_out(U1, True) is True
     assert db.set_opt_out(U1, True) is False
     db.close()
-    reopened = Database(tmp_path / "clary.db")
+    reopened = store_backend.database(tmp_path)
     assert reopened.opted_out() == {U1}
     assert reopened.set_opt_out(U1, False) is True
     assert reopened.opted_out() == set()
@@ -147,25 +149,23 @@ def test_a_failed_transaction_leaves_nothing_behind(db):
 
 
 async def test_store_runs_sql_off_the_event_loop(tmp_path):
-    store = Store(tmp_path)
-    threads = []
-    original = store.db.add_feedback
+    store = store_backend.store(tmp_path)
 
-    def spy(*args, **kwargs):
-        threads.append(threading.current_thread().name)
-        return original(*args, **kwargs)
+    def thread_name(db: Database) -> str:
+        return threading.current_thread().name
 
-    store.db.add_feedback = spy
     record = await store.add_feedback(feedback(0, U1, "async"))
     rows, _ = await store.list_feedback()
     assert [r["id"] for r in rows] == [record.id]
-    assert threads and threads[0].startswith("clary-store") and threads[0] != threading.current_thread().name
+    threads = await asyncio.gather(*(store.run(thread_name) for _ in range(4)))
+    assert all(t.startswith("clary-store") and t != threading.current_thread().name for t in threads), threads
     results = await asyncio.gather(*(store.add_feedback(feedback(0, U2, f"c{i}")) for i in range(20)))
     assert len({r.id for r in results}) == 20
     assert await store.count("feedback") == 21
     await store.close()
 
 
+@pytest.mark.sqlite_only
 def test_newer_schema_is_refused(tmp_path):
     db = Database(tmp_path / "clary.db")
     db.connection().execute("PRAGMA user_version=99")

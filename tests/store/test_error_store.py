@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from exporter.store import errors
-from exporter.store.database import DAY, Database
+from exporter.store.database import DAY
+from tests import store_backend
 
 NOW = 1_750_000_000.0
 U1, U2 = "a" * 64, "b" * 64
@@ -19,7 +20,7 @@ def record(error_id: str, age_days: float, user: str | None, group: str = "f00d"
 
 @pytest.fixture
 def db(tmp_path):
-    database = Database(tmp_path / "clary.db")
+    database = store_backend.database(tmp_path)
     yield database
     database.close()
 

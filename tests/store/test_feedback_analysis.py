@@ -13,6 +13,7 @@ from exporter.instrument import sentiment
 from exporter.store import insights
 from exporter.store.database import DAY, Database, FeedbackRecord
 from exporter.store.schema import SCHEMA_VERSION
+from tests import store_backend
 
 NOW = 1_750_000_000.0
 NEGATIVE = [
@@ -59,6 +60,7 @@ PRAGMA user_version = 2;
 """
 
 
+@pytest.mark.sqlite_only
 def test_a_version_2_file_gets_the_columns_and_its_stored_texts_get_sentiment(tmp_path, monkeypatch):
     path = tmp_path / "clary.db"
     conn = sqlite3.connect(path)
@@ -82,6 +84,7 @@ def test_a_version_2_file_gets_the_columns_and_its_stored_texts_get_sentiment(tm
     db.close()
 
 
+@pytest.mark.sqlite_only
 def test_an_interrupted_back_fill_is_finished_at_the_next_start(tmp_path):
     path = tmp_path / "clary.db"
     db = Database(path)
@@ -97,7 +100,7 @@ def test_an_interrupted_back_fill_is_finished_at_the_next_start(tmp_path):
 
 
 def test_deletion_and_retention_remove_the_analysed_rows(tmp_path):
-    db = Database(tmp_path / "clary.db")
+    db = store_backend.database(tmp_path)
     for age, user in ((400, None), (1, "a" * 64)):
         db.add_feedback(FeedbackRecord(tier="lite", type="bug", rating=1, text="broken", metadata=None, user_hash=user,
                                        urgent=True, created_at=NOW - age * DAY, feature="ocr", sentiment=-0.5))
@@ -136,7 +139,7 @@ def reference(rows, tier, limit):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ROW, max_size=40), tier=st.sampled_from([None, "lite"]), limit=st.integers(1, 5))
 def test_rankings_match_the_reference(tmp_path_factory, rows, tier, limit):
-    db = Database(tmp_path_factory.mktemp("rank") / "clary.db")
+    db = store_backend.database(tmp_path_factory.mktemp("rank"))
     for n, (feature, type_, rating, compound, inside, row_tier) in enumerate(rows):
         created = NOW - (DAY if inside else 40 * DAY)  # outside the 30-day window: not counted
         db.add_feedback(FeedbackRecord(tier=row_tier, type=type_, rating=rating, text=f"text {n}", metadata=None,
@@ -150,7 +153,7 @@ def test_rankings_match_the_reference(tmp_path_factory, rows, tier, limit):
 
 
 def test_samples_are_the_latest_texts_of_each_kind(tmp_path):
-    db = Database(tmp_path / "clary.db")
+    db = store_backend.database(tmp_path)
     for n, (type_, rating, compound, text) in enumerate([
         ("bug", 4, 0.0, "crash one"), ("general", 5, 0.8, "lovely"), ("general", 1, None, "two stars... no, one"),
         ("feature_request", 4, 0.3, "please add A"), ("feature_request", 5, 0.1, "please add B"),

@@ -15,7 +15,7 @@ LISTEN ?= 127.0.0.1:25279
 # Two workers, one test file each at a time (module fixtures stay per file); PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: help run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware deps system-deps dashboards check clean
+.PHONY: help run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware bench-store deps system-deps dashboards check clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets (this text)
@@ -75,6 +75,9 @@ bench-middleware: deps ## benchmark: request-metrics overhead vs bare aiohttp/St
 	command -v wrk >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk </dev/null
 	$(PY) -m pip install --quiet aiohttp-prometheus-exporter starlette-exporter prometheus-fastapi-instrumentator
 	$(PY) -m benchmarks.middleware_overhead --duration 5 --rounds 3
+
+bench-store: deps system-deps ## benchmark: feedback inserts/s and events/s on PostgreSQL vs SQLite (starts its own servers)
+	flock /tmp/clary-bench.lock env PYTHONPATH=. $(PY) -m benchmarks.store_backends
 
 dashboards: deps ## regenerate the dashboard JSON in provisioning/dashboards/
 	$(VENV)/bin/clary-dashboards build

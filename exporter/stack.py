@@ -116,6 +116,7 @@ def localize_prometheus_config(config: dict, addresses: dict[str, str]) -> dict:
     for job in config.get("scrape_configs") or []:
         for static in job.get("static_configs") or []:
             static["targets"] = swap(static.get("targets") or [])
+        job.pop("dns_sd_configs", None)  # compose's scale-out replicas: none in the local stack
     return config
 
 

@@ -11,6 +11,8 @@ machines, so nothing here builds or runs a container):
   Grafana's provider path, any *_file in alertmanager.yml) land on a mount;
 - images are pinned to exact versions (Prometheus 3.x), healthchecks and
   ``depends_on: service_healthy`` are wired, Grafana has no default password;
+- profile scale-out: pinned PostgreSQL 15, pg_isready healthcheck run for real, no default
+  password; every replica has the URL, waits for the healthy db, is scraped (DNS discovery);
 - the build context that .dockerignore leaves holds what the Dockerfile
   copies, and from a copy of exactly that context the exporter runs with the
   image's and compose's environment: demo mode, ready, and the image's
@@ -39,10 +41,16 @@ DOCKERFILE = ROOT / "Dockerfile"
 NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
 OFFICIAL_IMAGES = {"prometheus": "prom/prometheus", "alertmanager": "prom/alertmanager", "grafana": "grafana/grafana"}
+SCALE_OUT = {"postgres", "exporter-replica"}  # profile scale-out (docs/scale-out.md)
 
 
 def _compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def _tracked() -> set[str]:
@@ -164,7 +172,9 @@ def test_prometheus_finds_its_config_and_rules_through_the_mounts():
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert jobs["clary-exporter"] == [f"exporter:{DEFAULT_PORT}"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
-    assert {"exporter", "alertmanager", "prometheus", "grafana"} == set(services)
+    default = {name for name, service in services.items() if "profiles" not in service}
+    assert default == {"exporter", "alertmanager", "prometheus", "grafana"}
+    assert set(services) - default == SCALE_OUT
 
 
 def test_alertmanager_config_and_every_file_it_names_are_mounted():
@@ -249,9 +259,7 @@ def test_grafana_admin_password_comes_from_the_env_file_without_default():
     with pytest.raises(ValueError):
         interpolate(password, {"GRAFANA_ADMIN_PASSWORD": ""})
     assert interpolate(password, {"GRAFANA_ADMIN_PASSWORD": "x7"}) == "x7"
-    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
-    assert example["GRAFANA_ADMIN_PASSWORD"] == ""  # the user must choose one
+    assert _env_example()["GRAFANA_ADMIN_PASSWORD"] == ""  # the user must choose one
     assert "admin" not in COMPOSE.read_text().split("GF_SECURITY_ADMIN_PASSWORD")[1].split("\n")[0]
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
     assert ".env.example" in _tracked()
@@ -265,6 +273,60 @@ def test_exporter_runs_the_demo_unless_told_otherwise():
     for service in _compose()["services"].values():
         for port in service.get("ports", []):
             assert interpolate(port, {}).startswith("127.0.0.1:"), port
+
+
+# --- profile scale-out: replicas on one PostgreSQL ---------------------------------------------
+
+SCALE_ENV = {"CLARY_POSTGRES_PASSWORD": "0123abcd" * 3}
+
+
+def test_postgres_is_pinned_healthchecked_and_has_no_default_password():
+    compose = _compose()
+    db = compose["services"]["postgres"]
+    assert db["profiles"] == ["scale-out"]
+    assert re.fullmatch(r"postgres:15\.\d+-(bookworm|trixie)", db["image"]), db["image"]
+    assert db["volumes"] == ["postgres-data:/var/lib/postgresql/data"] and "postgres-data" in compose["volumes"]
+    assert "ports" not in db  # reachable from the compose network only
+    env = {k: interpolate(v, {}) for k, v in db["environment"].items()}
+    assert env == {"POSTGRES_USER": "clary", "POSTGRES_DB": "clary", "POSTGRES_PASSWORD": ""}  # empty: refused
+    assert interpolate(db["environment"]["POSTGRES_PASSWORD"], SCALE_ENV) == SCALE_ENV["CLARY_POSTGRES_PASSWORD"]
+    test = [interpolate(arg, {}) for arg in db["healthcheck"]["test"]]
+    assert test == ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "clary", "-d", "clary"]
+    assert _env_example()["CLARY_POSTGRES_PASSWORD"] == "" and _env_example()["CLARY_POSTGRES_USER"] == "clary"
+
+
+def test_the_healthcheck_command_answers_like_pg_isready_does(postgres_server):
+    """The healthcheck's argv, pointed at a real server: 0 while it accepts connections, 2 where none listens."""
+    argv = [interpolate(arg, {}) for arg in _compose()["services"]["postgres"]["healthcheck"]["test"][1:]]
+    argv[0] = str(postgres_server.bindir / "pg_isready")
+    up = subprocess.run([*argv, "-p", str(postgres_server.port)], capture_output=True, text=True, timeout=30)
+    assert up.returncode == 0 and "accepting connections" in up.stdout, up.stdout + up.stderr
+    down = subprocess.run([*argv, "-p", str(support.free_port()), "-t", "3"], capture_output=True, text=True)
+    assert down.returncode == 2 and "no response" in down.stdout, down.stdout + down.stderr
+
+
+def test_every_replica_shares_the_database_once_it_is_healthy():
+    from exporter.config import Config, env_overrides
+    services = _compose()["services"]
+    (replica,) = [s for s in services.values() if s.get("image", "").startswith("clary-exporter:") and
+                  "scale-out" in s.get("profiles", [])]  # one service, deploy.replicas containers
+    assert replica["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert replica["deploy"]["replicas"] >= 2 and replica["image"] == services["exporter"]["image"]
+    db = {k: interpolate(v, SCALE_ENV) for k, v in services["postgres"]["environment"].items()}
+    env = {k: interpolate(v, SCALE_ENV) for k, v in replica["environment"].items() if v is not None}
+    url = env["CLARY_DATABASE_URL"]
+    assert url == f"postgresql://clary:{db['POSTGRES_PASSWORD']}@postgres:5432/clary" and db["POSTGRES_DB"] == "clary"
+    read = Config(**env_overrides(env))  # the variables, as the exporter in the container reads them
+    assert (read.database_url, read.database_pool_size, read.demo) == (url, 4, True)
+    # Otherwise the standalone exporter: demo by default, the HMAC secret passed through, one host port each.
+    assert env["CLARY_LISTEN_ADDRESS"] == f"0.0.0.0:{DEFAULT_PORT}" and env["CLARY_DEMO"] == "true"
+    assert replica["environment"]["CLARY_HMAC_SECRET"] is None
+    first, last = re.fullmatch(rf"127\.0\.0\.1:(\d+)-(\d+):{DEFAULT_PORT}", interpolate(*replica["ports"], {})).groups()
+    assert int(last) - int(first) + 1 >= replica["deploy"]["replicas"]
+    config = yaml.safe_load((ROOT / "provisioning/prometheus/prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "clary-exporter"]
+    (dns,) = job["dns_sd_configs"]  # Prometheus scrapes them all: compose's DNS has one A record per container
+    assert (dns["names"], dns["type"], dns["port"]) == (["exporter-replica"], "A", DEFAULT_PORT)
 
 
 # --- the image -----------------------------------------------------------------------------

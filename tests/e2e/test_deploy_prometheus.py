@@ -130,8 +130,13 @@ def test_stack_layout_swaps_only_addresses(tmp_path: Path):
     bundle = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in local["scrape_configs"]}
     assert targets == {"clary-exporter": ["127.0.0.1:1"], "prometheus": ["127.0.0.1:2"], "alertmanager": ["127.0.0.1:3"]}
+    # The compose replicas' DNS discovery is dropped (the local stack has none); nothing else changes.
+    bundle_jobs = {job["job_name"]: job for job in bundle["scrape_configs"]}
+    assert bundle_jobs["clary-exporter"]["dns_sd_configs"][0]["names"] == ["exporter-replica"]
+    assert not any("dns_sd_configs" in job for job in local["scrape_configs"])
     for job in bundle["scrape_configs"]:
         job.pop("static_configs")
+        job.pop("dns_sd_configs", None)
     for job in local["scrape_configs"]:
         job.pop("static_configs")
     bundle["alerting"] = local["alerting"] = None

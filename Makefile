@@ -14,8 +14,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LISTEN ?= 127.0.0.1:25279
 # Two workers, one test file each at a time (module fixtures stay per file); PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n 2 --dist loadfile
+# The tests that reach the store, run a second time by `make test` with PostgreSQL as the store
+# (tests/store_backend.py); `make test-postgres` runs the whole suite that way.
+POSTGRES_TESTS ?= tests/store tests/api tests/server tests/demo tests/ingest tests/test_cli.py
 
-.PHONY: help run test stack bench bench-scrape bench-dashboards bench-ingest bench-middleware bench-store deps system-deps dashboards check clean
+.PHONY: help run test test-postgres stack bench bench-scrape bench-dashboards bench-ingest bench-middleware bench-store deps system-deps dashboards check clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets (this text)
@@ -53,8 +56,12 @@ system-deps: ## install Debian's prometheus, prometheus-alertmanager and postgre
 run: deps ## the exporter in demo mode on LISTEN (127.0.0.1:25279): demo API and demo traffic, until Ctrl-C
 	$(VENV)/bin/clary-exporter --demo --listen-address $(LISTEN)
 
-test: deps system-deps ## the whole test suite, against real Prometheus, promtool, Alertmanager, amtool and PostgreSQL
+test: deps system-deps ## the whole suite on SQLite, then the store-facing tests on PostgreSQL (real binaries throughout)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	CLARY_TEST_STORE=postgres $(PY) -m pytest -q $(PYTEST_ARGS) $(POSTGRES_TESTS)
+
+test-postgres: deps system-deps ## the whole test suite with PostgreSQL as the store (CLARY_TEST_STORE=postgres)
+	CLARY_TEST_STORE=postgres $(PY) -m pytest -q $(PYTEST_ARGS)
 
 stack: deps system-deps ## exporter + Prometheus + Alertmanager on 127.0.0.1, no docker, until Ctrl-C
 	$(PY) -m exporter.stack

@@ -49,6 +49,7 @@ from exporter.api.insights import get_insights
 from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
+from exporter.api.privacy_sync import POLL_SECONDS, PrivacySync
 from exporter.api.shared_sketches import SHARE_SECONDS, SharedSketches
 from exporter.api.storage import StorageWatch, quietly
 from exporter.api.user_activity import UserActivity
@@ -97,6 +98,8 @@ class IngestApi:
         secrets = Secrets.of(config.hmac_secret, config.hmac_previous_secrets) if config.hmac_secret else None
         self.storage = StorageWatch(self.store, self.activity, secrets, clock)
         self.errors = ErrorStore(self.store, self._tracked_hash, clock)  # error records (exporter.api.error_sink)
+        self.activity_writes = asyncio.Lock()  # a flush's take-and-store; a deletion from the feed waits for it
+        self.privacy = PrivacySync(self)  # opt-outs, consents, deletions made on other replicas
         self.auth = Credentials(config)
         self._openapi: dict | None = None
         self._tasks: list[asyncio.Task] = []
@@ -155,16 +158,17 @@ class IngestApi:
 
     async def flush_activity(self) -> int:
         self.backlog.fold()  # the activity of every accepted event
-        pending = self.activity.take()
-        if pending:
-            try:
-                await self.store.add_activity(pending)
-            except sqlite3.Error:  # storage is down (logged once by its health): kept for the next flush
-                dropped = self.activity.restore(pending)
-                if dropped:
-                    log.warning("activity not stored", extra={"fields": {"rows": dropped}})
-                return 0
-        return len(pending)
+        async with self.activity_writes:
+            pending = self.activity.take()
+            if pending:
+                try:
+                    await self.store.add_activity(pending)
+                except sqlite3.Error:  # storage is down (logged once by its health): kept for the next flush
+                    dropped = self.activity.restore(pending)
+                    if dropped:
+                        log.warning("activity not stored", extra={"fields": {"rows": dropped}})
+                    return 0
+            return len(pending)
 
     def _flush_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.flush_activity())
@@ -195,6 +199,7 @@ class IngestApi:
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         # First: a StorageError (one line, exit 2) before anything else starts.
         await self.storage.open(self.notifier.start)  # the notifier resumes the outbox from the store
+        self.privacy.start(self.storage.privacy_seq)  # changes since the sets were loaded (privacy_sync)
         self._tasks += [
             asyncio.create_task(self.storage.run(), name="clary-storage-check"),
             asyncio.create_task(self._every(PURGE_INTERVAL_SECONDS, self.purge), name="clary-purge"),
@@ -202,6 +207,7 @@ class IngestApi:
                                 name="clary-activity-flush"),
             asyncio.create_task(self._every(BACKLOG_FOLD_SECONDS, self.fold_backlog), name="clary-backlog-fold"),
             asyncio.create_task(self._every(REFRESH_SECONDS, self.errors.refresh), name="clary-error-groups"),
+            asyncio.create_task(self._every(POLL_SECONDS, self.privacy.poll), name="clary-privacy-sync"),
         ]
         if self.shared_sketches is not None:
             self._tasks.append(asyncio.create_task(self._every(SHARE_SECONDS, self.shared_sketches.tick),

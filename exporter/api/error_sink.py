@@ -122,6 +122,19 @@ class ErrorStore:
             await self.refresh()
         return written
 
+    async def forget(self, *hashes: str, wait: float = 5.0) -> None:
+        """Drop the users' queued records (a deletion made on another replica, ``exporter.api.privacy_sync``).
+
+        Also after the write in progress, if any, has finished (up to ``wait``
+        seconds): a batch it could not store comes back to the queue; one it
+        stored is in the store, where the caller deletes it.
+        """
+        gone = set(hashes)
+        self._pending = [record for record in self._pending if record.user_hash not in gone]
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer}, timeout=wait)  # never cancels the writer
+            self._pending = [record for record in self._pending if record.user_hash not in gone]
+
     async def refresh(self) -> None:
         """Re-read the open groups per tier and the top groups per tier for the gauges."""
         self._open = await self.store.run(stored.open_groups_by_tier)

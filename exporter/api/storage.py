@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from exporter.api.user_activity import UserActivity
-from exporter.store import checks
+from exporter.store import checks, privacy_feed
 from exporter.store.database import Store
 from exporter.store.health import (
     PROBE_SECONDS,
@@ -44,6 +44,7 @@ class StorageWatch:
         self.secrets = secrets
         self.clock = clock
         self._last_probe = 0.0
+        self.privacy_seq = 0  # the privacy feed's last seq before the sets were loaded (exporter.api.privacy_sync)
 
     async def open(self, *then: Callable[[], Awaitable[object]]) -> None:
         """The start-up check, the stored opt-outs into memory, then ``then`` (more start-up work on the store).
@@ -52,6 +53,7 @@ class StorageWatch:
         """
         try:
             notes = await self.store.run(checks.open_checked, secrets=self.secrets, now=self.clock())
+            self.privacy_seq = await self.store.run(privacy_feed.latest)  # first: later changes are applied again
             self.activity.opted_out |= await self.store.opted_out()
             self.activity.consented |= await self.store.consented()  # opt_in mode (exporter.store.consent)
             for step in then:

@@ -41,6 +41,11 @@ RETENTIONS = {
     "consent": "until the user is deleted: the record of consent outlives the data it governs, so retention does "
                "not purge it",
     "store": "for the life of the store; nothing personal",
+    "feed": "about an hour, at most two (purged with the retention run); deleting the user adds a row rather than "
+            "removing one: the other replicas must read it",
+    "dedupe": "the duplicate window (about an hour), then purged",
+    "sketch": "the counting windows (at most a day and a margin), then purged; deleting a user does not remove "
+              "them from a sketch (a sketch cannot find one user's part), it only ages out",
 }
 
 _HASH = "HMAC-SHA256 of the user id under the configured secret (hmac_secret); the raw id is never stored"
@@ -79,6 +84,27 @@ STORE_FIELDS: dict[str, Field] = {
     "consents.state": Field(False, "granted or withdrawn", "consent"),
     "consents.policy_version": Field(False, "version of the policy the user saw", "consent"),
     "consents.created_at": Field(False, "time of the decision", "consent"),
+    # privacy_changes: the feed that carries opt-outs, consents and deletions to every replica
+    # (exporter.store.privacy_feed).
+    "privacy_changes.seq": Field(False, "row number", "feed"),
+    "privacy_changes.user_hash": Field(True, _HASH, "feed"),
+    "privacy_changes.change": Field(False, "opt_out, opt_in, consent_granted, consent_withdrawn or deleted", "feed"),
+    "privacy_changes.created_at": Field(False, "time of the change", "feed"),
+    # seen_events: the cross-replica window of event ids already counted.
+    "seen_events.seq": Field(False, "row number", "dedupe"),
+    "seen_events.id_hash": Field(False, "hash of the event id the client chose for a retry, not of a user id",
+                                 "dedupe"),
+    "seen_events.replica": Field(False, "name of the exporter replica", "dedupe"),
+    "seen_events.seen_at": Field(False, "time", "dedupe"),
+    # sketches: each replica's distinct-count sketches per time bucket, merged into the deployment's counts.
+    "sketches.kind": Field(False, "users or licenses", "sketch"),
+    "sketches.tier": Field(False, "customer tier", "sketch"),
+    "sketches.size": Field(False, "bucket length in seconds", "sketch"),
+    "sketches.slot": Field(False, "bucket number (time)", "sketch"),
+    "sketches.replica": Field(False, "name of the exporter replica", "sketch"),
+    "sketches.data": Field(False, "HyperLogLog registers over user or license HMACs, a count estimate: no id or "
+                                  "hash can be read back; with the HMAC secret one could at most guess weakly "
+                                  "whether one user may be among those counted", "sketch"),
     # outbox: urgent feedback waiting to be sent to the configured webhooks.
     "outbox.id": Field(False, "row number", "outbox"),
     "outbox.feedback_id": Field(False, "id of the feedback row", "outbox"),

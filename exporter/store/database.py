@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from exporter.instrument.sentiment import label as sentiment_label
 import psycopg
 
-from exporter.store import consent, errors, outbox, postgres
+from exporter.store import consent, errors, outbox, postgres, privacy_feed
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
 from exporter.store.outbox import Delivery
@@ -254,6 +254,7 @@ class Database:
             activity = conn.execute(f"DELETE FROM activity WHERE {user}", user_hashes).rowcount
             error_records = errors.delete_user(conn, user_hashes)
             consents = consent.delete_user(conn, user_hashes)
+            privacy_feed.append(conn, user_hashes, "deleted", time.time())  # other replicas drop their buffers
         return {"feedback": feedback, "notifications": notifications, "activity": activity, "errors": error_records,
                 "consents": consents}
 
@@ -272,21 +273,23 @@ class Database:
             # A day's row is older than the cutoff once the whole day is.
             activity = conn.execute("DELETE FROM activity WHERE (day + 1) * ? <= ?", (DAY, cutoff)).rowcount
             error_records = errors.purge(conn, cutoff)
+            privacy_feed.purge(conn, time.time() if now is None else now)  # the feed's horizon, not retention
         return {"feedback": feedback, "notifications": notifications, "activity": activity, "errors": error_records}
 
     def set_opt_out(self, user_hash: str, opted_out: bool, now: float | None = None) -> bool:
-        """Persist the choice; returns whether anything changed."""
-        if opted_out:
-            with self.transaction() as conn:
-                return conn.execute(
-                    "INSERT INTO opt_outs (user_hash, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (user_hash, time.time() if now is None else now),
-                ).rowcount == 1
-        conn = self.connection(create=False)
-        if conn is None:
-            return False
-        with _Transaction(conn):
-            return conn.execute("DELETE FROM opt_outs WHERE user_hash = ?", (user_hash,)).rowcount == 1
+        """Persist the choice and its row of the privacy feed (``exporter.store.privacy_feed``); whether anything
+        changed."""
+        now = time.time() if now is None else now
+        if not opted_out and self.connection(create=False) is None:
+            return False  # no file, no opt-out to lift
+        with self.transaction() as conn:
+            if opted_out:
+                changed = conn.execute("INSERT INTO opt_outs (user_hash, created_at) VALUES (?, ?)"
+                                       " ON CONFLICT DO NOTHING", (user_hash, now)).rowcount == 1
+            else:
+                changed = conn.execute("DELETE FROM opt_outs WHERE user_hash = ?", (user_hash,)).rowcount == 1
+            privacy_feed.append(conn, (user_hash,), "opt_out" if opted_out else "opt_in", now)
+        return changed
 
     def opted_out(self) -> set[str]:
         conn = self.connection(create=False)
@@ -302,6 +305,7 @@ class Database:
             if state == "withdrawn":
                 conn.execute("INSERT INTO opt_outs (user_hash, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                              (user_hash, now))
+            privacy_feed.append(conn, (user_hash,), f"consent_{state}", now)
 
     def consented(self) -> set[str]:
         """Hashes whose latest consent is ``granted`` (loaded at start, like the opt-outs)."""

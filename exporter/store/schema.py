@@ -145,7 +145,10 @@ def connect_postgres(url: str) -> postgres.Connection:
             if version > SCHEMA_VERSION:
                 raise StorageError(f"{postgres.redact(url)}: schema version {version} is newer than this exporter's "
                                    f"({SCHEMA_VERSION}); run the newer exporter on every replica")
-            conn.executescript(postgres.ddl(full_schema()))
+            if version != SCHEMA_VERSION:  # a current database is left alone: the DDL would lock every table
+                # (CREATE INDEX IF NOT EXISTS takes a SHARE lock), deadlocking with another connection's
+                # transaction across tables (a purge) whenever a store thread connects later
+                conn.executescript(postgres.ddl(full_schema()))
             # A new database is created at the current version: only later steps ever run on it.
             migrate(conn, version or SCHEMA_VERSION)
             postgres.set_schema_version(conn, SCHEMA_VERSION)

@@ -154,6 +154,7 @@ def _threads_when_ready(data_dir, env: dict | None = None) -> int:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"),
                     reason="needs /proc and 2+ CPUs to tell one OpenBLAS thread from one per core")
+@pytest.mark.sqlite_only  # counts threads: PostgreSQL's store pool starts its threads on demand
 def test_no_openblas_thread_per_core_unless_asked(monkeypatch, tmp_path):
     """numpy (under datasketches) starts an OpenBLAS thread per core; the exporter caps it at one, and
     an OPENBLAS_NUM_THREADS already set still wins (one more thread with 2 than with the default)."""

@@ -78,6 +78,7 @@ async def receiver():
     await hook.stop()
 
 
+@pytest.mark.sqlite_only  # the fault is SQLite's PRAGMA query_only on the store's connection
 async def test_a_delivered_notification_is_not_resent_while_its_row_cannot_be_deleted(
         tmp_path, receiver):
     receiver.status = 200
@@ -104,6 +105,7 @@ async def test_a_delivered_notification_is_not_resent_while_its_row_cannot_be_de
         db.close()
 
 
+@pytest.mark.sqlite_only  # the fault is SQLite's PRAGMA query_only on the store's connection
 async def test_failed_attempts_keep_their_backoff_when_they_cannot_be_recorded(tmp_path, receiver):
     db = database(tmp_path)
     store = Store(tmp_path)
@@ -131,6 +133,7 @@ async def test_failed_attempts_keep_their_backoff_when_they_cannot_be_recorded(t
         db.close()
 
 
+@pytest.mark.sqlite_only  # the fault is SQLite's PRAGMA query_only on the store's connection
 async def test_nothing_new_is_claimed_while_outcomes_cannot_be_recorded(tmp_path, receiver):
     receiver.status = 200
     db = database(tmp_path)

@@ -49,6 +49,7 @@ from exporter.api.insights import get_insights
 from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
+from exporter.api.shared_dedupe import SharedDedupe
 from exporter.api.privacy_sync import POLL_SECONDS, PrivacySync
 from exporter.api.shared_sketches import SHARE_SECONDS, SharedSketches
 from exporter.api.storage import StorageWatch, quietly
@@ -89,6 +90,8 @@ class IngestApi:
         self.notifier = notifier or Notifier(self.store, config.webhooks)
         self.limits = FeedbackLimits(config)  # per API key, and urgent notifications per tier
         self.dedupe = dedupe or DedupeWindow()
+        # Ids accepted by other replicas sharing a PostgreSQL store (None on SQLite).
+        self.shared_dedupe = SharedDedupe.for_store(self.store, self.dedupe, config.hmac_secret)
         # Earlier HMAC secrets (a rotation): their hashes still find stored users.
         self.activity = UserActivity(recorder, clock, previous=map(Hasher, config.hmac_previous_secrets))
         self.backlog = EventBacklog(recorder, self.activity)
@@ -137,6 +140,9 @@ class IngestApi:
             raise self._too_many(exc.count) from None
         self.dedupe.tick()
         fresh, duplicates = self.dedupe.admit(valid)
+        if self.shared_dedupe is not None and fresh:  # the local window first: it costs no hashing
+            fresh, elsewhere = self.shared_dedupe.admit(fresh)
+            duplicates += elsewhere
         if fresh:
             if b'"error"' in body:  # a cheap test first: most batches carry no error record
                 self.errors.accept([event for event in fresh if event.__class__ is ErrorOccurred])
@@ -212,6 +218,8 @@ class IngestApi:
         if self.shared_sketches is not None:
             self._tasks.append(asyncio.create_task(self._every(SHARE_SECONDS, self.shared_sketches.tick),
                                                    name="clary-shared-sketches"))
+        if self.shared_dedupe is not None:
+            self._tasks.append(asyncio.create_task(self.shared_dedupe.run(), name="clary-shared-dedupe"))
         try:
             yield
         finally:

@@ -20,12 +20,18 @@ so the ratio within a round is what is reported, median over the rounds):
              ids (the ingest benchmark's mix: counters, histograms, per-user
              activity), from ``--clients`` concurrent connections
 
-Target (issue 18): the events path, which does not touch the store per
-event, loses no more than 10 % on PostgreSQL (events/s ratio >= 0.90).
+Also reported: CPU per event, the exporter process plus (PostgreSQL) every
+process of its server, from the first batch to SETTLE after the last, so
+write-behind work is counted wherever it runs; steadier than the rates on a
+shared machine. ``--baseline-tree DIR`` adds ``postgresql@baseline``: that
+checkout's exporter on the durable server, in the same rounds.
+
+Target (issue 18): the events path, which never waits on the store, loses
+no more than 10 % on PostgreSQL (events/s ratio >= 0.90).
 
 Usage: flock /tmp/clary-bench.lock python -m benchmarks.store_backends [--rounds 7] [--clients 8]
-       [--feedback 500] [--batches 1000]          (``make bench-store``)
-Results: benchmarks/results/store_backends.md
+       [--feedback 500] [--batches 1000] [--baseline-tree DIR]          (``make bench-store``)
+Results: benchmarks/results/store_backends.md (store_backends_before_after.md with --baseline-tree)
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ from pathlib import Path
 from unittest import mock
 
 import aiohttp
+import psutil
 import yaml
 
+from benchmarks import baseline
 from benchmarks.ingest_throughput import EVENTS
 from tests import postgres
 
@@ -78,10 +86,13 @@ def _config(path: Path) -> Path:
 class Exporter:
     """One exporter process on one backend, on a free loopback port."""
 
-    def __init__(self, name: str, workdir: Path, config: Path, database_url: str | None):
+    def __init__(self, name: str, workdir: Path, config: Path, database_url: str | None, tree: Path = ROOT,
+                 server: postgres.Server | None = None):
         self.name = name
+        self.server = server
         self.port = postgres._free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLARY_")}
+        env["PYTHONPATH"] = str(tree)  # its own exporter package (--baseline-tree), not the editable install
         if database_url:
             env["CLARY_DATABASE_URL"] = database_url  # not on the command line: it holds a password
         workdir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +100,7 @@ class Exporter:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "exporter.cli", "--config", str(config), "--data-dir", str(workdir / "data"),
              "--listen-address", f"127.0.0.1:{self.port}"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+            cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 60) -> None:
@@ -103,6 +114,20 @@ class Exporter:
                         return
             await asyncio.sleep(0.2)
         raise RuntimeError(f"{self.name}: exporter not ready; log tail:\n{self.log.read_text()[-2000:]}")
+
+    def cpu(self) -> float:
+        """CPU seconds so far of this exporter and, on PostgreSQL, of its server's processes (the work
+        SQLite does inside the exporter process happens there)."""
+        procs = [psutil.Process(self.process.pid)]
+        if self.server is not None:
+            postmaster = psutil.Process(int((self.server.data_dir / "postmaster.pid").read_text().split()[0]))
+            procs += [postmaster, *postmaster.children(recursive=True)]
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         self.process.terminate()
@@ -179,7 +204,7 @@ def _spread(values: list[float]) -> str:
 
 
 async def measure(args, exporters: dict[str, Exporter]) -> dict[str, dict[str, list[float]]]:
-    rounds: dict[str, dict[str, list[float]]] = {b: {"feedback": [], "events": []} for b in exporters}
+    rounds: dict[str, dict[str, list[float]]] = {b: {"feedback": [], "events": [], "cpu": []} for b in exporters}
     batches = Batches()
     connector = aiohttp.TCPConnector(limit=args.clients * len(exporters))
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -193,17 +218,23 @@ async def measure(args, exporters: dict[str, Exporter]) -> dict[str, dict[str, l
             for name in order if r % 2 == 0 else reversed(order):
                 fb = await feedback_rate(session, exporters[name], args.feedback, args.clients)
                 await asyncio.sleep(SETTLE)
+                cpu = exporters[name].cpu()
                 ev = await events_rate(session, exporters[name], batches, args.batches, args.clients)
-                await asyncio.sleep(SETTLE)
+                await asyncio.sleep(SETTLE)  # counted: the write-behind work of these events
+                cpu = (exporters[name].cpu() - cpu) / (args.batches * BATCH) * 1e6
                 rounds[name]["feedback"].append(fb)
                 rounds[name]["events"].append(ev)
-                print(f"round {r + 1} {name:>10}: {fb:>8,.0f} feedback/s  {ev:>9,.0f} events/s", flush=True)
+                rounds[name]["cpu"].append(cpu)
+                print(f"round {r + 1} {name:>10}: {fb:>8,.0f} feedback/s  {ev:>9,.0f} events/s  "
+                      f"{cpu:.1f} us CPU per event", flush=True)
     return rounds
 
 
 def report(args, rounds: dict[str, dict[str, list[float]]], settings: dict[str, dict[str, str]]) -> str:
     def ratios(name: str, load: str) -> list[float]:
-        return [a / b for a, b in zip(rounds[name][load], rounds["sqlite"][load])]
+        """Per round, this backend vs SQLite; for CPU per event, SQLite's / this one (higher is better)."""
+        pairs = zip(rounds[name][load], rounds["sqlite"][load])
+        return [b / a if load == "cpu" else a / b for a, b in pairs]
 
     lines = [
         (f"Store backends through the HTTP API, {datetime.date.today().isoformat()}: "
@@ -212,21 +243,30 @@ def report(args, rounds: dict[str, dict[str, list[float]]], settings: dict[str, 
          f"and {args.batches} batches of {BATCH} events per backend."),
         "Ratios are medians of the per-round ratio to SQLite (backends run back to back, order alternating).",
         "",
-        "| backend | server settings | feedback inserts/s | vs SQLite | events/s | vs SQLite |",
-        "|---|---|---:|---:|---:|---:|",
+        "CPU per event: the exporter process plus, on PostgreSQL, every process of its server, from the first",
+        f"batch to {SETTLE} s after the last (write-behind included); its ratio is SQLite's CPU / this backend's.",
+        "",
+        ("| backend | server settings | feedback inserts/s | vs SQLite | events/s | vs SQLite "
+         "| CPU per event (µs) | vs SQLite |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in rounds:
-        fb, ev = _median(rounds[name]["feedback"]), _median(rounds[name]["events"])
+        fb, ev, cpu = (_median(rounds[name][load]) for load in ("feedback", "events", "cpu"))
         vs_fb = "1.00x" if name == "sqlite" else f"{_median(ratios(name, 'feedback')):.2f}x"
         vs_ev = "1.00x" if name == "sqlite" else f"{_median(ratios(name, 'events')):.2f}x"
+        vs_cpu = "1.00x" if name == "sqlite" else f"{_median(ratios(name, 'cpu')):.2f}x"
         shown = ", ".join(f"{k}={v}" for k, v in settings[name].items())
-        lines.append(f"| {name} | {shown} | {fb:,.0f} | {vs_fb} | {ev:,.0f} | {vs_ev} |")
+        lines.append(f"| {name} | {shown} | {fb:,.0f} | {vs_fb} | {ev:,.0f} | {vs_ev} | {cpu:.1f} | {vs_cpu} |")
     lines.append("")
     for name in rounds:
         if name != "sqlite":
             lines.append(f"Per round, {name} / sqlite: feedback "
                          + ", ".join(f"{x:.2f}" for x in ratios(name, "feedback")) + "; events "
-                         + ", ".join(f"{x:.2f}" for x in ratios(name, "events")) + ".")
+                         + ", ".join(f"{x:.2f}" for x in ratios(name, "events")) + "; CPU per event "
+                         + ", ".join(f"{x:.2f}" for x in ratios(name, "cpu")) + ".")
+    if args.baseline_tree:
+        lines += ["", (f"postgresql{baseline.SUFFIX}: the exporter of {args.baseline_tree} on the durable server "
+                       "(its own database), measured in the same rounds.")]
     if "postgresql" in rounds:
         ratio = _median(ratios("postgresql", "events"))
         lines += ["", f"Target: events/s on PostgreSQL (durable settings) >= 0.90x SQLite. Measured: {ratio:.2f}x"
@@ -248,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=1000, help="event batches per backend per round")
     parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated subset of {BACKENDS}")
     parser.add_argument("--no-write", action="store_true", help=f"print only; do not write {RESULTS.name}")
+    baseline.add_argument(parser)  # adds postgresql@baseline: the durable server, the other checkout's exporter
     args = parser.parse_args(argv)
     chosen = [b for b in BACKENDS if b in args.backends.split(",")]
     if "sqlite" not in chosen:
@@ -268,15 +309,26 @@ def main(argv: list[str] | None = None) -> int:
             fast = stack.enter_context(postgres.running())
             urls["pg-nofsync"] = fast.fresh_database("clary_bench")
             settings["pg-nofsync"] = _server_settings(fast)
-        exporters = {name: Exporter(name, workdir / name, config, urls[name]) for name in chosen}
+        servers = {"postgresql": durable if "postgresql" in chosen else None,
+                   "pg-nofsync": fast if "pg-nofsync" in chosen else None}
+        exporters = {name: Exporter(name, workdir / name, config, urls[name], server=servers.get(name))
+                     for name in chosen}
+        if args.baseline_tree and "postgresql" in chosen:
+            name = "postgresql" + baseline.SUFFIX
+            urls[name], settings[name] = durable.fresh_database("clary_bench_baseline"), settings["postgresql"]
+            exporters[name] = Exporter(name, workdir / "baseline", config, urls[name], args.baseline_tree.resolve(),
+                                       server=durable)
         for exporter in exporters.values():
             stack.callback(exporter.stop)
         rounds = asyncio.run(measure(args, exporters))
     text = report(args, rounds, settings)
     print("\n" + text)
     if not args.no_write:
-        RESULTS.write_text("# Store backends: PostgreSQL vs SQLite\n\n"
-                           "`flock /tmp/clary-bench.lock python -m benchmarks.store_backends` "
+        results = RESULTS.with_name("store_backends_before_after.md") if args.baseline_tree else RESULTS
+        command = "python -m benchmarks.store_backends" + (f" --baseline-tree {args.baseline_tree}"
+                                                           if args.baseline_tree else "")
+        results.write_text("# Store backends: PostgreSQL vs SQLite\n\n"
+                           f"`flock /tmp/clary-bench.lock {command}` "
                            "(`make bench-store`).\n\n" + text)
     return 0
 

@@ -13,6 +13,7 @@ import time
 import uuid
 
 import psycopg
+import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.api.app import INGEST as INGEST_KEY
@@ -121,6 +122,7 @@ async def test_ingest_answers_and_counts_while_the_store_is_down(aiohttp_client,
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.sqlite_only
 async def test_no_shared_window_on_sqlite(aiohttp_client, tmp_path):
     from exporter.server.app import create_app
     app = create_app(make_config(tmp_path), CollectorRegistry())

@@ -91,22 +91,22 @@ def record_deliveries(db: Any, done: Iterable[int] = (), failed: Iterable[tuple[
 
 
 def resume_deliveries(db: Any, urls: Iterable[str], now: float) -> tuple[int, int]:
-    """At start-up: rows to webhooks no longer configured are dropped; returns (resumed, dropped).
+    """At start-up, on SQLite (one replica): rows to webhooks no longer configured are dropped and every
+    other pending row becomes due now, its backoff or its previous run's lease ended; (resumed, dropped).
 
-    SQLite (one replica): every pending row becomes due now, its backoff or its previous run's lease
-    ended. PostgreSQL: rows are left as they are (resumed is 0), since a pending row may be leased by
-    another replica that is delivering it right now; a dead claimer's rows are due when their lease ends.
+    PostgreSQL (several replicas): nothing changes (0, 0). A pending row may be leased by another replica
+    delivering it right now, and a webhook missing here may still be configured on the others during a
+    rolling config change: they deliver it. A dead claimer's rows are due when their lease ends; rows to a
+    webhook no replica has any more are never claimed and go with the retention purge.
     """
     conn = db.connection(create=False)
-    if conn is None:
+    if conn is None or db.dialect != "sqlite":
         return 0, 0
     urls = list(urls)
     keep = f"url IN ({','.join('?' * len(urls))})" if urls else "FALSE"
     with db.transaction() as conn:
         dropped = conn.execute(f"DELETE FROM outbox WHERE NOT ({keep})", urls).rowcount
-        resumed = 0
-        if db.dialect == "sqlite":
-            resumed = conn.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE {keep}", (now, *urls)).rowcount
+        resumed = conn.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE {keep}", (now, *urls)).rowcount
     return resumed, dropped
 
 

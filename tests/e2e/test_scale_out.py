@@ -209,8 +209,12 @@ def outbox_rows(url: str) -> int:
         return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
-def settle(prom: support.Prometheus, hook, urgent: set[str], url: str, timeout: float = 25) -> dict:
-    """Wait (bounded) until the outbox drained, the distinct count converged and all three targets are up."""
+def settle(prom: support.Prometheus, hook, urgent: set[str], url: str, timeout: float = 100) -> dict:
+    """Wait (bounded) until the outbox drained, the distinct count converged and all three targets are up.
+
+    Usually seconds. The bound outlasts a notifier's lease (80 s with the defaults, exporter.api.notify):
+    a report the SIGKILLed replica had claimed but not yet sent is due again only when its lease ends.
+    """
     deadline = time.monotonic() + timeout
     while True:
         distinct = prom.query(DISTINCT)

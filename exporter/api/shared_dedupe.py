@@ -1,10 +1,10 @@
 """The cross-replica dedupe window's background task (issue 18): share accepted ids, learn the others'.
 
 Only on PostgreSQL (``store.url``); on SQLite there is one replica. Every
-:data:`TICK_SECONDS` one store call inserts the ids this replica accepted
-since the last tick (hashed, ``exporter.ingest.shared_dedupe``) into
-``seen_events`` and reads the rows other replicas inserted since the last
-read (``exporter.store.seen_events``). So a batch retried on another
+:data:`TICK_SECONDS` one store call writes the ids this replica accepted
+since the last tick (hashed, ``exporter.ingest.shared_dedupe``) as one
+``seen_events`` row (packed digests; more rows past 20,000) and reads the
+rows other replicas wrote since the last read (``exporter.store.seen_events``). So a batch retried on another
 replica more than about two ticks (~0.5 s) after it was accepted is
 recognised there; a retry within that time may be counted twice. The
 request path never waits for this: a slow or down store only delays the
@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 
 from exporter.ingest.dedupe import DedupeWindow
-from exporter.ingest.shared_dedupe import DIGEST_BYTES, HEX_WIDTH, Cursor, SharedWindow
+from exporter.ingest.shared_dedupe import DIGEST_BYTES, Cursor, SharedWindow
 from exporter.store import seen_events
 from exporter.store.database import Store
 from exporter.store.health import StorageUnavailable
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 PURGE_SECONDS = 60.0
 STARTUP_LOOKBACK_SECONDS = 60.0  # a replica starting learns the ids accepted this long ago (rolling restarts)
-BATCH = 20_000  # digests inserted per tick at most
-PAGE, PAGES = 5_000, 8  # tail rows per query, queries per tick
+PAGE, PAGES = 32, 4  # tail rows (up to 20,000 digests each) per query, queries per tick
 FINAL_FLUSH_SECONDS = 2.0
 
 
@@ -64,7 +63,7 @@ class SharedDedupe:
             self.cursor = Cursor(await self.store.run(seen_events.start, now - STARTUP_LOOKBACK_SECONDS))
         cursor, window = self.cursor, self.window
         window.remote.tick()
-        taken = window.take(BATCH)
+        taken = window.take(window.queue_cap)  # all of it: one row (or a few) per tick
         try:
             last, learnt, gaps, present = await self.store.run(
                 seen_events.exchange, b"".join(taken), DIGEST_BYTES, self.replica, now, cursor.after,
@@ -79,7 +78,7 @@ class SharedDedupe:
         if now - self._purged_at >= PURGE_SECONDS:
             self._purged_at = now
             await self.store.run(seen_events.purge, now - self.ttl)
-        return len(learnt) // HEX_WIDTH
+        return len(learnt) // DIGEST_BYTES
 
     def _log_drops(self, now: float) -> None:
         """One warning when ids start being dropped; again only after the queue drained."""

@@ -24,7 +24,6 @@ from exporter.ingest.dedupe import DedupeWindow
 from exporter.ingest.schemas import EventBase
 
 DIGEST_BYTES = 12  # 96 bits: no false duplicate in practice among the ids of an hour
-HEX_WIDTH = 2 * DIGEST_BYTES  # as stored
 QUEUE_CAP = 100_000  # digests waiting for the store; beyond, the oldest are dropped (store down or slow)
 # A seq missing from the tail is re-read this long: longer than a statement may run
 # (exporter.store.postgres.STATEMENT_TIMEOUT_MS), so a slow insert committing late is still seen.
@@ -115,9 +114,8 @@ class SharedWindow:
             digests = digests[len(digests) - max(room, 0):]
         self.queue.extendleft(reversed(digests))
 
-    def learn(self, hex_digests: str) -> None:
-        """Digests other replicas accepted: concatenated hex, as the store returns them."""
-        raw = bytes.fromhex(hex_digests)
+    def learn(self, raw: bytes) -> None:
+        """Digests other replicas accepted: concatenated, as the store's rows hold them."""
         self.remote.update([raw[i:i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES)])
 
 
@@ -127,8 +125,8 @@ class Cursor:
 
     A seq is taken when a row is inserted, not when it commits, so a
     transaction on another replica may commit a lower seq after the tail
-    read past it. Every seq missing below the last one read (ON CONFLICT
-    also spends seqs) is remembered for :data:`GAP_GRACE_SECONDS` and
+    read past it. Every seq missing below the last one read (a rolled back
+    insert also spends one) is remembered for :data:`GAP_GRACE_SECONDS` and
     re-read until then: a row committing late is still learnt.
     """
 

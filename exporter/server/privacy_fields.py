@@ -92,10 +92,10 @@ STORE_FIELDS: dict[str, Field] = {
     "privacy_changes.created_at": Field(False, "time of the change", "feed"),
     # seen_events: the cross-replica window of event ids already counted.
     "seen_events.seq": Field(False, "row number", "dedupe"),
-    "seen_events.id_hash": Field(False, "hash of the event id the client chose for a retry, not of a user id",
-                                 "dedupe"),
     "seen_events.replica": Field(False, "name of the exporter replica", "dedupe"),
     "seen_events.seen_at": Field(False, "time", "dedupe"),
+    "seen_events.digests": Field(False, "hashes of the event ids the client chose for retries (one replica's 0.25 s), "
+                                 "not of user ids", "dedupe"),
     # sketches: each replica's distinct-count sketches per time bucket, merged into the deployment's counts.
     "sketches.kind": Field(False, "users or licenses", "sketch"),
     "sketches.tier": Field(False, "customer tier", "sketch"),

@@ -86,9 +86,9 @@ CREATE TABLE IF NOT EXISTS privacy_changes (
 CREATE INDEX IF NOT EXISTS privacy_changes_created ON privacy_changes (created_at);
 CREATE TABLE IF NOT EXISTS seen_events (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    id_hash  TEXT NOT NULL UNIQUE,
     replica  TEXT NOT NULL,
-    seen_at  REAL NOT NULL
+    seen_at  REAL NOT NULL,
+    digests  BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS seen_events_seen ON seen_events (seen_at);
 CREATE TABLE IF NOT EXISTS sketches (

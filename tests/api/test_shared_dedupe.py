@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry
 from exporter.api.app import INGEST as INGEST_KEY
 from exporter.api.shared_dedupe import SharedDedupe
 from exporter.ingest.dedupe import DedupeWindow
+from exporter.ingest.schemas import FeatureUsed
+from exporter.store import seen_events
 from exporter.store.database import Store
 from tests.api_helpers import INGEST, SECRET, make_config, value
 
@@ -77,22 +79,25 @@ async def test_a_batch_retried_on_another_replica_is_not_counted_twice(aiohttp_c
 
 
 async def test_only_hashes_of_ids_reach_the_table(aiohttp_client, tmp_path, database_url):
+    """One row per tick, its BLOB the digests packed: the digests are there, the raw ids nowhere."""
     app, client, _ = await replica(aiohttp_client, tmp_path, database_url, "a")
     ids = [f"user-chosen-id-{i}-alice@example.com" for i in range(N)]
     assert (await client.post(URL, json=batch(ids), headers=INGEST)).status == 200
     shared = app[INGEST_KEY].shared_dedupe
     deadline = time.monotonic() + 10
     with psycopg.connect(database_url, autocommit=True) as conn:
-        while (rows := conn.execute("SELECT id_hash, replica FROM seen_events").fetchall()) and len(rows) < N \
-                or not rows:
+        while not (rows := conn.execute("SELECT replica, digests FROM seen_events").fetchall()):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        dump = " ".join(str(cell) for row in conn.execute("SELECT * FROM seen_events").fetchall() for cell in row)
-    assert len(rows) == N
-    assert {replica for _, replica in rows} == {shared.replica}
-    assert {digest for digest, _ in rows} == {shared.window.digest(i).hex() for i in ids}
-    assert all(len(digest) == 24 for digest, _ in rows)
-    assert "alice" not in dump and "user-chosen" not in dump
+        dump = b" ".join(bytes(cell) if isinstance(cell, bytes) else str(cell).encode()
+                         for row in conn.execute("SELECT * FROM seen_events").fetchall() for cell in row)
+    assert len(rows) == 1  # one batch accepted before a tick: one row, not one per event
+    (owner, packed), = rows
+    assert owner == shared.replica
+    assert len(packed) == 12 * N
+    assert {bytes(packed[i:i + 12]) for i in range(0, len(packed), 12)} == {shared.window.digest(i) for i in ids}
+    assert b"alice" not in dump and b"user-chosen" not in dump
+    assert not any(i.encode() in dump for i in ids)
 
 
 async def test_ingest_answers_and_counts_while_the_store_is_down(aiohttp_client, tmp_path, database_url,
@@ -117,7 +122,7 @@ async def test_ingest_answers_and_counts_while_the_store_is_down(aiohttp_client,
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     deadline = time.monotonic() + 15
     with psycopg.connect(database_url, autocommit=True) as conn:
-        while conn.execute("SELECT count(*) FROM seen_events").fetchone()[0] < N:
+        while (conn.execute("SELECT sum(octet_length(digests)) FROM seen_events").fetchone()[0] or 0) < 12 * N:
             assert time.monotonic() < deadline, "the queued ids were not shared once the store came back"
             await asyncio.sleep(0.1)
 
@@ -137,19 +142,40 @@ async def test_a_row_committed_late_below_the_cursor_is_still_learnt(database_ur
         reader = SharedDedupe(store, DedupeWindow(), SECRET, replica="reader")
         writer = SharedDedupe(store, DedupeWindow(), SECRET, replica="writer")
         await reader.step()
-        late, early = writer.window.digest("late").hex(), writer.window.digest("early").hex()
+        late, early = writer.window.digest("late"), writer.window.digest("early")
         with psycopg.connect(database_url) as slow:  # a transaction: its seq is taken now, committed later
-            slow.execute("INSERT INTO seen_events (id_hash, replica, seen_at) VALUES (%s, 'writer', %s)",
-                         (late, time.time()))
+            slow.execute("INSERT INTO seen_events (replica, seen_at, digests) VALUES ('writer', %s, %s)",
+                         (time.time(), late))
             with psycopg.connect(database_url, autocommit=True) as fast:
-                fast.execute("INSERT INTO seen_events (id_hash, replica, seen_at) VALUES (%s, 'writer', %s)",
-                             (early, time.time()))
+                fast.execute("INSERT INTO seen_events (replica, seen_at, digests) VALUES ('writer', %s, %s)",
+                             (time.time(), early))
             await reader.step()
-            assert bytes.fromhex(early) in reader.window.remote
-            assert bytes.fromhex(late) not in reader.window.remote
+            assert early in reader.window.remote
+            assert late not in reader.window.remote
             assert reader.cursor.gaps  # the skipped seq, remembered
         await reader.step()
-        assert bytes.fromhex(late) in reader.window.remote
+        assert late in reader.window.remote
         assert not reader.cursor.gaps
+    finally:
+        await store.close()
+
+
+async def test_a_tick_writes_one_row_per_20000_digests_and_the_other_replica_learns_them_all(database_url):
+    """Many events in one tick: packed rows of at most ROW_DIGESTS, none lost, none learnt by their writer."""
+    store = Store(url=database_url)
+    try:
+        await store.run(lambda db: db.connection())
+        reader = SharedDedupe(store, DedupeWindow(max_ids=100_000), SECRET, replica="reader")
+        writer = SharedDedupe(store, DedupeWindow(max_ids=100_000), SECRET, replica="writer")
+        await reader.step()
+        await writer.step()
+        ids = [f"event-{i}" for i in range(45_000)]
+        writer.window.admit([FeatureUsed(tier="standard", feature="ocr", outcome="success", id=i) for i in ids])
+        assert await writer.step() == 0 and not writer.window.queue
+        sizes = await store.run(lambda db: [int(n) for n, in db.connection().execute(
+            "SELECT octet_length(digests) FROM seen_events ORDER BY seq").fetchall()])
+        assert sizes == [12 * seen_events.ROW_DIGESTS] * 2 + [12 * 5_000]
+        assert await reader.step() == 45_000
+        assert all(writer.window.digest(i) in reader.window.remote for i in ids[::997] + ids[-3:])
     finally:
         await store.close()

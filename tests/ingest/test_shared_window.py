@@ -12,7 +12,7 @@ def events(*ids):
 
 def test_ids_other_replicas_accepted_are_duplicates_and_the_rest_are_queued():
     window = SharedWindow("secret-0123456789abcdef")
-    window.learn(window.digest("b").hex() + window.digest("x").hex())
+    window.learn(window.digest("b") + window.digest("x"))
     fresh, duplicates = window.admit(events("a", "b", "c", None))
     assert [e.id for e in fresh] == ["a", "c", None] and duplicates == 1
     assert list(window.queue) == [window.digest("a"), window.digest("c")]

@@ -21,7 +21,8 @@ from exporter.server.privacy_fields import (
 from exporter.store.schema import connect
 
 
-def _real_columns(tmp_path) -> set[str]:
+def sqlite_store_columns(tmp_path) -> set[str]:
+    """``table.column`` of every column a new SQLite store has (also read by test_privacy_schema_engines)."""
     conn, _ = connect(tmp_path / "store.db", busy_timeout=1.0)
     try:
         return store_columns(conn)
@@ -30,7 +31,7 @@ def _real_columns(tmp_path) -> set[str]:
 
 
 def test_every_store_column_and_catalog_label_has_an_entry(tmp_path):
-    columns = _real_columns(tmp_path)
+    columns = sqlite_store_columns(tmp_path)
     assert "feedback.user_hash" in columns and "error_records.trace" in columns  # the real schema was read
     assert uncovered(columns, catalog_labels(catalog.CATALOG)) == {
         "missing_columns": [], "stale_columns": [], "missing_labels": [], "stale_labels": []}

@@ -4,19 +4,12 @@ SQLite's, so a column added to one engine only (a PostgreSQL-only migration, say
 from __future__ import annotations
 
 from exporter import catalog
-from exporter.server.privacy_fields import catalog_labels, store_columns, uncovered
-from exporter.store.schema import connect, connect_postgres
+from exporter.server.privacy_fields import catalog_labels, uncovered
+from exporter.store.schema import connect_postgres
+from tests.server.test_privacy_notice import sqlite_store_columns
 
 COLUMNS = ("SELECT table_name, column_name FROM information_schema.columns"
            " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position")
-
-
-def _sqlite_columns(tmp_path) -> set[str]:
-    conn, _ = connect(tmp_path / "store.db", busy_timeout=1.0)
-    try:
-        return store_columns(conn)
-    finally:
-        conn.close()
 
 
 def _postgres_columns(conn) -> set[str]:
@@ -30,7 +23,7 @@ def test_postgres_has_the_same_tables_and_columns_as_sqlite_and_all_are_in_the_i
         on_postgres = _postgres_columns(conn)
     finally:
         conn.close()
-    on_sqlite = _sqlite_columns(tmp_path)
+    on_sqlite = sqlite_store_columns(tmp_path)
     assert {"feedback.user_hash", "error_records.trace", "sketches.data"} <= on_postgres  # the real schema was read
     assert {"only on PostgreSQL": sorted(on_postgres - on_sqlite), "only on SQLite": sorted(on_sqlite - on_postgres)} \
         == {"only on PostgreSQL": [], "only on SQLite": []}
@@ -46,5 +39,5 @@ def test_a_column_added_on_postgres_only_is_caught(tmp_path, database_url):
         on_postgres = _postgres_columns(conn)
     finally:
         conn.close()
-    assert on_postgres - _sqlite_columns(tmp_path) == {"feedback.email"}
+    assert on_postgres - sqlite_store_columns(tmp_path) == {"feedback.email"}
     assert uncovered(on_postgres, catalog_labels(catalog.CATALOG))["missing_columns"] == ["feedback.email"]

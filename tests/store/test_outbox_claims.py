@@ -17,7 +17,7 @@ from aiohttp import web
 from exporter.api.notify import Notifier, summary
 from exporter.store import outbox
 from exporter.store.database import Database, FeedbackRecord, Store, new_feedback_id
-from tests import support
+from tests.api_helpers import WebhookReceiver
 
 NOW = 1_750_000_000.0
 URLS = [f"http://127.0.0.1:9/{n}" for n in range(3)]
@@ -132,18 +132,16 @@ def test_resume_keeps_other_replicas_leases_on_postgresql(backend):
         assert {url: row[4] for url, row in rows.items()} == {URLS[0]: NOW + 1}
 
 
-class CountingReceiver:
+class CountingReceiver(WebhookReceiver):
     """A webhook on 127.0.0.1 that counts posts per delivery; with ``fail_first`` each delivery's first post
     gets a 500."""
 
     def __init__(self, fail_first: bool = False):
+        super().__init__()
         self.fail_first = fail_first
         self.posts: collections.Counter[str] = collections.Counter()
         self.accepted: collections.Counter[str] = collections.Counter()
         self.late: list[str] = []  # posts of a delivery that was already accepted
-        self.port = support.free_port()
-        self.url = f"http://{support.LOOPBACK}:{self.port}/hook"
-        self._runner: web.AppRunner | None = None
 
     async def _hook(self, request: web.Request) -> web.Response:
         key = request.headers["X-Clary-Delivery"]
@@ -157,21 +155,9 @@ class CountingReceiver:
         self.accepted[key] += 1
         return web.Response(status=204)
 
-    async def start(self) -> CountingReceiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, support.LOOPBACK, self.port).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
 
 async def test_three_notifiers_deliver_each_report_once_per_receiver(backend):
-    dialect, make = backend
+    _, make = backend
     steady, flaky = await CountingReceiver().start(), await CountingReceiver(fail_first=True).start()
     writer = make()
     writer.connection()

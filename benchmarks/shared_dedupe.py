@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.ingest_throughput import EVENTS
 from exporter.api.app import INGEST
+from exporter.ingest.shared_dedupe import DIGEST_BYTES
 from exporter.server.app import create_app
 from tests import postgres
 from tests.api_helpers import make_config
@@ -125,8 +126,8 @@ async def main(rounds: int, batches: int, samples: int) -> str:
                 shared_rates.append(rate["shared"])
                 ratios.append(rate["shared"] / rate["local"])
             delays = await recognition(a, b, samples)
-            rows = await a.api.store.run(lambda db: db.connection().execute(
-                "SELECT count(*) FROM seen_events").fetchone()[0])
+            rows, size = await a.api.store.run(lambda db: db.connection().execute(
+                "SELECT count(*), sum(octet_length(digests)) FROM seen_events").fetchone())
     server.drop_database(url)
     return "\n".join([
         "# Cross-replica dedupe window (benchmarks/shared_dedupe.py)",
@@ -144,7 +145,7 @@ async def main(rounds: int, batches: int, samples: int) -> str:
         "",
         (f"Recognition on replica B of a batch accepted on A ({samples} batches): "
          f"p50 {pct(delays, 0.5) * 1000:.0f} ms, p99 {pct(delays, 0.99) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms."),
-        f"Rows in seen_events at the end: {rows:,}.",
+        f"Rows in seen_events at the end: {rows:,}, holding {int(size or 0) // DIGEST_BYTES:,} digests.",
         "",
     ])
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exporter.instrument.sentiment import label as sentiment_label
 import psycopg
 
+from exporter.instrument.sentiment import label as sentiment_label
 from exporter.store import consent, errors, outbox, postgres, privacy_feed
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats

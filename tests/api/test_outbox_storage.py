@@ -15,7 +15,6 @@ import random
 import time
 
 import pytest
-
 from aiohttp import web
 
 from exporter.api.notify import Notifier, summary

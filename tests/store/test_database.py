@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from exporter.store.database import DAY, Database, FeedbackRecord, Store
+from exporter.store.database import DAY, Database, FeedbackRecord
 from exporter.store.health import StorageError
 from tests import store_backend
 

@@ -140,8 +140,8 @@ class IngestApi:
             raise self._too_many(exc.count) from None
         self.dedupe.tick()
         fresh, duplicates = self.dedupe.admit(valid)
-        if self.shared_dedupe is not None and fresh:  # the local window first: it costs no hashing
-            fresh, elsewhere = self.shared_dedupe.admit(fresh)
+        if self.shared_dedupe is not None and fresh:  # one digest over the batch: a retry on another replica
+            fresh, elsewhere = self.shared_dedupe.admit(valid, fresh)
             duplicates += elsewhere
         if fresh:
             if b'"error"' in body:  # a cheap test first: most batches carry no error record

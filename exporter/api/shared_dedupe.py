@@ -1,14 +1,15 @@
-"""The cross-replica dedupe window's background task (issue 18): share accepted ids, learn the others'.
+"""The cross-replica dedupe window's background task (issue 18): share accepted batches, learn the others'.
 
 Only on PostgreSQL (``store.url``); on SQLite there is one replica. Every
-:data:`TICK_SECONDS` one store call writes the ids this replica accepted
-since the last tick (hashed, ``exporter.ingest.shared_dedupe``) as one
-``seen_events`` row (packed digests; more rows past 20,000) and reads the
-rows other replicas wrote since the last read (``exporter.store.seen_events``). So a batch retried on another
-replica more than about two ticks (~0.5 s) after it was accepted is
-recognised there; a retry within that time may be counted twice. The
-request path never waits for this: a slow or down store only delays the
-sharing, and the queue is bounded (oldest ids dropped, logged once).
+:data:`TICK_SECONDS` one store call writes the digests of the batches this
+replica accepted since the last tick (one per batch, over its ids in order:
+``exporter.ingest.shared_dedupe``) as one ``seen_events`` row (packed
+digests; more rows past 20,000) and reads the rows other replicas wrote
+since the last read (``exporter.store.seen_events``). So a batch resent as
+it was to another replica more than about two ticks (~0.5 s) after it was
+accepted is recognised there; a retry within that time may be counted
+twice. The request path never waits for this: a slow or down store only
+delays the sharing, and the queue is bounded (oldest digests dropped, logged once).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
 PURGE_SECONDS = 60.0
-STARTUP_LOOKBACK_SECONDS = 60.0  # a replica starting learns the ids accepted this long ago (rolling restarts)
+STARTUP_LOOKBACK_SECONDS = 60.0  # a replica starting learns the batches accepted this long ago (rolling restarts)
 PAGE, PAGES = 32, 4  # tail rows (up to 20,000 digests each) per query, queries per tick
 FINAL_FLUSH_SECONDS = 2.0
 
@@ -81,12 +82,12 @@ class SharedDedupe:
         return len(learnt) // DIGEST_BYTES
 
     def _log_drops(self, now: float) -> None:
-        """One warning when ids start being dropped; again only after the queue drained."""
+        """One warning when digests start being dropped; again only after the queue drained."""
         dropped = self.window.dropped
         if dropped > self._dropping:
             if not self._logged_drops:
-                log.warning("shared dedupe window: queue full, oldest event ids dropped (store slow or down);"
-                            " retries of those events on another replica may count twice",
+                log.warning("shared dedupe window: queue full, oldest batch digests dropped (store slow or down);"
+                            " retries of those batches on another replica may count twice",
                             extra={"fields": {"queue_cap": self.window.queue_cap}})
                 self._logged_drops = True
             self._dropping = dropped
@@ -105,7 +106,7 @@ class SharedDedupe:
                 except Exception:
                     log.exception("shared dedupe window: tick failed")
                 await asyncio.sleep(TICK_SECONDS)
-        finally:  # the ids accepted since the last tick, shared before the store closes
+        finally:  # the batches accepted since the last tick, shared before the store closes
             if self.window.queue:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.step(), FINAL_FLUSH_SECONDS)

@@ -11,7 +11,10 @@ Events are queued and sent in batches (``batch_size`` items, or after
 ``flush_interval`` seconds), each event with an ``id`` so a batch retried
 after a timeout is not counted twice by the exporter. Transport errors,
 429 and 5xx are retried with exponential backoff; a 4xx is not (the
-response says what is wrong). The queue is bounded: past ``max_queue``
+response says what is wrong). A batch still undelivered after every retry
+is kept apart and resent first, as it was (same events, same order): with
+several replicas sharing a store, the exporter recognises a batch resent
+unchanged to another replica, not one re-batched with newer events. The queue is bounded: past ``max_queue``
 the oldest events are dropped and counted, so a down exporter never grows
 the caller's memory.
 """
@@ -69,6 +72,7 @@ class EventClient:
         self._session = session
         self._own_session = session is None
         self._queue: deque[dict] = deque()
+        self._unsent: list[dict] = []  # a batch that may have reached the exporter: resent first, unchanged
         self._flusher: asyncio.Task | None = None
         self._send_lock = asyncio.Lock()
         # Totals over the client's life, from the exporter's answers.
@@ -103,8 +107,9 @@ class EventClient:
             if flush:
                 await self.flush()
             else:
-                self.dropped += len(self._queue)
+                self.dropped += self.queued
                 self._queue.clear()
+                self._unsent = []
         finally:
             if self._own_session and self._session is not None:
                 await self._session.close()
@@ -114,16 +119,14 @@ class EventClient:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._unsent)
 
     async def send(self, event: dict | msgspec.Struct) -> None:
         """Queue one event (a dict or an ``exporter.ingest.schemas`` struct); sends a batch once ``batch_size`` are queued."""
         item = msgspec.to_builtins(event) if isinstance(event, msgspec.Struct) else dict(event)
         item.setdefault("id", str(uuid.uuid4()))
         self._queue.append(item)
-        while len(self._queue) > self.max_queue:
-            self._queue.popleft()
-            self.dropped += 1
+        self._bound()
         if len(self._queue) >= self.batch_size:
             await self.flush()
         elif self._flusher is None or self._flusher.done():
@@ -139,28 +142,34 @@ class EventClient:
     async def flush(self) -> None:
         """Send every queued event now, in batches; raises IngestError if a batch fails for good."""
         async with self._send_lock:
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            while self._unsent or self._queue:
+                batch, self._unsent = self._unsent, []
+                if not batch:
+                    batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
                 try:
                     result = await self._post("/api/v1/events", {"events": batch},
                                               {"Authorization": f"Bearer {self.token}"})
                 except asyncio.CancelledError:
-                    self._queue.extendleft(reversed(batch))  # not lost: sent by the next flush
+                    self._unsent = batch  # not lost: resent as it was by the next flush
                     raise
                 except IngestError as exc:
                     if exc.status is None:
-                        # Unreachable through every retry: keep the batch for the next flush
-                        # (same ids, so a late success is not counted twice).
-                        self._queue.extendleft(reversed(batch))
-                        while len(self._queue) > self.max_queue:
-                            self._queue.popleft()
-                            self.dropped += 1
+                        # Unreachable through every retry: resent first by the next flush, unchanged (same
+                        # ids in the same order), so a late success is not counted twice on any replica.
+                        self._unsent = batch
+                        self._bound()
                     raise
                 self.accepted += result["accepted"]
                 self.rejected += result["rejected"]
                 self.duplicates += result["duplicates"]
                 if result["errors"]:
                     self.errors = (self.errors + result["errors"])[-100:]
+
+    def _bound(self) -> None:
+        """Past ``max_queue`` events, the oldest queued ones are dropped (the unsent batch is kept whole)."""
+        while self._queue and len(self._queue) + len(self._unsent) > self.max_queue:
+            self._queue.popleft()
+            self.dropped += 1
 
     # --- feedback ------------------------------------------------------------------------
 

@@ -90,11 +90,11 @@ STORE_FIELDS: dict[str, Field] = {
     "privacy_changes.user_hash": Field(True, _HASH, "feed"),
     "privacy_changes.change": Field(False, "opt_out, opt_in, consent_granted, consent_withdrawn or deleted", "feed"),
     "privacy_changes.created_at": Field(False, "time of the change", "feed"),
-    # seen_events: the cross-replica window of event ids already counted.
+    # seen_events: the cross-replica window of event batches already counted.
     "seen_events.seq": Field(False, "row number", "dedupe"),
     "seen_events.replica": Field(False, "name of the exporter replica", "dedupe"),
     "seen_events.seen_at": Field(False, "time", "dedupe"),
-    "seen_events.digests": Field(False, "hashes of the event ids the client chose for retries (one replica's 0.25 s), "
+    "seen_events.digests": Field(False, "hashes of the event ids the client chose for retries (one a batch, one replica's 0.25 s), "
                                  "not of user ids", "dedupe"),
     # sketches: each replica's distinct-count sketches per time bucket, merged into the deployment's counts.
     "sketches.kind": Field(False, "users or licenses", "sketch"),

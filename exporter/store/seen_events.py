@@ -1,13 +1,13 @@
 """The cross-replica dedupe window in the shared store (table ``seen_events``, schema 6).
 
-Each replica writes the hashed ids of the events it accepted (never the raw
-ids: they are client-chosen strings) and tails the rows the other replicas
+Each replica writes a digest of the ids of each batch it accepted (never the
+raw ids: they are client-chosen strings) and tails the rows the other replicas
 wrote, so a batch retried against another replica is recognised there
 (``exporter.api.shared_dedupe``). Plain functions over a ``Database``, run on
 a store thread (``Store.run``). Used on PostgreSQL only: on SQLite there is
 one replica and its in-process window is the whole truth.
 
-One row per replica per tick, not per event: the digests accepted since the
+One row per replica per tick, not per batch: the digests accepted since the
 last tick are packed into one BLOB (fixed width, concatenated; at most
 :data:`ROW_DIGESTS` a row). No unique index and no ON CONFLICT: a digest in
 two replicas' rows is harmless, and the server's work per event is a few

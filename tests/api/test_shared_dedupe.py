@@ -1,9 +1,11 @@
 """A batch retried against another replica is not counted twice (issue 18 part 2c), on a real PostgreSQL.
 
-Two apps on one database stand for two replicas. The guarantee: a retry
-reaching another replica once the first has shared the ids (a tick or two,
-~0.5 s) is recognised; a retry within that time may count twice (a race
-the design accepts: the request path never waits on the database).
+Two apps on one database stand for two replicas. The guarantee: a batch
+resent as it was to another replica once the first has shared its digest
+(a tick or two, ~0.5 s) is recognised; a retry within that time may count
+twice (a race the design accepts: the request path never waits on the
+database). A batch overlapping another only in part is deduplicated per
+replica, not across.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ async def replica(aiohttp_client, tmp_path, url: str, name: str):
 
 
 async def learnt(app, ids: list[str], timeout: float = 10.0) -> float:
-    """Seconds until the replica's shared window holds every id's digest (bounded)."""
+    """Seconds until the replica's shared window holds the digest of the batch of ``ids`` (bounded)."""
     shared = app[INGEST_KEY].shared_dedupe
-    digests = [shared.window.digest(i) for i in ids]
+    digest = shared.window.digest(ids)
     start = time.monotonic()
-    while not all(d in shared.window.remote for d in digests):
-        assert time.monotonic() - start < timeout, "the other replica never learnt the ids"
+    while digest not in shared.window.remote:
+        assert time.monotonic() - start < timeout, "the other replica never learnt the batch"
         await asyncio.sleep(0.05)
     return time.monotonic() - start
 
@@ -71,11 +73,29 @@ async def test_a_batch_retried_on_another_replica_is_not_counted_twice(aiohttp_c
     assert accepted(reg_b) == before == 0
     # A new batch is still counted on B, and B shares it back to A.
     other = [uuid.uuid4().hex for _ in range(3)]
-    fresh = await (await b.post(URL, json=batch(ids[:2] + other), headers=INGEST)).json()
-    assert (fresh["accepted"], fresh["duplicates"]) == (3, 2)
+    fresh = await (await b.post(URL, json=batch(other), headers=INGEST)).json()
+    assert (fresh["accepted"], fresh["duplicates"]) == (3, 0)
     await learnt(app_a, other)
     back = await (await a.post(URL, json=batch(other), headers=INGEST)).json()
     assert (back["accepted"], back["duplicates"]) == (0, 3)
+
+
+async def test_a_batch_overlapping_another_replicas_only_in_part_is_deduplicated_per_replica(
+        aiohttp_client, tmp_path, database_url):
+    """The shared window knows whole batches: a re-batched retry counts again on another replica, once."""
+    app_a, a, _ = await replica(aiohttp_client, tmp_path, database_url, "a")
+    app_b, b, _ = await replica(aiohttp_client, tmp_path, database_url, "b")
+    ids = [uuid.uuid4().hex for _ in range(N)]
+    assert (await (await a.post(URL, json=batch(ids), headers=INGEST)).json())["accepted"] == N
+    await learnt(app_b, ids)
+    rebatched = ids[:10] + [uuid.uuid4().hex for _ in range(2)]
+    first = await (await b.post(URL, json=batch(rebatched), headers=INGEST)).json()
+    assert (first["accepted"], first["duplicates"]) == (12, 0)
+    again = await (await b.post(URL, json=batch(rebatched), headers=INGEST)).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 12)
+    await learnt(app_a, rebatched)  # B shared it as a batch of its own: resent as it was, A recognises it whole
+    on_a = await (await a.post(URL, json=batch(rebatched), headers=INGEST)).json()
+    assert (on_a["accepted"], on_a["duplicates"]) == (0, 12)
 
 
 async def test_only_hashes_of_ids_reach_the_table(aiohttp_client, tmp_path, database_url):
@@ -91,11 +111,10 @@ async def test_only_hashes_of_ids_reach_the_table(aiohttp_client, tmp_path, data
             await asyncio.sleep(0.05)
         dump = b" ".join(bytes(cell) if isinstance(cell, bytes) else str(cell).encode()
                          for row in conn.execute("SELECT * FROM seen_events").fetchall() for cell in row)
-    assert len(rows) == 1  # one batch accepted before a tick: one row, not one per event
+    assert len(rows) == 1  # one batch accepted before a tick: one row holding one digest
     (owner, packed), = rows
     assert owner == shared.replica
-    assert len(packed) == 12 * N
-    assert {bytes(packed[i:i + 12]) for i in range(0, len(packed), 12)} == {shared.window.digest(i) for i in ids}
+    assert bytes(packed) == shared.window.digest(ids)
     assert b"alice" not in dump and b"user-chosen" not in dump
     assert not any(i.encode() in dump for i in ids)
 
@@ -117,13 +136,13 @@ async def test_ingest_answers_and_counts_while_the_store_is_down(aiohttp_client,
             app[INGEST_KEY].backlog.fold()
             assert accepted(registry) == N
             await asyncio.sleep(1.0)  # ticks fail meanwhile; the ids wait in the queue
-            assert len(shared.window.queue) == N
+            assert list(shared.window.queue) == [shared.window.digest(ids)]
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     deadline = time.monotonic() + 15
     with psycopg.connect(database_url, autocommit=True) as conn:
-        while (conn.execute("SELECT sum(octet_length(digests)) FROM seen_events").fetchone()[0] or 0) < 12 * N:
-            assert time.monotonic() < deadline, "the queued ids were not shared once the store came back"
+        while (conn.execute("SELECT sum(octet_length(digests)) FROM seen_events").fetchone()[0] or 0) < 12:
+            assert time.monotonic() < deadline, "the queued digest was not shared once the store came back"
             await asyncio.sleep(0.1)
 
 
@@ -142,7 +161,7 @@ async def test_a_row_committed_late_below_the_cursor_is_still_learnt(database_ur
         reader = SharedDedupe(store, DedupeWindow(), SECRET, replica="reader")
         writer = SharedDedupe(store, DedupeWindow(), SECRET, replica="writer")
         await reader.step()
-        late, early = writer.window.digest("late"), writer.window.digest("early")
+        late, early = writer.window.digest(["late"]), writer.window.digest(["early"])
         with psycopg.connect(database_url) as slow:  # a transaction: its seq is taken now, committed later
             slow.execute("INSERT INTO seen_events (replica, seen_at, digests) VALUES ('writer', %s, %s)",
                          (time.time(), late))
@@ -161,7 +180,7 @@ async def test_a_row_committed_late_below_the_cursor_is_still_learnt(database_ur
 
 
 async def test_a_tick_writes_one_row_per_20000_digests_and_the_other_replica_learns_them_all(database_url):
-    """Many events in one tick: packed rows of at most ROW_DIGESTS, none lost, none learnt by their writer."""
+    """Many batches in one tick: packed rows of at most ROW_DIGESTS, none lost, none learnt by their writer."""
     store = Store(url=database_url)
     try:
         await store.run(lambda db: db.connection())
@@ -170,12 +189,13 @@ async def test_a_tick_writes_one_row_per_20000_digests_and_the_other_replica_lea
         await reader.step()
         await writer.step()
         ids = [f"event-{i}" for i in range(45_000)]
-        writer.window.admit([FeatureUsed(tier="standard", feature="ocr", outcome="success", id=i) for i in ids])
+        for event in [FeatureUsed(tier="standard", feature="ocr", outcome="success", id=i) for i in ids]:
+            writer.window.admit([event], [event])  # batches of one event
         assert await writer.step() == 0 and not writer.window.queue
         sizes = await store.run(lambda db: [int(n) for n, in db.connection().execute(
             "SELECT octet_length(digests) FROM seen_events ORDER BY seq").fetchall()])
         assert sizes == [12 * seen_events.ROW_DIGESTS] * 2 + [12 * 5_000]
         assert await reader.step() == 45_000
-        assert all(writer.window.digest(i) in reader.window.remote for i in ids[::997] + ids[-3:])
+        assert all(writer.window.digest([i]) in reader.window.remote for i in ids[::997] + ids[-3:])
     finally:
         await store.close()

@@ -49,6 +49,7 @@ class Front:
     def __init__(self, target: str):
         self.target = target
         self.batches: list[int] = []
+        self.ids: list[list[str]] = []  # the event ids of each batch the exporter answered, in order
         self.fail_next = 0          # answer 503 without forwarding
         self.lose_next = 0          # forward, then answer 502 (the exporter did record it)
 
@@ -65,6 +66,7 @@ class Front:
             import json
 
             self.batches.append(len(json.loads(body)["events"]))
+            self.ids.append([event["id"] for event in json.loads(body)["events"]])
         if self.lose_next:
             self.lose_next -= 1
             return web.Response(status=502, text="<html>bad gateway</html>")
@@ -160,6 +162,46 @@ async def test_unreachable_exporter_keeps_the_batch_for_later(aiohttp_server, tm
     await aiohttp_server(create_app(make_config(tmp_path), registry), port=port)
     await client.close()
     assert accepted(registry) == 3 and client.queued == 0
+
+
+async def test_a_batch_undelivered_after_every_retry_is_resent_first_as_it_was(front, registry):
+    """Kept apart, not merged with newer events: another replica recognises a retried batch only unchanged."""
+    client = EventClient(front.url, INGEST_TOKEN, batch_size=4, retries=1, backoff=0.01, flush_interval=60)
+    try:
+        for i in range(3):
+            await client.send(queue_event(i))
+        front.lose_next = 2  # recorded by the exporter, every answer lost: the client gives up
+        with pytest.raises(IngestError) as info:
+            await client.flush()
+        assert info.value.status is None and client.queued == 3
+        first = front.ids[0]
+        assert front.ids == [first, first]
+        for i in range(3, 6):
+            await client.send(queue_event(i))
+        assert client.queued == 6 and len(front.ids) == 2  # 3 newer queued: under batch_size, and apart
+        await client.flush()
+        assert front.ids[2] == first  # the same ids in the same order, alone
+        assert len(front.ids) == 4 and len(front.ids[3]) == 3 and not set(front.ids[3]) & set(first)
+        assert (client.accepted, client.duplicates) == (3, 3) and accepted(registry) == 6
+    finally:
+        await client.close()
+
+
+async def test_the_unsent_batch_stays_whole_when_the_queue_overflows(registry):
+    client = EventClient(f"http://{support.LOOPBACK}:{support.free_port()}", INGEST_TOKEN, batch_size=10,
+                         max_queue=5, retries=0, flush_interval=60)
+    for i in range(2):
+        await client.send(queue_event(i))
+    with pytest.raises(IngestError):
+        await client.flush()
+    unsent = list(client._unsent)
+    for i in range(2, 6):  # 2 unsent + 4 queued: the oldest queued one is dropped, not the unsent batch
+        await client.send(queue_event(i))
+    assert client._unsent == unsent and [e["length"] for e in unsent] == [0, 1]
+    assert client.queued == 5 and client.dropped == 1
+    assert [e["length"] for e in client._queue] == [3, 4, 5]
+    await client.close(flush=False)
+    assert client.dropped == 6
 
 
 async def test_the_queue_is_bounded(registry):

@@ -12,14 +12,13 @@ resends the same events, same ids, same order (the bundled client does),
 so one digest over the batch's ids recognises the retry on another
 replica. Ids are client-chosen strings: only a keyed BLAKE2b digest (the
 HMAC secret, shared by the replicas, derives the key) leaves the process.
-One digest a batch costs about 0.07 µs an event for a batch of 100
-(hashing each id cost 0.5 µs).
+One digest a batch costs about 0.09 µs an event for a batch of 100 UUIDs,
+half of it BLAKE2b over their 3.7 kB (hashing each id cost 0.5 µs).
 """
 
 from __future__ import annotations
 
 import hashlib
-import operator
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,8 +35,6 @@ QUEUE_CAP = 100_000  # batch digests waiting for the store; beyond, the oldest a
 # (exporter.store.postgres.STATEMENT_TIMEOUT_MS), so a slow insert committing late is still seen.
 GAP_GRACE_SECONDS = 12.0
 MAX_GAPS = 256
-
-_ID = operator.attrgetter("id")
 
 
 def digester(secret: str | None) -> Callable[[], Any]:
@@ -81,7 +78,7 @@ class SharedWindow:
         the digest is queued for the others.
         """
         try:
-            ids = list(map(_ID, batch))
+            ids = [event.id for event in batch]
             digest = self.digest(ids)
         except TypeError:  # some events carry no id
             ids = [event_id for event_id in ids if event_id is not None]

@@ -5,14 +5,14 @@ In one process, on a real PostgreSQL 15 (tests/postgres.py starts a throwaway on
 - throughput: ``IngestApi.ingest`` over batches of 100 events with unique ids,
   pre-built bodies, background tasks running; events per CPU second of the
   process, every thread counted, up to the moment the shared window's queue
-  is empty (its ticks' hashing-to-hex, inserts and tail reads included;
+  is empty (its ticks' inserts and tail reads included, one digest a batch;
   PostgreSQL's own CPU not, it is another machine in production):
   ``local`` = the store on SQLite (no shared window, as before),
   ``shared`` = the store on PostgreSQL with the shared window. Rounds
   alternate the order; reported: medians of events/s and of the per-round
   ratio shared/local.
 - recognition: a batch accepted by replica A, then replica B polled every
-  5 ms until its window holds the batch's ids: p50/p99 of the delay. Both
+  5 ms until its window holds the batch's digest: p50/p99 of the delay. Both
   replicas share this process (and its GIL), as the API tests do.
 
 Usage: flock /tmp/clary-bench.lock env PYTHONPATH=. .venv/bin/python -m benchmarks.shared_dedupe [--rounds 7]
@@ -77,7 +77,7 @@ async def throughput(replica: Replica, batches: list[bytes]) -> float:
         assert result.accepted == BATCH, result
         await asyncio.sleep(0)  # the loop runs its other work (the ticks, the backlog fold) between batches
     deadline = time.monotonic() + 30
-    while shared is not None and shared.window.queue:  # until the last ids are in the store
+    while shared is not None and shared.window.queue:  # until the last digests are in the store
         assert time.monotonic() < deadline, "the shared window's queue never drained"
         await asyncio.sleep(0.01)
     return len(batches) * BATCH / (time.process_time() - start)
@@ -88,8 +88,7 @@ async def recognition(a: Replica, b: Replica, samples: int) -> list[float]:
     window = b.api.shared_dedupe.window
     for _ in range(samples):
         body = bodies(1)[0]
-        last = json.loads(body)["events"][-1]["id"]
-        digest = window.digest(last)
+        digest = window.digest([event["id"] for event in json.loads(body)["events"]])
         a.api.ingest(body)
         start = time.perf_counter()
         deadline = time.monotonic() + 30

@@ -127,12 +127,19 @@ def test_json_logs_are_json_lines(tmp_path):
 
     port = support.free_port()
     log_path = tmp_path / "log"
+
+    def records() -> list[dict]:  # whole lines only: the last one may be half written
+        return [json.loads(line) for line in log_path.read_text().splitlines(keepends=True)
+                if line.startswith("{") and line.endswith("\n")]
+
+    def boom_logged() -> bool:  # the record itself: the start-up line also quotes its message
+        return any(r["msg"] == "deliberate error (expected)" for r in records())
+
     with support.exporter(port, "--demo", "--log-format", "json", log_path=log_path):
-        support.wait_until(lambda: "deliberate error (expected)" in log_path.read_text(), timeout=20,
-                           what="boom log")
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
-    boom = next(r for r in records if r["msg"] == "deliberate error (expected)")
+        support.wait_until(boom_logged, timeout=20, what="boom log")
+    logged = records()
+    assert logged and all({"ts", "level", "logger", "msg"} <= set(r) for r in logged)
+    boom = next(r for r in logged if r["msg"] == "deliberate error (expected)")
     assert boom["route"] == "/demo/api/v1/boom" and boom["error_type"] == "RuntimeError"
     assert (boom["logger"], boom["level"], boom["deliberate"]) == ("exporter.demo", "info", True)
     assert not any(f"demo-{tier}-" in json.dumps(boom) for tier in ("lite", "standard", "professional"))

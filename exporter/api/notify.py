@@ -16,8 +16,9 @@ with a claim (``exporter.store.outbox.claim``: ``FOR UPDATE SKIP LOCKED``,
 then a lease longer than it needs to deliver the batch), so each row is sent
 by one replica at a time and, once a receiver answers 2xx, deleted: each
 urgent report is delivered once per receiver. The one gap: a replica killed
-(or cut off from the store) between a receiver's 2xx and the commit of the
-delete sends the row again when its lease ends. Every attempt at one row
+(or cut off from the store) between a receiver's 2xx and the commit of that
+row's delete (each outcome is committed as soon as it is known) leaves the
+row to be sent again when its lease ends. Every attempt at one row
 carries the same ``X-Clary-Delivery: <feedback id>/<delivery id>`` header
 (the delivery id is the outbox row's, one per feedback and receiver) and the
 body names the feedback id, so a receiver can drop that duplicate.
@@ -248,10 +249,22 @@ class Notifier:
             async with limit:
                 return await self._deliver(delivery)
 
-        outcomes = await asyncio.gather(*(one(d) for d in due))
-        self._unsaved.update((o.delivery_id, o) for o in outcomes)
-        await self._save()
-        return sum(o.delivered for o in outcomes)
+        delivered, recording = 0, True
+        # Each outcome is recorded as soon as it is known, not when the whole batch is done: a replica
+        # killed after a receiver's 2xx sends that row again (when its lease ends) only if it dies in
+        # the one commit that follows, not while the rest of the batch is still in flight.
+        attempts = [asyncio.ensure_future(one(d)) for d in due]
+        try:
+            for attempt in asyncio.as_completed(attempts):
+                outcome = await attempt
+                delivered += outcome.delivered
+                self._unsaved[outcome.delivery_id] = outcome
+                if recording:  # after one failed write the rest wait in memory for the next drain
+                    recording = await self._save()
+        finally:
+            for attempt in attempts:  # stopped mid-batch: no attempt outlives the notifier
+                attempt.cancel()
+        return delivered
 
     async def _deliver(self, delivery: Delivery) -> Outcome:
         assert self._session is not None

@@ -107,6 +107,38 @@ async def test_a_slow_or_dead_webhook_never_delays_the_request(aiohttp_client, t
         await runner.cleanup()
 
 
+async def test_each_delivery_is_recorded_when_it_is_done_not_with_its_batch(aiohttp_client, tmp_path, receiver):
+    """A replica killed while one receiver hangs must not send the rows already delivered again."""
+    release = asyncio.Event()
+
+    async def slow(request):
+        await release.wait()
+        return web.Response()
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", slow)
+    runner = web.AppRunner(hook_app)
+    await runner.setup()
+    port = support.free_port()
+    await web.TCPSite(runner, support.LOOPBACK, port).start()
+    slow_url = f"http://{support.LOOPBACK}:{port}/hook"
+    try:
+        app = create_app(make_config(tmp_path, webhooks=[receiver.url, slow_url]), CollectorRegistry())
+        client = await aiohttp_client(app)
+        assert (await client.post(URL, json={"type": "bug", "rating": 1, "text": "x"}, headers=BOB)).status == 201
+        await receiver.wait(1)
+        db = database(tmp_path)
+        # Well before the slow POST's 10 s timeout, which would also end the batch.
+        await _until(lambda: [row[2] for row in db.outbox()] == [slow_url], "the fast receiver's row deleted",
+                     timeout=5)
+        release.set()
+        await _until(lambda: db.outbox() == [], "the slow receiver's row deleted once it answered")
+        db.close()
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
 async def test_a_receiver_that_is_down_gets_the_delivery_when_it_comes_back(aiohttp_client, tmp_path):
     hook = WebhookReceiver()  # not started yet: connection refused
     app = create_app(make_config(tmp_path, webhooks=[hook.url]), CollectorRegistry())

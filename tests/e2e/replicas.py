@@ -6,7 +6,7 @@
   that was not acknowledged (connection error, timeout, 5xx) on the next
   replica, as a load balancer would; only a 2xx counts as acknowledged;
 - :func:`webhook_counter`: a real aiohttp receiver counting urgent-feedback
-  posts per feedback id.
+  posts per feedback id, with each post's delivery key and arrival time.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -155,13 +156,15 @@ class WebhookCounter:
 
     def __init__(self):
         self.posts: collections.Counter[str] = collections.Counter()
-        self.deliveries: dict[str, list[str]] = collections.defaultdict(list)  # feedback id -> X-Clary-Delivery
+        # feedback id -> (X-Clary-Delivery, time.monotonic() on arrival) of every post
+        self.deliveries: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
         self.url = ""
 
     async def _hook(self, request: web.Request) -> web.Response:
         payload = await request.json()
         self.posts[payload["feedback"]["id"]] += 1
-        self.deliveries[payload["feedback"]["id"]].append(request.headers.get("X-Clary-Delivery", ""))
+        self.deliveries[payload["feedback"]["id"]].append(
+            (request.headers.get("X-Clary-Delivery", ""), time.monotonic()))
         return web.json_response({"ok": True})
 
     def app(self) -> web.Application:

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import yaml
 
+from exporter.api.notify import Notifier
 from tests import postgres, support
 from tests.e2e.replicas import Replica, RoundRobin, started, webhook_counter
 
@@ -145,6 +146,7 @@ def run_traffic(client: RoundRobin, replicas: list[Replica], run: str, seen: dic
     kill_at, back_at = int(len(work) * 0.45), int(len(work) * 0.65)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(send, work[:kill_at]))
+        killed_at = time.monotonic()
         replicas[1].kill()
         replicas[1].start()  # same port, data dir and database; up again after its start-up
         list(pool.map(send, work[kill_at:back_at]))
@@ -152,7 +154,7 @@ def run_traffic(client: RoundRobin, replicas: list[Replica], run: str, seen: dic
         replicas[1].wait_ready()
         list(pool.map(send, work[back_at:]))
     return {"feedback": acked_feedback, "urgent": acked_urgent, "deleted_feedback": deleted, "batches": batches,
-            "after_restart": client.acknowledged[1] - before, "jobs": len(work)}
+            "after_restart": client.acknowledged[1] - before, "jobs": len(work), "killed_at": killed_at}
 
 
 def privacy_steps(client: RoundRobin) -> dict:
@@ -230,7 +232,7 @@ def settle(prom: support.Prometheus, hook, urgent: set[str], url: str, timeout: 
     per_replica = {r["metric"]["instance"]: float(r["value"][1])
                    for r in prom.query('sum by (instance) (clary_active_users{window="1h"})')}
     return {"distinct": value, "per_replica": per_replica, "posts": dict(hook.posts),
-            "outbox": outbox_rows(url), "deliveries": {fid: list(headers) for fid, headers in hook.deliveries.items()},
+            "outbox": outbox_rows(url), "deliveries": {fid: list(posts) for fid, posts in hook.deliveries.items()},
             "up": len(prom.query('up{job="clary-scale-out"} == 1'))}
 
 
@@ -280,11 +282,23 @@ def test_no_acknowledged_feedback_is_lost(outcome):
 
 
 def test_every_urgent_report_is_delivered_exactly_once(outcome):
-    posts = outcome["posts"]
+    """Once per receiver, by the idempotency key; a second post only in the documented gap.
+
+    ``exporter.api.notify``: a replica SIGKILLed between the receiver's 2xx and
+    the commit of that row's delete leaves the row to be sent again, with the
+    same ``X-Clary-Delivery`` key, when its lease ends. So a report may arrive
+    twice only if its first post came before the kill and the repeat after it;
+    a repeat anywhere else (two replicas holding one row, a retry of a
+    delivered row) fails this test.
+    """
+    deliveries, killed_at = outcome["deliveries"], outcome["killed_at"]
     assert outcome["outbox"] == 0  # drained: nothing claimed and left undelivered
-    assert {fid: posts.get(fid, 0) for fid in outcome["urgent"]} == {fid: 1 for fid in outcome["urgent"]}, \
-        {fid: outcome["deliveries"].get(fid) for fid in outcome["urgent"] if posts.get(fid) != 1}
-    assert max(posts.values()) == 1, {fid: outcome["deliveries"][fid] for fid, n in posts.items() if n > 1}
+    assert set(deliveries) == outcome["urgent"]  # every urgent report reached the receiver, nothing else did
+    keys = {fid: {key for key, _ in posts} for fid, posts in deliveries.items()}
+    assert all(len(one) == 1 for one in keys.values()), keys  # one delivery (outbox row) per report
+    repeated = {fid: [at - killed_at for _, at in posts] for fid, posts in deliveries.items() if len(posts) > 1}
+    assert all(len(times) == 2 and times[0] < 0 < times[1] for times in repeated.values()), repeated
+    assert len(repeated) <= Notifier(None, []).concurrency, repeated  # at most the rows it was sending at once
 
 
 def test_a_user_deleted_via_one_replica_is_gone_on_another(outcome):

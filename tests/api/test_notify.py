@@ -77,23 +77,37 @@ async def test_only_urgent_feedback_notifies(aiohttp_client, tmp_path, receiver)
     assert [p["feedback"]["id"] for p in receiver.received] == [urgent["id"]]
 
 
-async def test_a_slow_or_dead_webhook_never_delays_the_request(aiohttp_client, tmp_path):
-    release = asyncio.Event()
+class HungReceiver:
+    """A webhook that holds every POST until ``release`` is set (then answers 200)."""
 
-    async def slow(request):
-        await release.wait()
+    def __init__(self):
+        self.release = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _hold(self, request: web.Request) -> web.Response:
+        await self.release.wait()
         return web.Response()
 
-    hook_app = web.Application()
-    hook_app.router.add_post("/hook", slow)
-    runner = web.AppRunner(hook_app)
-    await runner.setup()
-    port = support.free_port()
-    await web.TCPSite(runner, support.LOOPBACK, port).start()
+    async def __aenter__(self) -> HungReceiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._hold)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = support.free_port()
+        await web.TCPSite(self._runner, support.LOOPBACK, port).start()
+        self.url = f"http://{support.LOOPBACK}:{port}/hook"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.release.set()
+        await self._runner.cleanup()
+
+
+async def test_a_slow_or_dead_webhook_never_delays_the_request(aiohttp_client, tmp_path):
     dead = f"http://{support.LOOPBACK}:{support.free_port()}/hook"
-    try:
-        app = create_app(make_config(tmp_path, webhooks=[f"http://{support.LOOPBACK}:{port}/hook", dead]),
-                         CollectorRegistry())
+    async with HungReceiver() as hung:
+        app = create_app(make_config(tmp_path, webhooks=[hung.url, dead]), CollectorRegistry())
         client = await aiohttp_client(app)
         timings = []
         for _ in range(5):
@@ -102,41 +116,22 @@ async def test_a_slow_or_dead_webhook_never_delays_the_request(aiohttp_client, t
             timings.append(time.perf_counter() - started)
             assert resp.status == 201
         assert max(timings) < 2.0, timings  # the hung receiver would hold a request for 10 s (client timeout)
-    finally:
-        release.set()
-        await runner.cleanup()
 
 
 async def test_each_delivery_is_recorded_when_it_is_done_not_with_its_batch(aiohttp_client, tmp_path, receiver):
     """A replica killed while one receiver hangs must not send the rows already delivered again."""
-    release = asyncio.Event()
-
-    async def slow(request):
-        await release.wait()
-        return web.Response()
-
-    hook_app = web.Application()
-    hook_app.router.add_post("/hook", slow)
-    runner = web.AppRunner(hook_app)
-    await runner.setup()
-    port = support.free_port()
-    await web.TCPSite(runner, support.LOOPBACK, port).start()
-    slow_url = f"http://{support.LOOPBACK}:{port}/hook"
-    try:
-        app = create_app(make_config(tmp_path, webhooks=[receiver.url, slow_url]), CollectorRegistry())
+    async with HungReceiver() as hung:
+        app = create_app(make_config(tmp_path, webhooks=[receiver.url, hung.url]), CollectorRegistry())
         client = await aiohttp_client(app)
         assert (await client.post(URL, json={"type": "bug", "rating": 1, "text": "x"}, headers=BOB)).status == 201
         await receiver.wait(1)
         db = database(tmp_path)
-        # Well before the slow POST's 10 s timeout, which would also end the batch.
-        await _until(lambda: [row[2] for row in db.outbox()] == [slow_url], "the fast receiver's row deleted",
+        # Well before the hung POST's 10 s timeout, which would also end the batch.
+        await _until(lambda: [row[2] for row in db.outbox()] == [hung.url], "the fast receiver's row deleted",
                      timeout=5)
-        release.set()
-        await _until(lambda: db.outbox() == [], "the slow receiver's row deleted once it answered")
+        hung.release.set()
+        await _until(lambda: db.outbox() == [], "the hung receiver's row deleted once it answered")
         db.close()
-    finally:
-        release.set()
-        await runner.cleanup()
 
 
 async def test_a_receiver_that_is_down_gets_the_delivery_when_it_comes_back(aiohttp_client, tmp_path):

@@ -7,6 +7,7 @@ import json
 import random
 import threading
 import time
+from typing import Self
 
 import pytest
 import yaml
@@ -89,7 +90,7 @@ class HungReceiver:
         await self.release.wait()
         return web.Response()
 
-    async def __aenter__(self) -> HungReceiver:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/hook", self._hold)
         self._runner = web.AppRunner(app)

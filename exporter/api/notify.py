@@ -18,7 +18,10 @@ by one replica at a time and, once a receiver answers 2xx, deleted: each
 urgent report is delivered once per receiver. The one gap: a replica killed
 (or cut off from the store) between a receiver's 2xx and the commit of that
 row's delete (each outcome is committed as soon as it is known) leaves the
-row to be sent again when its lease ends. Every attempt at one row
+row to be sent again when its lease ends. A replica stalled past its lease
+(another may have claimed the row since) writes a failure only if the row
+is still under its own claim, so its late backoff never makes the row due
+while the new claimer sends it. Every attempt at one row
 carries the same ``X-Clary-Delivery: <feedback id>/<delivery id>`` header
 (the delivery id is the outbox row's, one per feedback and receiver) and the
 body names the feedback id, so a receiver can drop that duplicate.
@@ -100,6 +103,7 @@ class Outcome:
     attempts: int = 0  # failed attempts so far, this one included
     next_at: float = 0.0
     error: str = ""
+    claimed_until: float = 0.0  # the claim it was sent under (``Delivery.lease_until``)
 
 
 class Notifier:
@@ -219,8 +223,9 @@ class Notifier:
         outcomes = list(self._unsaved.values())
         done = [o.delivery_id for o in outcomes if o.delivered]
         failed = [(o.delivery_id, o.attempts, o.next_at, o.error) for o in outcomes if not o.delivered]
+        claims = {o.delivery_id: o.claimed_until for o in outcomes if not o.delivered}
         try:
-            await self.store.record_deliveries(done, failed)
+            await self.store.record_deliveries(done, failed, claims)
         except STORAGE_ERRORS as exc:
             self._storage_failed(exc, "write")
             return False
@@ -287,7 +292,7 @@ class Notifier:
                     if 200 <= resp.status < 300:
                         self.delivered += 1
                         log.info("urgent feedback delivered", extra={"fields": fields})
-                        return Outcome(delivery.id, True)
+                        return Outcome(delivery.id, True, claimed_until=delivery.lease_until)
                     error = f"HTTP {resp.status}"
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 error = type(exc).__name__
@@ -295,4 +300,4 @@ class Notifier:
         self.failed_attempts += 1
         log.warning("webhook delivery failed; will retry", extra={"fields": {
             **fields, "error": error, "retry_in_seconds": round(delay, 1)}})
-        return Outcome(delivery.id, False, attempts, time.time() + delay, error or "")
+        return Outcome(delivery.id, False, attempts, time.time() + delay, error or "", delivery.lease_until)

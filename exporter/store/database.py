@@ -327,9 +327,9 @@ class Database:
     def next_delivery_at(self) -> float | None:
         return outbox.next_delivery_at(self)
 
-    def record_deliveries(self, done: Iterable[int] = (),
-                          failed: Iterable[tuple[int, int, float, str]] = ()) -> None:
-        outbox.record_deliveries(self, done, failed)
+    def record_deliveries(self, done: Iterable[int] = (), failed: Iterable[tuple[int, int, float, str]] = (),
+                          claims: Mapping[int, float] | None = None) -> None:
+        outbox.record_deliveries(self, done, failed, claims)
 
     def resume_deliveries(self, urls: Iterable[str], now: float) -> tuple[int, int]:
         return outbox.resume_deliveries(self, urls, now)

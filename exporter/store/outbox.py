@@ -8,8 +8,8 @@ taken with :func:`claim`: in one transaction, the due rows are selected
 skipped, not waited for) and their ``next_attempt_at`` pushed to the end of
 a lease. Until the lease ends no other claim returns the row; the claimer
 then deletes it (delivered) or sets its backoff (failed) with
-:func:`record_deliveries`. A claimer that dies leaves the row due again when
-its lease ends. SQLite has one writer at a time (``BEGIN IMMEDIATE``), which
+:func:`record_deliveries`, the failure only while the row is still under its
+claim. A claimer that dies leaves the row due again when its lease ends. SQLite has one writer at a time (``BEGIN IMMEDIATE``), which
 serialises claims the same way; ``SKIP LOCKED`` is left out there.
 
 Every function takes a ``Database`` and runs on a store thread (``Store.run``).
@@ -17,14 +17,14 @@ Every function takes a ``Database`` and runs on a store thread (``Store.run``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 # Longer than a notifier's delivery of a claimed batch (``exporter.api.notify`` derives its own from its
 # timeout), so that a live claimer always records the outcome before anyone else may claim the row.
 LEASE_SECONDS = 60.0
-COLUMNS = "id, feedback_id, url, payload, attempts"
+COLUMNS = "id, feedback_id, url, payload, attempts, next_attempt_at"
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class Delivery:
     url: str
     payload: str
     attempts: int
+    # next_attempt_at as read; for a claimed row, the end of this claim's lease, which names the claim:
+    # record_deliveries writes a failure only while the row still carries it.
+    lease_until: float = 0.0
 
 
 def _only(urls: Sequence[str] | None) -> tuple[str, tuple]:
@@ -79,14 +82,29 @@ def next_delivery_at(db: Any, urls: Sequence[str] | None = None) -> float | None
     return conn.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE TRUE{only}", args).fetchone()[0]
 
 
-def record_deliveries(db: Any, done: Iterable[int] = (), failed: Iterable[tuple[int, int, float, str]] = ()) -> None:
+def record_deliveries(db: Any, done: Iterable[int] = (), failed: Iterable[tuple[int, int, float, str]] = (),
+                      claims: Mapping[int, float] | None = None) -> None:
     """Outcomes of delivery attempts, in one transaction: ``done`` rows (ids) are deleted,
-    ``failed`` ones get (id, attempts so far, next attempt time, error)."""
+    ``failed`` ones get (id, attempts so far, next attempt time, error).
+
+    ``claims`` (delivery id -> ``Delivery.lease_until`` of the claim that sent it): a failure is written
+    only while the row still carries that claim. A claimer stalled past its lease may find the row claimed
+    by another replica, sending it right now; its late failure must not make the row due again (a third
+    send). A delivered row is deleted whoever holds it: the receiver has it.
+    """
+    claims = claims or {}
+    failed = list(failed)
     with db.transaction() as conn:
         conn.executemany("DELETE FROM outbox WHERE id = ?", [(delivery_id,) for delivery_id in done])
         conn.executemany(
             "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-            [(attempts, next_at, error[:500], delivery_id) for delivery_id, attempts, next_at, error in failed],
+            [(attempts, next_at, error[:500], delivery_id)
+             for delivery_id, attempts, next_at, error in failed if delivery_id not in claims],
+        )
+        conn.executemany(
+            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND next_attempt_at = ?",
+            [(attempts, next_at, error[:500], delivery_id, claims[delivery_id])
+             for delivery_id, attempts, next_at, error in failed if delivery_id in claims],
         )
 
 

@@ -114,6 +114,29 @@ def test_an_expired_lease_makes_the_row_claimable_again(backend):
     assert first.outbox() == [] and outbox.claim(first, NOW + 1000, limit=10) == []
 
 
+def test_a_claimer_past_its_lease_cannot_overwrite_the_next_claim(backend):
+    _, make = backend
+    stalled, other = make(), make()
+    urgent(stalled, URLS[:1])
+    (late,) = outbox.claim(stalled, NOW, lease_seconds=30, limit=10)
+    assert late.lease_until == NOW + 30
+    (taken,) = outbox.claim(other, NOW + 31, lease_seconds=30, limit=10)  # the first lease ended
+    assert (taken.id, taken.lease_until) == (late.id, NOW + 61)
+    # The stalled claimer's attempt fails now: its backoff would make the row due while the other sends it.
+    outbox.record_deliveries(stalled, failed=[(late.id, 1, NOW + 32, "HTTP 502")], claims={late.id: late.lease_until})
+    assert [row[3:] for row in other.outbox()] == [(0, NOW + 61, None)]  # the other claim stands, untouched
+    assert outbox.claim(stalled, NOW + 32, limit=10) == []
+    # The row's own claimer records its failure: attempts and backoff as usual.
+    outbox.record_deliveries(other, failed=[(taken.id, 1, NOW + 62, "HTTP 503")], claims={taken.id: taken.lease_until})
+    assert [row[3:] for row in other.outbox()] == [(1, NOW + 62, "HTTP 503")]
+    # Without a claim (an inspection tool, an old caller) the write is unconditional, as before.
+    outbox.record_deliveries(stalled, failed=[(taken.id, 2, NOW + 70, "HTTP 504")])
+    assert [row[3:] for row in other.outbox()] == [(2, NOW + 70, "HTTP 504")]
+    # A delivered row goes whoever holds it: the receiver has it.
+    outbox.record_deliveries(stalled, done=[late.id])
+    assert other.outbox() == []
+
+
 def test_resume_keeps_other_replicas_leases_on_postgresql(backend):
     dialect, make = backend
     db = make()
@@ -190,3 +213,46 @@ async def test_three_notifiers_deliver_each_report_once_per_receiver(backend):
             await store.close()
         await steady.stop()
         await flaky.stop()
+
+
+class HeldReceiver(WebhookReceiver):
+    """Holds each post until ``release`` is set, then answers 500: a send that outlives its claimer's lease."""
+
+    def __init__(self):
+        super().__init__(status=500)
+        self.release = asyncio.Event()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.arrived.set()
+        await self.release.wait()
+        return web.Response(status=self.status)
+
+
+async def test_a_notifier_whose_lease_ended_mid_send_leaves_the_next_claim_alone(backend):
+    _, make = backend
+    held = await HeldReceiver().start()
+    writer, other = make(), make()
+    writer.connection()
+    location = {"url": writer.url} if writer.url else {"data_dir": writer.path.parent}
+    store = Store(**location, pool_size=2)
+    notifier = Notifier(store, [held.url], base_backoff=0.05, max_backoff=0.2, lease=0.3)
+    try:
+        await notifier.start()
+        urgent(writer, [held.url], time.time())
+        notifier.wake()
+        await asyncio.wait_for(held.arrived.wait(), 10)
+        await asyncio.sleep(0.4)  # the notifier's lease ends while its POST hangs
+        (taken,) = outbox.claim(other, time.time(), lease_seconds=600, limit=10)  # another replica's claim
+        held.release.set()
+        deadline = time.monotonic() + 10
+        while notifier.failed_attempts < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # its outcome written (or not)
+        assert notifier.failed_attempts == 1 and not notifier._unsaved
+        # The late failure did not make the row due while the other replica sends it.
+        assert [row[3:5] for row in writer.outbox()] == [(0, taken.lease_until)]
+    finally:
+        held.release.set()
+        await notifier.stop()
+        await store.close()
+        await held.stop()

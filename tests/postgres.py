@@ -10,6 +10,8 @@ Missing binaries fail under CI (``CI`` set), where the tests must run, and
 skip elsewhere, saying to run ``make system-deps``.
 
 - :func:`start` / :meth:`Server.stop`: one server (``running()`` as a block);
+  :func:`start` first stops and removes the servers of test processes that
+  died without stopping theirs (:func:`reap_orphans`);
 - :func:`server`: the process's lazily started server, stopped at exit, for
   helpers outside fixtures (fixtures ``postgres_server``, ``database_url``);
 - :meth:`Server.fresh_database` / :func:`fresh_database`: a new empty
@@ -47,6 +49,9 @@ SUPERUSER = "postgres"
 START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 TOOLS = ("initdb", "pg_ctl", "postgres")
+ROOT_PREFIX = "clary-pg-"  # each server's temp dir: tempfile.gettempdir()/clary-pg-*
+OWNER_FILE = "owner.pid"  # in it: the test process that started the server
+LEGACY_ORPHAN_AGE = 6 * 3600.0  # a root without an owner file is an orphan once this old
 SETTINGS = {  # tests only: durability off for speed
     "listen_addresses": LOOPBACK, "fsync": "off", "synchronous_commit": "off",
     "full_page_writes": "off", "max_connections": "200",
@@ -188,6 +193,48 @@ def _run(bindir: Path, cwd: Path, as_postgres: bool, tool: str, *args: str,
                           stdin=subprocess.DEVNULL, check=False)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _orphaned(root: Path, now: float) -> bool:
+    """A server root whose test process is gone: SIGKILLed (no atexit) or a machine that went away."""
+    try:
+        return not _alive(int((root / OWNER_FILE).read_text()))
+    except (OSError, ValueError):  # no owner recorded: an old layout, or one being made right now
+        with contextlib.suppress(OSError):
+            return now - root.stat().st_mtime > LEGACY_ORPHAN_AGE
+        return False
+
+
+def reap_orphans(bindir: Path, as_postgres: bool) -> list[Path]:
+    """Stop and remove the servers that killed test processes left behind (their roots); those removed.
+
+    A test process SIGKILLed (a CI timeout, ``kill -9`` of pytest) never runs its atexit stop, and
+    ``pg_ctl`` daemonises the postmaster, so the server and its temp dir would stay for good.
+    """
+    now, reaped = time.time(), []
+    for root in Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*"):
+        if not root.is_dir() or not _orphaned(root, now):
+            continue
+        data = root / "data"
+        if (data / "postmaster.pid").exists():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                _run(bindir, root, as_postgres, "pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w",
+                     "-t", "10", timeout=20)
+            if (data / "postmaster.pid").exists():
+                _kill_postmaster(data)
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped
+
+
 def start(timeout: float = START_TIMEOUT) -> Server:
     """initdb a temp cluster, start it on a free loopback port, create the ``clary`` role; :func:`_unavailable`
     when the binaries are missing, :class:`PostgresError` (with the log tail) when it does not come up."""
@@ -203,7 +250,9 @@ def start(timeout: float = START_TIMEOUT) -> Server:
             owner = pwd.getpwnam(SUPERUSER)
         except KeyError:
             _unavailable("running as root but there is no `postgres` user to run the server as")
-    root = Path(tempfile.mkdtemp(prefix="clary-pg-"))
+    reap_orphans(bindir, as_postgres)
+    root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
+    (root / OWNER_FILE).write_text(str(os.getpid()))
     server = Server(bindir=bindir, root=root, port=0, password=secrets.token_urlsafe(18),
                     admin_password=secrets.token_urlsafe(18), as_postgres=as_postgres)
     try:

@@ -143,3 +143,35 @@ def test_a_server_that_does_not_start_reports_its_log_and_cleans_up(monkeypatch)
         postgres.start(timeout=15)
     assert len(made) == 1
     assert not postgres.Path(made[0]).exists()
+
+
+def test_the_server_of_a_killed_test_process_is_stopped_and_removed_by_the_next_start():
+    """SIGKILL skips atexit and pg_ctl daemonises the postmaster: without the reaping it would stay for good."""
+    code = ("import os, signal; from tests import postgres; s = postgres.start()\n"
+            "print(s.root, (s.data_dir / 'postmaster.pid').read_text().split()[0], flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=postgres.Path(__file__).parents[2],
+                            capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == -9, result.stderr[-2000:]
+    root, pid = postgres.Path(result.stdout.split()[0]), int(result.stdout.split()[1])
+    try:
+        assert root.exists() and not _gone(pid)  # left behind, still running
+        with postgres.running() as srv:  # the next start reaps it; its own root is not touched
+            assert srv.root.exists() and (srv.root / postgres.OWNER_FILE).read_text() == str(postgres.os.getpid())
+        assert not root.exists()
+        assert wait_until(lambda: _gone(pid), timeout=10, what="the orphaned postmaster to exit")
+    finally:
+        if root.exists():
+            postgres.reap_orphans(postgres.find_bindir(), postgres.os.geteuid() == 0)
+
+
+def test_a_root_without_an_owner_is_reaped_only_when_old(tmp_path, monkeypatch):
+    monkeypatch.setattr(postgres.tempfile, "gettempdir", lambda: str(tmp_path))
+    fresh, old, alive = (tmp_path / f"{postgres.ROOT_PREFIX}{name}" for name in ("fresh", "old", "alive"))
+    for root in (fresh, old, alive):
+        root.mkdir()
+    (alive / postgres.OWNER_FILE).write_text(str(postgres.os.getpid()))
+    postgres.os.utime(old, (0, 0))
+    postgres.os.utime(alive, (0, 0))  # an owner that lives keeps its root, however old
+    assert postgres.reap_orphans(postgres.Path("/nonexistent"), False) == [old]
+    assert (fresh.exists(), old.exists(), alive.exists()) == (True, False, True)

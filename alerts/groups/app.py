@@ -12,7 +12,7 @@ from typing import Any
 from exporter.promql import agg, m, on
 
 from ..config import Config, num, pct
-from .common import RuleGroup, rate_or_zero, ratio, sum_increase_over, sum_rate_over
+from .common import RuleGroup, sum_increase_over, sum_rate_over
 
 DOCUMENTS = m("clary_documents_processed_total")
 ERRORS = m("clary_errors_total")
@@ -26,11 +26,9 @@ BY_DOCUMENT = ("tier", "doc_type")
 def app_group(cfg: Config) -> dict[str, Any]:
     g = RuleGroup("clary-app", cfg)
     documents = g.record("tier_doc_type:clary_documents:rate30m", sum_rate_over(DOCUMENTS, "30m", BY_DOCUMENT))
-    failures = g.record(
-        "tier_doc_type:clary_document_failures:rate30m",
-        rate_or_zero(sum_rate_over(DOCUMENTS, "30m", BY_DOCUMENT, outcome="failure"), documents),
-    )
-    failure_ratio = g.record("tier_doc_type:clary_document_failures_per_document:ratio_rate30m", ratio(failures, documents))
+    failures, failure_ratio = g.record_share(
+        "tier_doc_type:clary_document_failures:rate30m", "tier_doc_type:clary_document_failures_per_document:ratio_rate30m",
+        sum_rate_over(DOCUMENTS, "30m", BY_DOCUMENT, outcome="failure"), documents)
     g.alert(
         "ClaryDocumentFailureRatioHigh",
         f"""

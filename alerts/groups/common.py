@@ -86,6 +86,13 @@ class RuleGroup:
         self._recorded[name] = labels
         return name
 
+    def record_share(self, part: str, share: str, part_rate: str, total: str) -> tuple[str, str]:
+        """Record a filtered rate (``part``, from ``part_rate``) and its share of the recorded ``total``;
+        (part, share). The part reads 0, not "no data", while ``total`` has traffic (:func:`rate_or_zero`),
+        and the share is absent, not NaN, without traffic (:func:`ratio`)."""
+        part = self.record(part, rate_or_zero(part_rate, total))
+        return part, self.record(share, ratio(part, total))
+
     def series(self, name: str, **matchers: str | Match) -> str:
         """A selector of a series this group recorded above; matchers only on its level's labels."""
         if name not in self._recorded:

@@ -15,7 +15,7 @@ from typing import Any
 from exporter.promql import Matchers, agg, increase, m, on, over_time, selector
 
 from ..config import Config, num, pct
-from .common import RuleGroup, rate_or_zero, ratio, sum_increase_over, sum_rate_over
+from .common import RuleGroup, sum_increase_over, sum_rate_over
 
 COLLECTOR_UP = m("clary_exporter_collector_up")
 COLLECTOR_ERRORS = m("clary_exporter_collector_errors_total")
@@ -130,11 +130,9 @@ def exporter_group(cfg: Config) -> dict[str, Any]:
         ),
     )
     events = g.record("type:clary_exporter_events:rate15m", sum_rate_over(EVENTS, "15m", ("type",)))
-    rejected = g.record(
-        "type:clary_exporter_events_rejected:rate15m",
-        rate_or_zero(sum_rate_over(EVENTS, "15m", ("type",), outcome="rejected"), events),
-    )
-    rejected_ratio = g.record("type:clary_exporter_events_rejected_per_event:ratio_rate15m", ratio(rejected, events))
+    rejected, rejected_ratio = g.record_share(
+        "type:clary_exporter_events_rejected:rate15m", "type:clary_exporter_events_rejected_per_event:ratio_rate15m",
+        sum_rate_over(EVENTS, "15m", ("type",), outcome="rejected"), events)
     g.alert(
         "ClaryEventsRejected",
         f"""

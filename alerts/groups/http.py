@@ -16,8 +16,6 @@ from .common import (
     RuleGroup,
     bucket_rate_over,
     quantile_name,
-    rate_or_zero,
-    ratio,
     sum_rate_over,
 )
 
@@ -32,11 +30,8 @@ def http_group(cfg: Config) -> dict[str, Any]:
     g = RuleGroup("clary-http", cfg)
     for w in HTTP_WINDOWS:
         requests = g.record(f"tier:clary_http_requests:rate{w}", sum_rate_over(REQUESTS, w, ("tier",)))
-        errors = g.record(
-            f"tier:clary_http_errors:rate{w}",
-            rate_or_zero(sum_rate_over(REQUESTS, w, ("tier",), code=regex("5..")), requests),
-        )
-        g.record(f"tier:clary_http_errors_per_request:ratio_rate{w}", ratio(errors, requests))
+        g.record_share(f"tier:clary_http_errors:rate{w}", f"tier:clary_http_errors_per_request:ratio_rate{w}",
+                       sum_rate_over(REQUESTS, w, ("tier",), code=regex("5..")), requests)
     buckets = g.record("tier_le:clary_http_request_duration_seconds_bucket:rate5m", bucket_rate_over(DURATION, "5m", ("tier",)))
     for q in cfg.quantiles:
         g.record(f"tier:clary_http_request_duration_seconds:{quantile_name(q)}_rate5m", f"histogram_quantile({num(q)}, {buckets})")

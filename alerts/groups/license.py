@@ -17,7 +17,6 @@ from ..config import TIERS, Config, num, pct
 from .common import (
     RuleGroup,
     max_by,
-    rate_or_zero,
     ratio,
     sum_increase_over,
     sum_rate_over,
@@ -38,23 +37,17 @@ def license_group(cfg: Config) -> dict[str, Any]:
     g = RuleGroup("clary-license", cfg)
     for w in LICENSE_WINDOWS:
         validations = g.record(f"tier:clary_license_validations:rate{w}", sum_rate_over(VALIDATIONS, w, ("tier",)))
-        failures = g.record(
-            f"tier:clary_license_validation_failures:rate{w}",
-            rate_or_zero(sum_rate_over(VALIDATIONS, w, ("tier",), result=not_equal("valid")), validations),
-        )
-        g.record(f"tier:clary_license_validation_failures_per_validation:ratio_rate{w}", ratio(failures, validations))
-    validations30m = g.series("tier:clary_license_validations:rate30m")
-    rejections = g.record(
-        "tier:clary_license_validation_rejections:rate30m",
-        rate_or_zero(sum_rate_over(VALIDATIONS, "30m", ("tier",), result=one_of(REJECTED)), validations30m),
-    )
-    g.record("tier:clary_license_validation_rejections_per_validation:ratio_rate30m", ratio(rejections, validations30m))
-    validations5m = g.series("tier:clary_license_validations:rate5m")
-    errors = g.record(
-        "tier:clary_license_validation_errors:rate5m",
-        rate_or_zero(sum_rate_over(VALIDATIONS, "5m", ("tier",), result="error"), validations5m),
-    )
-    g.record("tier:clary_license_validation_errors_per_validation:ratio_rate5m", ratio(errors, validations5m))
+        g.record_share(f"tier:clary_license_validation_failures:rate{w}",
+                       f"tier:clary_license_validation_failures_per_validation:ratio_rate{w}",
+                       sum_rate_over(VALIDATIONS, w, ("tier",), result=not_equal("valid")), validations)
+    g.record_share("tier:clary_license_validation_rejections:rate30m",
+                   "tier:clary_license_validation_rejections_per_validation:ratio_rate30m",
+                   sum_rate_over(VALIDATIONS, "30m", ("tier",), result=one_of(REJECTED)),
+                   g.series("tier:clary_license_validations:rate30m"))
+    g.record_share("tier:clary_license_validation_errors:rate5m",
+                   "tier:clary_license_validation_errors_per_validation:ratio_rate5m",
+                   sum_rate_over(VALIDATIONS, "5m", ("tier",), result="error"),
+                   g.series("tier:clary_license_validations:rate5m"))
     # Replicas may each report a license; the latest known expiry wins. 0 = unknown.
     expiry = g.record(
         "license_tier:clary_license_expiry_timestamp_seconds:max",

@@ -13,7 +13,7 @@ from typing import Any
 from exporter.promql import m, on
 
 from ..config import Config, num, pct
-from .common import RuleGroup, bucket_rate_over, rate_or_zero, ratio, sum_rate_over
+from .common import RuleGroup, bucket_rate_over, sum_rate_over
 
 BY = ("provider", "model")
 WINDOW = "15m"
@@ -25,11 +25,9 @@ DURATION = m("clary_llm_request_duration_seconds")
 def llm_group(cfg: Config) -> dict[str, Any]:
     g = RuleGroup("clary-llm", cfg)
     requests = g.record(f"provider_model:clary_llm_requests:rate{WINDOW}", sum_rate_over(REQUESTS, WINDOW, BY))
-    failures = g.record(
-        f"provider_model:clary_llm_failures:rate{WINDOW}",
-        rate_or_zero(sum_rate_over(REQUESTS, WINDOW, BY, outcome="failure"), requests),
-    )
-    failure_ratio = g.record(f"provider_model:clary_llm_failures_per_request:ratio_rate{WINDOW}", ratio(failures, requests))
+    failures, failure_ratio = g.record_share(
+        f"provider_model:clary_llm_failures:rate{WINDOW}", f"provider_model:clary_llm_failures_per_request:ratio_rate{WINDOW}",
+        sum_rate_over(REQUESTS, WINDOW, BY, outcome="failure"), requests)
     buckets = g.record(f"provider_model_le:clary_llm_request_duration_seconds_bucket:rate{WINDOW}",
                        bucket_rate_over(DURATION, WINDOW, BY))
     p95 = g.record(f"provider_model:clary_llm_request_duration_seconds:p95_rate{WINDOW}", f"histogram_quantile(0.95, {buckets})")

@@ -49,8 +49,8 @@ from exporter.api.insights import get_insights
 from exporter.api.limits import FeedbackLimits
 from exporter.api.notify import Notifier
 from exporter.api.openapi import PREFIX, openapi_document
-from exporter.api.shared_dedupe import SharedDedupe
 from exporter.api.privacy_sync import POLL_SECONDS, PrivacySync
+from exporter.api.shared_dedupe import TICK_SECONDS, SharedDedupe
 from exporter.api.shared_sketches import SHARE_SECONDS, SharedSketches
 from exporter.api.storage import StorageWatch, quietly
 from exporter.api.user_activity import UserActivity
@@ -219,7 +219,8 @@ class IngestApi:
             self._tasks.append(asyncio.create_task(self._every(SHARE_SECONDS, self.shared_sketches.tick),
                                                    name="clary-shared-sketches"))
         if self.shared_dedupe is not None:
-            self._tasks.append(asyncio.create_task(self.shared_dedupe.run(), name="clary-shared-dedupe"))
+            self._tasks.append(asyncio.create_task(self._every(TICK_SECONDS, self.shared_dedupe.step),
+                                                   name="clary-shared-dedupe"))
         try:
             yield
         finally:
@@ -230,7 +231,7 @@ class IngestApi:
                     await task
             self._tasks.clear()
             # Whatever the disk does now, shutdown completes (one line each) and exits 0.
-            shared = (self.shared_sketches.close,) if self.shared_sketches is not None else ()
+            shared = tuple(part.close for part in (self.shared_sketches, self.shared_dedupe) if part is not None)
             for step in (self.flush_activity, *shared, self.errors.close, self.notifier.stop, self.store.close):
                 await quietly(step)
             if self.activity.pending:  # the last flush met a failing store

@@ -15,7 +15,6 @@ delays the sharing, and the queue is bounded (oldest digests dropped, logged onc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -25,7 +24,6 @@ from exporter.ingest.dedupe import DedupeWindow
 from exporter.ingest.shared_dedupe import DIGEST_BYTES, Cursor, SharedWindow
 from exporter.store import seen_events
 from exporter.store.database import Store
-from exporter.store.health import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,8 @@ FINAL_FLUSH_SECONDS = 2.0
 
 
 class SharedDedupe:
-    """This replica's part of the shared window: ``admit`` on the request path, ``run`` in the background."""
+    """This replica's part of the shared window: ``admit`` on the request path, ``step`` every
+    :data:`TICK_SECONDS` in the background (``IngestApi.lifecycle``), ``close`` at shutdown."""
 
     def __init__(self, store: Store, local: DedupeWindow, secret: str | None = None,
                  clock: Callable[[], float] = time.time, replica: str | None = None):
@@ -94,20 +93,8 @@ class SharedDedupe:
         elif self._logged_drops and not self.window.queue:
             self._logged_drops = False
 
-    async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.step()
-                except asyncio.CancelledError:
-                    raise
-                except StorageUnavailable:
-                    pass  # logged once by the store's health; the queue waits (bounded)
-                except Exception:
-                    log.exception("shared dedupe window: tick failed")
-                await asyncio.sleep(TICK_SECONDS)
-        finally:  # the batches accepted since the last tick, shared before the store closes
-            if self.window.queue:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.step(), FINAL_FLUSH_SECONDS)
+    async def close(self) -> None:
+        """At shutdown, before the store closes: share the batches accepted since the last tick (bounded)."""
+        if self.window.queue:
+            await asyncio.wait_for(self.step(), FINAL_FLUSH_SECONDS)
 

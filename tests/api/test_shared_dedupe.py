@@ -199,3 +199,23 @@ async def test_a_tick_writes_one_row_per_20000_digests_and_the_other_replica_lea
         assert all(writer.window.digest([i]) in reader.window.remote for i in ids[::997] + ids[-3:])
     finally:
         await store.close()
+
+
+async def test_batches_accepted_since_the_last_tick_are_shared_at_shutdown(aiohttp_client, tmp_path, database_url,
+                                                                             monkeypatch):
+    """The app's shutdown closes the shared window before the store: nothing accepted is left unshared."""
+    monkeypatch.setattr("exporter.api.app.TICK_SECONDS", 3600.0)  # one tick at start, none after
+    app, client, _ = await replica(aiohttp_client, tmp_path, database_url, "a")
+    ids = [uuid.uuid4().hex for _ in range(N)]
+    assert (await (await client.post(URL, json=batch(ids), headers=INGEST)).json())["accepted"] == N
+    shared = app[INGEST_KEY].shared_dedupe
+    assert shared.window.queue  # not shared yet: the next tick is an hour away
+    await client.close()  # the app's cleanup: SharedDedupe.close, then the store's
+    assert not shared.window.queue
+    store = Store(url=database_url)
+    try:
+        reader = SharedDedupe(store, DedupeWindow(), SECRET, replica="reader")
+        assert await reader.step() == 1
+        assert shared.window.digest(ids) in reader.window.remote
+    finally:
+        await store.close()

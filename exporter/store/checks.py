@@ -16,7 +16,6 @@ until the file is back or the exporter restarts.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -54,48 +53,19 @@ def open_checked(db: Database, create: bool = True, integrity: bool = True, secr
                  now: float | None = None) -> list[str]:
     """Check that ``db`` can be used and leave it open; returns lines to log (a secret rotated).
 
-    ``create``: create the data dir and the file when missing (the
+    SQLite: ``create``: create the data dir and the file when missing (the
     exporter's start), or refuse (``purge``, a re-check). ``integrity``:
     ``PRAGMA quick_check`` (reads the whole file: at start and for purge).
-    """
-    if db.url:
-        return _open_postgres(db, secrets, now)
-    path = db.path
-    try:
-        ensure_dir(path.parent, create)
-        if path.is_dir():
-            raise StorageError(f"{path} is a directory, not a database file")
-        if not create and not path.exists():
-            raise StorageError(f"no database at {path}: is the data dir right?")
-        conn = db.connection(create=True)
-        if integrity:
-            problems = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(3)")]
-            if problems != ["ok"]:  # one line, whatever SQLite's report looks like
-                raise StorageError(f"{path}: the database is corrupt ({'; '.join(problems)[:200]}): {_DAMAGED_FIX}")
-        now = time.time() if now is None else now
-        notes: list[str] = []
-        if secrets is not None:
-            with db.transaction() as conn:
-                notes = reconcile(conn, str(path), secrets, now)
-        db.probe(now)
-        return notes
-    except StorageError:
-        db.close()
-        raise
-    except (sqlite3.Error, OSError) as exc:
-        db.close()
-        damaged = (getattr(exc, "sqlite_errorname", None) or "").startswith(_DAMAGED)
-        raise StorageError(f"{path}: {describe(exc)}" + (f": {_DAMAGED_FIX}" if damaged else "")) from None
-
-
-def _open_postgres(db: Database, secrets: Secrets | None, now: float | None) -> list[str]:
-    """The start-up check of a PostgreSQL store: connect (which migrates), the secret, one committed write.
-
-    Nothing to create or check on disk: the database is the server's.
+    PostgreSQL: connect afresh (which migrates); nothing to create or check on
+    disk, the database is the server's. Then, on both: the secret, one
+    committed write.
     """
     try:
-        db.close()
-        db.connection()
+        if db.url:
+            db.close()
+            db.connection()
+        else:
+            _open_file(db, create, integrity)
         now = time.time() if now is None else now
         notes: list[str] = []
         if secrets is not None:
@@ -108,7 +78,23 @@ def _open_postgres(db: Database, secrets: Secrets | None, now: float | None) -> 
         raise
     except STORAGE_ERRORS as exc:
         db.close()
-        raise StorageError(f"{db.location}: {describe(exc)}") from None
+        damaged = (getattr(exc, "sqlite_errorname", None) or "").startswith(_DAMAGED)
+        raise StorageError(f"{db.location}: {describe(exc)}" + (f": {_DAMAGED_FIX}" if damaged else "")) from None
+
+
+def _open_file(db: Database, create: bool, integrity: bool) -> None:
+    """The SQLite part of :func:`open_checked`: the data dir, the file, its quick check."""
+    path = db.path
+    ensure_dir(path.parent, create)
+    if path.is_dir():
+        raise StorageError(f"{path} is a directory, not a database file")
+    if not create and not path.exists():
+        raise StorageError(f"no database at {path}: is the data dir right?")
+    conn = db.connection(create=True)
+    if integrity:
+        problems = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:  # one line, whatever SQLite's report looks like
+            raise StorageError(f"{path}: the database is corrupt ({'; '.join(problems)[:200]}): {_DAMAGED_FIX}")
 
 
 def reopen(db: Database, secrets: Secrets | None = None, now: float | None = None) -> tuple[list[str], set[str]]:

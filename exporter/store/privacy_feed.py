@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from exporter.store import errors
+
 HORIZON_SECONDS = 3600.0
 CHANGES = ("opt_out", "opt_in", "consent_granted", "consent_withdrawn", "deleted")
 FEED_LOCK = 0x636C617279_02  # pg_advisory_xact_lock key: appends commit in seq order
@@ -78,8 +80,7 @@ def erase_late_rows(db: Any, user_hashes: Iterable[str]) -> int:
     rows were dropped and its in-flight write finished; the number of rows.
     """
     hashes = tuple(user_hashes)
-    marks = ",".join("?" * len(hashes))
     with db.transaction() as conn:
-        activity = conn.execute(f"DELETE FROM activity WHERE user_hash IN ({marks})", hashes).rowcount
-        records = conn.execute(f"DELETE FROM error_records WHERE user_hash IN ({marks})", hashes).rowcount
-    return activity + records
+        activity = conn.execute(f"DELETE FROM activity WHERE user_hash IN ({','.join('?' * len(hashes))})",
+                                hashes).rowcount
+        return activity + errors.delete_user(conn, hashes)

@@ -3,7 +3,7 @@
 One row per (kind, tier, bucket size, slot, replica): the replica's
 serialized HyperLogLog of that bucket (hashed ids only, never raw ones).
 Each replica upserts its own rows and reads the others'
-(``exporter.instrument.shared_sketches``); rows older than the longest
+(``exporter.api.shared_sketches``); rows older than the longest
 window are deleted by whichever replica gets there first.
 
 Every function takes a ``Database`` and runs on a store thread (``Store.run``).

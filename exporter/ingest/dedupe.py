@@ -65,10 +65,6 @@ class DedupeWindow:
             fresh.append(event)
         return fresh, duplicates
 
-    def isdisjoint(self, keys: list) -> bool:
-        """Whether none of ``keys`` is remembered: two C set checks (hot path of exporter.ingest.shared_dedupe)."""
-        return self._previous.isdisjoint(keys) and self._current.isdisjoint(keys)
-
     def update(self, keys: list) -> None:
         """Remember ``keys``, in bulk: a generation still rotates when it holds ``max_ids / 2``."""
         while keys:

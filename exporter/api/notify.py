@@ -54,12 +54,14 @@ from exporter import __version__
 from exporter.api.webhook_text import render
 from exporter.config import Webhook
 from exporter.store import outbox
-from exporter.store.database import Delivery, Store
+from exporter.store.database import Store
+from exporter.store.outbox import Delivery
 
 log = logging.getLogger(__name__)
 
 TEXT_PREVIEW = 1000
 STORAGE_BACKOFF_CAP = 60.0
+BATCH_ROUNDS = 4  # a claim takes this many rounds of ``concurrency`` deliveries
 STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
@@ -132,11 +134,10 @@ class Notifier:
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.concurrency = concurrency
-        self.batch = concurrency * 4
-        # A claimed batch is delivered in batch/concurrency rounds of at most ``timeout`` each, then recorded:
-        # the lease outlasts that twice over, so no other replica claims a row this one is still sending.
-        rounds = -(-self.batch // concurrency)
-        self.lease = lease if lease is not None else max(outbox.LEASE_SECONDS, 2 * rounds * timeout)
+        self.batch = concurrency * BATCH_ROUNDS
+        # A claimed batch is delivered in BATCH_ROUNDS rounds of at most ``timeout`` each: the lease outlasts
+        # that twice over, so no other replica claims a row this one is still sending.
+        self.lease = lease if lease is not None else max(outbox.LEASE_SECONDS, 2 * BATCH_ROUNDS * timeout)
         self.rng = rng or random.Random()
         self.delivered = 0
         self.failed_attempts = 0

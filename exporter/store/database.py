@@ -47,7 +47,6 @@ from exporter.instrument.sentiment import label as sentiment_label
 from exporter.store import consent, errors, outbox, postgres, privacy_feed
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
-from exporter.store.outbox import Delivery
 from exporter.store.schema import connect, connect_postgres, file_id
 from exporter.store.sql import where
 
@@ -320,12 +319,6 @@ class Database:
         return consent.export_user(conn, user_hashes)
 
     # --- webhook outbox (``exporter.store.outbox``; the notifier claims rows with ``outbox.claim``) ------------
-
-    def due_deliveries(self, now: float, limit: int = 50) -> list[Delivery]:
-        return outbox.due_deliveries(self, now, limit)
-
-    def next_delivery_at(self) -> float | None:
-        return outbox.next_delivery_at(self)
 
     def record_deliveries(self, done: Iterable[int] = (), failed: Iterable[tuple[int, int, float, str]] = (),
                           claims: Mapping[int, float] | None = None) -> None:

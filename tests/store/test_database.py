@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from exporter.store import outbox
 from exporter.store.database import DAY, Database, FeedbackRecord
 from exporter.store.health import StorageError
 from tests import store_backend
@@ -37,7 +38,7 @@ def test_file_is_created_on_first_write_only(tmp_path):
     assert db.list_feedback() == ([], None)
     assert db.purge(30, NOW) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0}
     assert db.delete_user(U1) == {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0, "consents": 0}
-    assert db.opted_out() == set() and db.due_deliveries(NOW) == [] and db.set_opt_out(U1, False) is False
+    assert db.opted_out() == set() and outbox.due_deliveries(db, NOW) == [] and db.set_opt_out(U1, False) is False
     assert not (tmp_path / "sub").exists()
     db.add_feedback(feedback(0, U1, "first"))
     assert (tmp_path / "sub" / "clary.db").exists()
@@ -113,12 +114,12 @@ def test_opt_out_is_persisted_and_reversible(tmp_path, db):
 def test_outbox_schedule_and_resume(db):
     record = db.add_feedback(feedback(0, U1, "urgent", urgent=True),
                              [("http://127.0.0.1:9/a", '{"n": 1}'), ("http://127.0.0.1:9/gone", '{"n": 2}')])
-    due = db.due_deliveries(NOW)
+    due = outbox.due_deliveries(db, NOW)
     assert [(d.feedback_id, d.url, d.payload, d.attempts) for d in due] == [
         (record.id, "http://127.0.0.1:9/a", '{"n": 1}', 0), (record.id, "http://127.0.0.1:9/gone", '{"n": 2}', 0)]
     db.record_deliveries(failed=[(due[0].id, 1, NOW + 60, "HTTP 502")])
-    assert [d.url for d in db.due_deliveries(NOW)] == ["http://127.0.0.1:9/gone"]
-    assert db.next_delivery_at() == NOW
+    assert [d.url for d in outbox.due_deliveries(db, NOW)] == ["http://127.0.0.1:9/gone"]
+    assert outbox.next_delivery_at(db) == NOW
     # After a restart on SQLite (one replica): unconfigured URLs dropped, configured ones due now. On
     # PostgreSQL nothing changes (exporter.store.outbox): another replica may hold the row's lease, or
     # still have the URL this one lacks.
@@ -133,13 +134,13 @@ def test_outbox_schedule_and_resume(db):
                                          ("http://127.0.0.1:9/gone", 0, NOW))
         db.record_deliveries(done=[gone[0]])
     db.record_deliveries(done=[row[0]])
-    assert db.outbox() == [] and db.next_delivery_at() is None
+    assert db.outbox() == [] and outbox.next_delivery_at(db) is None
 
 
 def test_delivery_outcomes_are_recorded_together(db):
     record = db.add_feedback(feedback(0, U1, "urgent", urgent=True),
                              [(f"http://127.0.0.1:9/{n}", "{}") for n in range(3)])
-    ids = [d.id for d in db.due_deliveries(NOW)]
+    ids = [d.id for d in outbox.due_deliveries(db, NOW)]
     db.record_deliveries(done=ids[:2], failed=[(ids[2], 7, NOW + 300, "x" * 900)])
     (row,) = db.outbox()
     assert row[:6] == (ids[2], record.id, "http://127.0.0.1:9/2", 7, NOW + 300, "x" * 500)

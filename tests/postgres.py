@@ -6,8 +6,8 @@ Local socket: trust (the superuser sets things up); TCP on 127.0.0.1:
 scram-sha-256, so the application role ``clary`` logs in with its password
 as the exporter will. Durability is off (fsync, full pages): tests only.
 
-Missing binaries fail under CI (``CI`` set), where the tests must run, and
-skip elsewhere, saying to run ``make system-deps``.
+Missing binaries fail the tests that need them, saying to run ``make
+system-deps`` (``make test`` does).
 
 - :func:`start` / :meth:`Server.stop`: one server (``running()`` as a block);
   :func:`start` first stops and removes the servers of test processes that
@@ -37,11 +37,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
-import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from tests import support
 
 LOOPBACK = "127.0.0.1"
 APP_ROLE = "clary"
@@ -62,12 +64,8 @@ class PostgresError(RuntimeError):
     """The server could not be set up or started; the message carries the server log tail."""
 
 
-def _unavailable(reason: str) -> None:
-    """Fail under CI, where the PostgreSQL tests must run; skip elsewhere, saying why."""
-    message = f"{reason}; run `make system-deps` to install Debian's postgresql"
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(message)
-    pytest.skip(message)
+def _unavailable(reason: str) -> NoReturn:
+    support.cannot_run_here(reason, "run `make system-deps` to install Debian's postgresql")
 
 
 def _has_tools(folder: str | Path) -> bool:

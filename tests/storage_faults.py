@@ -17,31 +17,28 @@ Each fault is the real thing, not a mock of SQLite:
 - deleted or replaced: the file unlinked, or another file renamed over it.
 
 ``mount`` needs root with CAP_SYS_ADMIN and ``chattr`` a file system with
-inode flags (ext4, xfs). CI runs as root, so there (``CI`` set) a missing
-capability fails the test; elsewhere (``make test`` through sudo as a user)
-the tests that need it skip, saying why.
+inode flags (ext4, xfs). ``make test`` and CI run as root; where a
+capability is missing the test fails, saying why: a skipped fault would be
+a fault never exercised.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
-import pytest
+from tests import support
 
 GARBAGE = b"this is not a database, whatever its name says\n" * 200
 
 
-def _unavailable(reason: str) -> None:
-    """Fail in CI, where every fault must be exercised; skip on a machine that cannot make it."""
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"{reason}; CI must run the storage-fault tests as root")
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    support.cannot_run_here(reason, "the storage-fault tests run as root (CI does)")
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess:

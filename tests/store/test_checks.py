@@ -189,3 +189,11 @@ def test_describe_says_what_happened_in_one_line():
     assert describe(FileNotFoundError(2, "No such file or directory", "/d/clary.db")) == \
         "No such file or directory: /d/clary.db"
     assert describe(ValueError("a\nb")) == "ValueError: a"
+
+
+def test_a_fault_this_machine_cannot_make_fails_the_test_rather_than_skipping_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(faults.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.fail.Exception, match=r"no mount\(8\) here; the storage-fault tests run as root"), \
+            faults.tmpfs(tmp_path / "mnt"):
+        pass

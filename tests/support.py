@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import psutil
 import pytest
 import yaml
 
@@ -228,6 +230,15 @@ def prometheus(targets: list[str], rule_files: list[Path] = (), scrape_interval:
             yield Prometheus(url, workdir)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is not a zombie. A process may exit between
+    listing it and reading its state; that counts as gone, not as an error."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def gpu_present() -> bool:
     """Whether NVML finds a GPU here (the hardware families are only expected then)."""
     try:
@@ -286,8 +297,6 @@ def alertmanager(config: dict, workdir: Path, port: int | None = None) -> Iterat
     with running(cmd, f"{url}/-/ready", log_path=workdir / "alertmanager.log"):
         yield url
 
-
-import re  # appended helpers; the imports above are left as they are
 
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
                       "y": 31_536_000_000}

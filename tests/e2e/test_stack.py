@@ -76,13 +76,7 @@ def _port_closed(url: str) -> bool:
 
 
 def _gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
+    return not any(support.alive(pid) for pid in pids)
 
 
 @pytest.fixture
@@ -148,7 +142,7 @@ def test_stack_comes_up_with_the_bundle_and_sigterm_removes_everything(stack):
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(30) == 0, s.output
     assert s.lines[-1] == "stopped"
-    assert _gone(pids), [psutil.Process(p).status() for p in pids if psutil.pid_exists(p)]
+    assert _gone(pids), [p for p in pids if support.alive(p)]
     for url in (ready["exporter"], ready["prometheus"], ready["alertmanager"]):
         assert _port_closed(url), url
     assert not state.exists()

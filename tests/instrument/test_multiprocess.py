@@ -80,7 +80,7 @@ class Service:
         self.dir = multiproc_dir
 
     def workers(self) -> set[int]:
-        return {c.pid for c in psutil.Process(self.proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+        return {c.pid for c in psutil.Process(self.proc.pid).children() if support.alive(c.pid)}
 
     def request(self, path: str, method: str = "GET", tier: str = "lite", timeout: float = 15) -> int:
         req = urllib.request.Request(self.base + path, method=method, data=b"" if method == "POST" else None,

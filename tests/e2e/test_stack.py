@@ -55,6 +55,14 @@ class StackProcess:
         fields = dict(part.split("=", 1) for part in line.split()[1:])
         return fields
 
+    def wait(self, timeout: float) -> int:
+        """The exit status, once every line it wrote has been read: the reader
+        thread can still be behind when the process itself has exited."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        assert not self._reader.is_alive(), "stack output still open after exit (a child kept it?)"
+        return code
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -140,7 +148,7 @@ def test_stack_comes_up_with_the_bundle_and_sigterm_removes_everything(stack):
     assert active_am[0]["url"].startswith(ready["alertmanager"])
 
     s.proc.send_signal(signal.SIGTERM)
-    assert s.proc.wait(30) == 0, s.output
+    assert s.wait(30) == 0, s.output
     assert s.lines[-1] == "stopped"
     assert _gone(pids), [p for p in pids if support.alive(p)]
     for url in (ready["exporter"], ready["prometheus"], ready["alertmanager"]):
@@ -154,7 +162,7 @@ def test_ctrl_c_during_start_up_stops_what_was_started(stack):
     support.wait_until(lambda: psutil.Process(s.proc.pid).children(), timeout=30, what="first child")
     children = [c.pid for c in psutil.Process(s.proc.pid).children(recursive=True)]
     s.proc.send_signal(signal.SIGINT)
-    assert s.proc.wait(30) == 0, s.output
+    assert s.wait(30) == 0, s.output
     assert "stopped" in s.lines
     assert children and _gone(children)
     assert not any(line.startswith("ready ") for line in s.lines)
@@ -166,7 +174,7 @@ def test_a_dying_component_stops_the_stack(stack):
     pids = [int(p) for p in ready["pids"].split(",")]
     exporter_pid = pids[0]
     os.kill(exporter_pid, signal.SIGKILL)
-    assert s.proc.wait(30) == 1, s.output
+    assert s.wait(30) == 1, s.output
     assert "exporter exited with -9" in s.output
     assert _gone(pids)
 

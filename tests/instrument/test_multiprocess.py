@@ -173,13 +173,15 @@ def test_totals_across_four_workers_equal_requests_sent(service):
         assert not any("pid" in dict(labels) for (_, labels) in samples)
 
     # In-flight requests held open on several workers are summed.
-    holding = 6
-    threads = [threading.Thread(target=svc.request, args=("/api/v1/wait?seconds=4",)) for _ in range(holding)]
+    # Held long enough that a loaded CI machine still gets all six in flight together.
+    holding, hold_seconds = 6, 8
+    threads = [threading.Thread(target=svc.request, args=(f"/api/v1/wait?seconds={hold_seconds}",))
+               for _ in range(holding)]
     for t in threads:
         t.start()
     try:
         support.wait_until(lambda: _total(svc.scrape(), "clary_http_requests_in_flight") == holding,
-                           timeout=3.5, interval=0.1, what=f"{holding} requests in flight")
+                           timeout=hold_seconds - 0.5, interval=0.1, what=f"{holding} requests in flight")
     finally:
         for t in threads:
             t.join(15)

@@ -105,7 +105,7 @@ class Outcome:
     attempts: int = 0  # failed attempts so far, this one included
     next_at: float = 0.0
     error: str = ""
-    claimed_until: float = 0.0  # the claim it was sent under (``Delivery.lease_until``)
+    claimed_until: float = 0.0  # of a failure: the claim it was sent under (``Delivery.lease_until``)
 
 
 class Notifier:
@@ -293,7 +293,7 @@ class Notifier:
                     if 200 <= resp.status < 300:
                         self.delivered += 1
                         log.info("urgent feedback delivered", extra={"fields": fields})
-                        return Outcome(delivery.id, True, claimed_until=delivery.lease_until)
+                        return Outcome(delivery.id, True)
                     error = f"HTTP {resp.status}"
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 error = type(exc).__name__

@@ -93,19 +93,18 @@ def record_deliveries(db: Any, done: Iterable[int] = (), failed: Iterable[tuple[
     send). A delivered row is deleted whoever holds it: the receiver has it.
     """
     claims = claims or {}
-    failed = list(failed)
+    unclaimed, claimed = [], []
+    for delivery_id, attempts, next_at, error in failed:
+        row = (attempts, next_at, error[:500], delivery_id)
+        if delivery_id in claims:
+            claimed.append((*row, claims[delivery_id]))
+        else:
+            unclaimed.append(row)
+    update = "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?"
     with db.transaction() as conn:
         conn.executemany("DELETE FROM outbox WHERE id = ?", [(delivery_id,) for delivery_id in done])
-        conn.executemany(
-            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-            [(attempts, next_at, error[:500], delivery_id)
-             for delivery_id, attempts, next_at, error in failed if delivery_id not in claims],
-        )
-        conn.executemany(
-            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND next_attempt_at = ?",
-            [(attempts, next_at, error[:500], delivery_id, claims[delivery_id])
-             for delivery_id, attempts, next_at, error in failed if delivery_id in claims],
-        )
+        conn.executemany(update, unclaimed)
+        conn.executemany(update + " AND next_attempt_at = ?", claimed)
 
 
 def resume_deliveries(db: Any, urls: Iterable[str], now: float) -> tuple[int, int]:

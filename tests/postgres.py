@@ -191,20 +191,10 @@ def _run(bindir: Path, cwd: Path, as_postgres: bool, tool: str, *args: str,
                           stdin=subprocess.DEVNULL, check=False)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def _orphaned(root: Path, now: float) -> bool:
     """A server root whose test process is gone: SIGKILLed (no atexit) or a machine that went away."""
     try:
-        return not _alive(int((root / OWNER_FILE).read_text()))
+        return not support.alive(int((root / OWNER_FILE).read_text()))
     except (OSError, ValueError):  # no owner recorded: an old layout, or one being made right now
         with contextlib.suppress(OSError):
             return now - root.stat().st_mtime > LEGACY_ORPHAN_AGE

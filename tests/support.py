@@ -232,11 +232,14 @@ def prometheus(targets: list[str], rule_files: list[Path] = (), scrape_interval:
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs and is not a zombie. A process may exit between
-    listing it and reading its state; that counts as gone, not as an error."""
+    listing it and reading its state; that counts as gone, not as an error.
+    One whose state this user may not read exists, so it counts as running."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:
+        return True
 
 
 def gpu_present() -> bool:

@@ -10,17 +10,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests import postgres
+from tests import postgres, support
 from tests.support import wait_until
-
-
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie left for an init that does not reap counts as exited)."""
-    try:
-        status = postgres.Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 def test_the_server_is_a_real_postgresql_15_on_loopback(postgres_server):
@@ -106,11 +97,11 @@ def test_a_separate_server_stops_and_leaves_nothing_behind():
     with postgres.running() as srv:
         root, data = srv.root, srv.data_dir
         pid = int((data / "postmaster.pid").read_text().split()[0])
-        assert not _gone(pid)
+        assert support.alive(pid)
         with psycopg.connect(srv.fresh_database(), connect_timeout=10) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     assert not root.exists()
-    assert wait_until(lambda: _gone(pid), timeout=10, what="the postmaster to exit")
+    assert wait_until(lambda: not support.alive(pid), timeout=10, what="the postmaster to exit")
 
 
 def test_a_subprocess_gets_its_own_server_through_the_plain_function(postgres_server):
@@ -123,7 +114,7 @@ def test_a_subprocess_gets_its_own_server_through_the_plain_function(postgres_se
     assert result.returncode == 0, result.stderr[-2000:]
     root, pid = result.stdout.split()
     assert not postgres.Path(root).exists()
-    assert wait_until(lambda: _gone(int(pid)), timeout=10, what="the postmaster to exit")
+    assert wait_until(lambda: not support.alive(int(pid)), timeout=10, what="the postmaster to exit")
 
 
 @pytest.mark.parametrize("ci", ["true", ""], ids=["ci", "elsewhere"])
@@ -154,11 +145,11 @@ def test_the_server_of_a_killed_test_process_is_stopped_and_removed_by_the_next_
     assert result.returncode == -9, result.stderr[-2000:]
     root, pid = postgres.Path(result.stdout.split()[0]), int(result.stdout.split()[1])
     try:
-        assert root.exists() and not _gone(pid)  # left behind, still running
+        assert root.exists() and support.alive(pid)  # left behind, still running
         with postgres.running() as srv:  # the next start reaps it; its own root is not touched
             assert srv.root.exists() and (srv.root / postgres.OWNER_FILE).read_text() == str(postgres.os.getpid())
         assert not root.exists()
-        assert wait_until(lambda: _gone(pid), timeout=10, what="the orphaned postmaster to exit")
+        assert wait_until(lambda: not support.alive(pid), timeout=10, what="the orphaned postmaster to exit")
     finally:
         if root.exists():
             postgres.reap_orphans(postgres.find_bindir(), postgres.os.geteuid() == 0)

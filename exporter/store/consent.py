@@ -20,6 +20,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from exporter.store.sql import in_list
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,10 +39,6 @@ EXPORT_ORDER = {"feedback": "seq", "activity": "day, tier, kind", "error_records
 EXPORT_TABLES = tuple(EXPORT_ORDER)
 
 
-def _in(hashes: Sequence[str]) -> str:
-    return f"user_hash IN ({','.join('?' * len(hashes))})"
-
-
 def record(conn: sqlite3.Connection, user_hash: str, state: str, policy_version: str, now: float) -> None:
     conn.execute("INSERT INTO consents (user_hash, state, policy_version, created_at) VALUES (?, ?, ?, ?)",
                  (user_hash, state, policy_version, now))
@@ -54,15 +52,15 @@ def granted(conn: sqlite3.Connection) -> set[str]:
 
 
 def delete_user(conn: sqlite3.Connection, hashes: Sequence[str]) -> int:
-    return conn.execute(f"DELETE FROM consents WHERE {_in(hashes)}", tuple(hashes)).rowcount
+    return conn.execute(f"DELETE FROM consents WHERE {in_list('user_hash', hashes)}", tuple(hashes)).rowcount
 
 
 def export_user(conn: sqlite3.Connection, hashes: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table that names one of ``hashes``, as column -> value, oldest first."""
     found: dict[str, list[dict[str, Any]]] = {}
+    user = in_list("user_hash", hashes)
     for table in EXPORT_TABLES:
-        cursor = conn.execute(f"SELECT * FROM {table} WHERE {_in(hashes)} ORDER BY {EXPORT_ORDER[table]}",
-                              tuple(hashes))
+        cursor = conn.execute(f"SELECT * FROM {table} WHERE {user} ORDER BY {EXPORT_ORDER[table]}", tuple(hashes))
         names = [column[0] for column in cursor.description]
         found[table] = [dict(zip(names, row)) for row in cursor.fetchall()]
     return found

@@ -48,7 +48,7 @@ from exporter.store import consent, errors, outbox, postgres, privacy_feed
 from exporter.store.health import StorageHealth
 from exporter.store.insights import FeatureStats, feature_stats
 from exporter.store.schema import connect, connect_postgres, file_id
-from exporter.store.sql import where
+from exporter.store.sql import in_list, where
 
 DB_FILENAME = "clary.db"
 DAY = 86400
@@ -244,7 +244,7 @@ class Database:
         conn = self.connection(create=False)
         if conn is None:
             return {"feedback": 0, "notifications": 0, "activity": 0, "errors": 0, "consents": 0}
-        user = f"user_hash IN ({','.join('?' * len(user_hashes))})"
+        user = in_list("user_hash", user_hashes)
         with _Transaction(conn):
             notifications = conn.execute(
                 f"DELETE FROM outbox WHERE feedback_id IN (SELECT id FROM feedback WHERE {user})", user_hashes

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.store.sql import where
+from exporter.store.sql import in_list, where
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS error_groups (
@@ -209,8 +209,7 @@ def top_groups(db, per_tier: int = 10) -> list[tuple[str, str, int]]:
 def delete_user(conn, user_hashes: Iterable[str]) -> int:
     """Delete the users' error records (in the caller's transaction); the number of rows."""
     hashes = tuple(user_hashes)
-    return conn.execute(f"DELETE FROM error_records WHERE user_hash IN ({','.join('?' * len(hashes))})",
-                        hashes).rowcount
+    return conn.execute(f"DELETE FROM error_records WHERE {in_list('user_hash', hashes)}", hashes).rowcount
 
 
 def purge(conn, cutoff: float) -> int:

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.store.sql import in_list
+
 # Longer than a notifier's delivery of a claimed batch (``exporter.api.notify`` derives its own from its
 # timeout), so that a live claimer always records the outcome before anyone else may claim the row.
 LEASE_SECONDS = 60.0
@@ -43,7 +45,7 @@ def _only(urls: Sequence[str] | None) -> tuple[str, tuple]:
     """`` AND url IN (...)`` for the webhooks a replica knows (None: any), and its arguments."""
     if urls is None:
         return "", ()
-    return (f" AND url IN ({','.join('?' * len(urls))})", tuple(urls)) if urls else (" AND FALSE", ())
+    return f" AND {in_list('url', urls)}", tuple(urls)
 
 
 def claim(db: Any, now: float, lease_seconds: float = LEASE_SECONDS, limit: int = 50,
@@ -120,7 +122,7 @@ def resume_deliveries(db: Any, urls: Iterable[str], now: float) -> tuple[int, in
     if conn is None or db.dialect != "sqlite":
         return 0, 0
     urls = list(urls)
-    keep = f"url IN ({','.join('?' * len(urls))})" if urls else "FALSE"
+    keep = in_list("url", urls)
     with db.transaction() as conn:
         dropped = conn.execute(f"DELETE FROM outbox WHERE NOT ({keep})", urls).rowcount
         resumed = conn.execute(f"UPDATE outbox SET next_attempt_at = ? WHERE {keep}", (now, *urls)).rowcount

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from exporter.store import errors
+from exporter.store.sql import in_list
 
 HORIZON_SECONDS = 3600.0
 CHANGES = ("opt_out", "opt_in", "consent_granted", "consent_withdrawn", "deleted")
@@ -81,6 +82,5 @@ def erase_late_rows(db: Any, user_hashes: Iterable[str]) -> int:
     """
     hashes = tuple(user_hashes)
     with db.transaction() as conn:
-        activity = conn.execute(f"DELETE FROM activity WHERE user_hash IN ({','.join('?' * len(hashes))})",
-                                hashes).rowcount
+        activity = conn.execute(f"DELETE FROM activity WHERE {in_list('user_hash', hashes)}", hashes).rowcount
         return activity + errors.delete_user(conn, hashes)

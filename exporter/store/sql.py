@@ -1,8 +1,8 @@
-"""The one SQL helper the store's filtered listings share."""
+"""SQL fragments the store's modules share: filtered listings, per-user deletes and exports."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 
 
 def where(conditions: Iterable[tuple[str, object]]) -> tuple[str, list]:
@@ -14,3 +14,9 @@ def where(conditions: Iterable[tuple[str, object]]) -> tuple[str, list]:
     if not kept:
         return "", []
     return " WHERE " + " AND ".join(clause for clause, _ in kept), [value for _, value in kept]
+
+
+
+def in_list(column: str, values: Sized) -> str:
+    """``"column IN (?, ...)"``, one placeholder per value; ``"FALSE"`` for none (``IN ()`` is not SQL)."""
+    return f"{column} IN ({','.join('?' * len(values))})" if len(values) else "FALSE"

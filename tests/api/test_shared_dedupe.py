@@ -205,7 +205,19 @@ async def test_batches_accepted_since_the_last_tick_are_shared_at_shutdown(aioht
                                                                              monkeypatch):
     """The app's shutdown closes the shared window before the store: nothing accepted is left unshared."""
     monkeypatch.setattr("exporter.api.app.TICK_SECONDS", 3600.0)  # one tick at start, none after
+    ticked = asyncio.Event()
+    step = SharedDedupe.step
+
+    async def step_and_say(self):
+        try:
+            return await step(self)
+        finally:
+            ticked.set()
+
+    monkeypatch.setattr(SharedDedupe, "step", step_and_say)
     app, client, _ = await replica(aiohttp_client, tmp_path, database_url, "a")
+    # The start-up tick may still be in the store when the app answers; a batch accepted then is shared by it.
+    await asyncio.wait_for(ticked.wait(), 10)
     ids = [uuid.uuid4().hex for _ in range(N)]
     assert (await (await client.post(URL, json=batch(ids), headers=INGEST)).json())["accepted"] == N
     shared = app[INGEST_KEY].shared_dedupe
